@@ -1,0 +1,582 @@
+"""The stateful proxy core (RFC 3261 section 16), sans-IO.
+
+``receive(data, source, now)`` takes one datagram or framed stream message
+and returns ``[(bytes, Target)]`` to send; ``on_timers(now)`` does the same
+for timers; ``next_deadline()`` says when to call it. The core never reads a
+clock and never touches a socket.
+"""
+
+import hashlib
+import itertools
+import random
+from collections import Counter
+
+from twisted.logger import Logger
+
+from ..sip.address import parse_address
+from ..sip.errors import SipParseError
+from ..sip.headers import split_commas
+from ..sip.message import make_response
+from ..sip.parser import parse_message
+from ..sip.uri import DEFAULT_PORTS
+from ..sip.via import MAGIC_COOKIE, parse_via
+from ..transaction import TransactionLayer
+from ..transaction.server import ACCEPTED, COMPLETED, CONFIRMED
+from .context import RequestContext
+from .target import STREAM_PROTOS, Target
+
+log = Logger()
+
+SUPPORTED_SCHEMES = frozenset(("sip", "sips", "tel"))
+BRANCH_PREFIX = MAGIC_COOKIE + "sd"
+FRAMED_PROTOS = frozenset(("tcp", "tls"))
+FLOW_PREFIX = "sdf-"
+
+
+class ProxyTransaction:
+    """A response context (RFC 3261 16.7): one server transaction and its branches."""
+
+    __slots__ = ("core", "ctx", "server", "request", "branches", "best", "canceled",
+                 "final_sent", "pending")
+
+    def __init__(self, core, ctx):
+        self.core = core
+        self.ctx = ctx
+        self.server = ctx.server
+        self.request = ctx.request
+        self.branches = []
+        self.best = None
+        self.canceled = False
+        self.final_sent = False
+        self.pending = 0
+        ctx.proxy_txn = self
+        if self.server is not None:
+            self.server.owner = self
+
+    # -- events from client transactions -------------------------------------
+    def on_branch_response(self, branch, response, now):
+        """A response on one branch (16.7): forward 1xx/2xx, collect the rest."""
+        status = response.status
+        if status < 200:
+            if status > 100 and not self.final_sent:
+                self.core.forward_response(self, response, now)
+            return
+        if status < 300:
+            self.final_sent = True
+            self.core.forward_response(self, response, now)
+            self._branch_done(branch)
+            self._cancel_others(branch, now)
+            return
+        self._consider(response)
+        self._branch_done(branch)
+        self._maybe_finish(branch, now)
+
+    def on_branch_timeout(self, branch, now):
+        """A branch got no final reply in time: a local 408 (16.8)."""
+        self._consider(make_response(self.request, 408, "Request Timeout",
+                                     to_tag=self.core.local_tag(self.request)))
+        self._branch_done(branch)
+        self._maybe_finish(branch, now)
+
+    def on_server_timeout(self, server, now):
+        """Timer H: the upstream never ACKed our final; nothing more to do."""
+
+    # -- helpers --------------------------------------------------------------
+    def _branch_done(self, branch):
+        if not branch.done:  # 2xx retransmissions arrive on a finished branch
+            branch.done = True
+            self.pending -= 1
+
+    def _consider(self, response):
+        """Keep the best final so far (16.7 step 6): 6xx wins, then the lowest class."""
+        best = self.best
+        if best is None:
+            self.best = response
+            return
+        s, b = response.status, best.status
+        if b >= 600:
+            return
+        if s >= 600 or s // 100 < b // 100:
+            self.best = response
+
+    def _cancel_others(self, winner, now):
+        for branch in self.branches:
+            if branch is not winner and branch.is_invite:
+                branch.cancel(now)
+
+    def _maybe_finish(self, branch, now):
+        if self.pending > 0 or self.final_sent:
+            return
+        ctx = self.ctx
+        route = ctx.failure_route
+        if route is not None:
+            ctx.failure_route = None
+            ctx.failed_branch = branch
+            ctx.handled = False
+            try:
+                route(ctx)
+            except Exception:
+                log.failure("failure route raised for {call_id}", call_id=self.request.call_id)
+            if self.pending > 0 or self.final_sent:
+                return
+        best = self.best
+        if best is None:
+            best = make_response(self.request, 500, "Server Internal Error")
+        if self.canceled and best.status == 408:
+            best = make_response(self.request, 487, "Request Terminated",
+                                 to_tag=self.core.local_tag(self.request))
+        self.final_sent = True
+        if best.via is self.request.via:  # made by make_response here, not received
+            self.core.respond(self.server, best, now)
+        else:
+            self.core.forward_response(self, best, now)
+
+    def cancel(self, now):
+        """The caller CANCELled (RFC 3261 16.10): cancel every pending branch."""
+        self.canceled = True
+        for branch in self.branches:
+            branch.cancel(now)
+        if not self.branches and not self.final_sent:
+            self.final_sent = True
+            self.core.respond(self.server, make_response(
+                self.request, 487, "Request Terminated",
+                to_tag=self.core.local_tag(self.request)), now)
+
+
+class ProxyCore:
+    """Everything between parsed bytes and the bytes to send."""
+
+    def __init__(self, listeners, route, *, t1=0.5, t2=4.0, t4=5.0, fr_timer=30.0,
+                 fr_inv_timer=120.0, max_message_size=65535, domains=(),
+                 max_forwards=10, server_header="sipdisp", rng=None):
+        self.listeners = list(listeners)
+        self.route = route
+        self.layer = TransactionLayer(t1, t2, t4)
+        self.fr_timer = fr_timer
+        self.fr_inv_timer = fr_inv_timer
+        self.max_message_size = max_message_size
+        self.max_forwards = max_forwards
+        self.server_header = server_header
+        self.domains = set(d.lower() for d in domains)
+        self.stats = Counter()
+        rng = rng or random.SystemRandom()
+        self._branch_prefix = f"{BRANCH_PREFIX}{rng.getrandbits(32):08x}."
+        self._branch_counter = itertools.count(1)
+        self._tag_secret = f"{rng.getrandbits(64):016x}"
+        self._refresh_myself()
+
+    # -- identity ------------------------------------------------------------
+    def _refresh_myself(self):
+        hosts = set(self.domains)
+        ports = set()
+        for lst in self.listeners:
+            hosts.add(lst.host.lower())
+            hosts.add(lst.advertised_host.lower())
+            ports.add(lst.port)
+            ports.add(lst.advertised_port)
+        self._my_hosts = hosts
+        self._my_ports = ports
+
+    def set_listeners(self, listeners):
+        """Replace the listener list (after the edge bound its sockets)."""
+        self.listeners = list(listeners)
+        self._refresh_myself()
+
+    def is_myself(self, uri):
+        """True if ``uri`` names this proxy (host is ours; port, if any, is ours)."""
+        if not uri.is_sip:
+            return False
+        host = uri.host
+        if host not in self._my_hosts:
+            return False
+        if host in self.domains and uri.port is None:
+            return True
+        port = uri.port
+        if port is None:
+            port = 5061 if uri.scheme == "sips" else 5060
+        return port in self._my_ports
+
+    def local_tag(self, request):
+        """A To tag for locally generated replies, stable across retransmissions."""
+        seed = f"{self._tag_secret}{request.call_id}{request.via.branch}"
+        return hashlib.blake2s(seed.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+    def new_branch(self):
+        """A unique RFC 3261 branch for a new client transaction."""
+        return f"{self._branch_prefix}{next(self._branch_counter):x}"
+
+    # -- entry points ----------------------------------------------------------
+    def receive(self, data, source, now):
+        """Process one message from ``source``; returns what to send."""
+        try:
+            # a UDP datagram or a WebSocket message delimits the SIP message by
+            # itself (RFC 7118 section 5); TCP/TLS frames come from StreamFramer
+            msg = parse_message(data, self.max_message_size,
+                                datagram=source.proto not in FRAMED_PROTOS)
+        except SipParseError as exc:
+            return self.reject(exc, source)
+        try:
+            if msg.is_request:
+                self.stats["rcv_requests"] += 1
+                self._on_request(msg, source, now)
+            else:
+                self.stats["rcv_replies"] += 1
+                self._on_response(msg, source, now)
+        except SipParseError as exc:
+            self.stats["parse_errors"] += 1
+            if msg.is_request and msg.method != "ACK":
+                self._reply_stateless(msg, source, exc.status, exc.reason)
+        except Exception:
+            self.stats["internal_errors"] += 1
+            log.failure("error processing {msg!r} from {src!r}", msg=msg, src=source)
+        return self.layer.drain()
+
+    def on_timers(self, now):
+        """Fire due timers; returns what to send."""
+        try:
+            self.layer.on_timers(now)
+        except Exception:
+            self.stats["internal_errors"] += 1
+            log.failure("error in transaction timer")
+        return self.layer.drain()
+
+    def next_deadline(self):
+        """When ``on_timers`` should next be called (None: nothing pending)."""
+        return self.layer.next_deadline()
+
+    # -- requests ----------------------------------------------------------------
+    def reject(self, exc, source):
+        """Answer a message that failed to parse or frame, when it is a request
+        we can answer (responses and junk are dropped, RFC 4475 3.1.2.*)."""
+        self.stats["parse_errors"] += 1
+        msg = exc.message
+        if (msg is not None and msg.is_request and msg.method != "ACK"
+                and msg.has("via") and msg.has("call-id")):
+            self._reply_stateless(msg, source, exc.status, exc.reason)
+        return self.layer.drain()
+
+    def _reply_stateless(self, request, source, status, reason):
+        resp = make_response(request, status, reason)
+        if self.server_header:
+            resp.add("server", self.server_header)
+        self.layer.send(resp.to_bytes(), self._response_target(request, source))
+
+    def _response_target(self, request, source):
+        """Where responses to ``request`` go (RFC 3261 18.2.2, RFC 3581 section 4)."""
+        if source.proto in STREAM_PROTOS:
+            return Target(source.proto, source.host, source.port, source.conn, source.listener)
+        via = request.via
+        port = source.port
+        if via is not None and via.param("rport") is None:
+            port = via.port or 5060
+        return Target(source.proto, source.host, port, None, source.listener)
+
+    def _on_request(self, req, source, now):
+        via = req.via
+        # RFC 3261 18.2.1 and RFC 3581: note where the request really came from.
+        rport = via.param("rport")
+        if via.host != source.host or rport is not None:
+            via.set_param("received", source.host)
+            if rport is not None:
+                via.set_param("rport", str(source.port))
+            self._replace_top_via(req, str(via))
+        method = req.method
+        layer = self.layer
+        if method == "ACK":
+            server = layer.find_server(req)
+            if server is not None and server.state in (COMPLETED, CONFIRMED):
+                server.on_ack(now)  # hop-by-hop ACK for our non-2xx (17.2.1)
+                return
+            ctx = RequestContext(self, req, source, None, now)
+            self._run_route(ctx)
+            return
+        if method == "CANCEL":
+            self._on_cancel(req, source, now)
+            return
+        server = layer.find_server(req)
+        if server is not None:
+            server.on_request(now)  # a retransmission: absorbed
+            self.stats["absorbed_retransmissions"] += 1
+            return
+        status = self._sanity(req)
+        server = layer.create_server(req, self._response_target(req, source), source.proto in STREAM_PROTOS)
+        ctx = RequestContext(self, req, source, server, now)
+        if status is not None:
+            ctx.reply(*status)
+            return
+        if method == "INVITE":
+            self.respond(server, make_response(req, 100, "Trying"), now)
+        self._run_route(ctx)
+        if not ctx.handled:
+            layer.remove_server(server)  # the route dropped the request silently
+
+    def _sanity(self, req):
+        """RFC 3261 16.3 checks not done by the parser; a (status, reason, headers) or None."""
+        if req.uri.scheme not in SUPPORTED_SCHEMES:
+            return 416, "Unsupported URI Scheme", ()
+        mf = req.get("max-forwards")
+        if mf is not None and mf.isdigit() and int(mf) == 0:
+            return 483, "Too Many Hops", ()
+        proxy_require = req.values("proxy-require")
+        if proxy_require and any(proxy_require):
+            tags = ", ".join(t for t in proxy_require if t)
+            return 420, "Bad Extension", (("unsupported", tags),)
+        return None
+
+    def _run_route(self, ctx):
+        try:
+            self.route(ctx)
+        except SipParseError as exc:
+            if ctx.server is not None and not ctx.handled:
+                ctx.reply(exc.status, exc.reason)
+        except Exception:
+            self.stats["route_errors"] += 1
+            log.failure("route raised for {msg!r}", msg=ctx.request)
+            if ctx.server is not None and not ctx.handled:
+                ctx.reply(500, "Server Internal Error")
+
+    def _on_cancel(self, req, source, now):
+        layer = self.layer
+        server = layer.find_server(req)
+        if server is not None:
+            server.on_request(now)
+            return
+        invite = layer.find_invite_for_cancel(req)
+        server = layer.create_server(req, self._response_target(req, source), source.proto in STREAM_PROTOS)
+        if invite is None:
+            self.respond(server, make_response(req, 481, "Call/Transaction Does Not Exist",
+                                               to_tag=self.local_tag(req)), now)
+            return
+        self.respond(server, make_response(req, 200, "OK", to_tag=self.local_tag(req)), now)
+        invite.canceled = True
+        proxy_txn = invite.owner
+        if proxy_txn is not None:
+            proxy_txn.cancel(now)
+        elif invite.state not in (COMPLETED, ACCEPTED):
+            self.respond(invite, make_response(invite.request, 487, "Request Terminated",
+                                               to_tag=self.local_tag(invite.request)), now)
+
+    # -- responses ---------------------------------------------------------------
+    def _on_response(self, resp, source, now):
+        client = self.layer.find_client(resp)
+        if client is not None:
+            client.on_response(resp, now)
+            return
+        # No transaction (e.g. a 2xx retransmission after it ended): forward
+        # statelessly if the top Via is ours (RFC 3261 16.7 / 18.1.2).
+        branch = resp.via.branch or ""
+        if not branch.startswith(BRANCH_PREFIX) or not 200 <= resp.status < 300:
+            self.stats["dropped_replies"] += 1
+            return
+        self._pop_via(resp)
+        if not resp.has("via"):
+            return
+        self.layer.send(resp.to_bytes(), self._via_target(resp))
+        self.stats["fwd_replies_stateless"] += 1
+
+    def _via_target(self, resp):
+        """Next hop of a response: the (new) top Via (18.2.2)."""
+        via = parse_via(resp.values("via")[0])
+        proto = via.transport.lower()
+        host, port = via.response_address()
+        return Target(proto, host, port)
+
+    def forward_response(self, proxy_txn, resp, now):
+        """Send a downstream response upstream through the server transaction."""
+        self._pop_via(resp)
+        server = proxy_txn.server
+        data = resp.to_bytes()
+        if server is None or not server.respond(data, resp.status, now):
+            if 200 <= resp.status < 300 and server is not None:
+                self.layer.send(data, server.source)  # 2xx after the txn moved on
+        self.stats["fwd_replies"] += 1
+
+    def respond(self, server, resp, now):
+        """Send a locally generated response through ``server``."""
+        if self.server_header and resp.status > 100:
+            resp.add("server", self.server_header)
+        server.respond(resp.to_bytes(), resp.status, now)
+
+    def reply(self, ctx, status, reason, headers=()):
+        """The route's reply (Kamailio sl_send_reply / t_reply)."""
+        req = ctx.request
+        if req.method == "ACK":
+            return
+        resp = make_response(req, status, reason, to_tag=self.local_tag(req), extra=headers)
+        if ctx.server is not None:
+            self.respond(ctx.server, resp, ctx.now)
+        else:
+            self.layer.send(resp.to_bytes(), self._response_target(req, ctx.source))
+
+    @staticmethod
+    def _pop_via(msg):
+        msg.pop_first("via")
+
+    @staticmethod
+    def _replace_top_via(msg, text):
+        headers = msg.headers
+        for i, (key, name, value) in enumerate(headers):
+            if key == "via":
+                if "," in value:
+                    rest = split_commas(value)[1:]
+                    headers[i] = (key, name, ", ".join([text] + rest))
+                else:
+                    headers[i] = (key, name, text)
+                return
+
+    # -- routing helpers -----------------------------------------------------------
+    def loose_route(self, ctx):
+        """RFC 3261 16.4 and 16.12; True if the request carried a route set."""
+        req = ctx.request
+        if self.is_myself(req.uri) and req.has("route"):
+            # the previous hop was a strict router: R-URI is our RR entry,
+            # the real target is the last Route (16.4).
+            routes = req.values("route")
+            last = routes[-1]
+            req.uri = parse_address(last, "Route").uri
+            req.remove("route")
+            for value in routes[:-1]:
+                req.add("route", value)
+            return True
+        routes = req.addresses("route") if req.has("route") else []
+        popped = None
+        while routes and self.is_myself(routes[0].uri):
+            popped = routes.pop(0)
+            req.pop_first("route")
+        if popped is None:
+            return False
+        user = popped.uri.user
+        if user and user.startswith(FLOW_PREFIX):
+            flow = user[len(FLOW_PREFIX):]
+            if flow.isdigit() and int(flow) != ctx.source.conn:
+                ctx.flow = int(flow)
+        return True
+
+    def remove_preloaded_route(self, ctx):
+        """Drop preloaded Route headers of an initial request when the first is ours."""
+        req = ctx.request
+        if not req.has("route"):
+            return True
+        first = req.addresses("route")[0]
+        if not self.is_myself(first.uri):
+            return False
+        req.remove("route")
+        return True
+
+    # -- relaying ------------------------------------------------------------------
+    def relay(self, ctx):
+        """Forward ``ctx.request`` to its next hop (16.5 - 16.6)."""
+        req = ctx.request
+        if req.method == "ACK":
+            return self._relay_stateless(ctx)
+        proxy_txn = ctx.proxy_txn or ProxyTransaction(self, ctx)
+        if proxy_txn.canceled:
+            return False
+        fwd = req.copy()
+        index = len(proxy_txn.branches)
+        mf = fwd.get("max-forwards")
+        if mf is None:
+            fwd.prepend("max-forwards", str(self.max_forwards))
+        else:
+            fwd.set("max-forwards", str(int(mf) - 1))
+        target = self._next_hop(ctx, fwd)
+        if target is None:
+            if not proxy_txn.branches and not proxy_txn.final_sent:
+                ctx.reply(503, "No Transport For Next Hop")
+            return False
+        listener = target.listener
+        if ctx.do_record_route:
+            self._add_record_route(ctx, fwd, listener)
+        branch = self.new_branch()
+        fwd.prepend("via", listener.via_prefix + branch, "Via")
+        data = fwd.to_bytes()
+        client = self.layer.new_client(fwd, data, target, target.reliable, branch,
+                                       ctx.fr_timeout, ctx.fr_inv_timeout, proxy_txn, index)
+        client.dst = target
+        proxy_txn.branches.append(client)
+        proxy_txn.pending += 1
+        self.stats["fwd_requests"] += 1
+        client.start(ctx.now)
+        return True
+
+    def _relay_stateless(self, ctx):
+        req = ctx.request
+        fwd = req.copy()
+        mf = fwd.get("max-forwards")
+        if mf is not None and mf.isdigit():
+            fwd.set("max-forwards", str(max(int(mf) - 1, 0)))
+        target = self._next_hop(ctx, fwd)
+        if target is None:
+            return False
+        if ctx.do_record_route:
+            self._add_record_route(ctx, fwd, target.listener)
+        digest = hashlib.blake2s((req.via.branch or req.call_id).encode("utf-8", "surrogateescape"),
+                                 digest_size=8).hexdigest()
+        fwd.prepend("via", f"{target.listener.via_prefix}{BRANCH_PREFIX}a{digest}", "Via")
+        self.layer.send(fwd.to_bytes(), target)
+        self.stats["fwd_requests_stateless"] += 1
+        return True
+
+    def _next_hop(self, ctx, fwd):
+        """Target for ``fwd``: $du, else the top Route (strict or loose), else the R-URI."""
+        uri = ctx.dst_uri
+        if uri is None:
+            route = fwd.get("route")
+            if route is not None:
+                first = parse_address(split_commas(route)[0], "Route")
+                uri = first.uri
+                if uri.param("lr") is None:
+                    # strict router next (16.6 step 6): it wants the R-URI slot.
+                    fwd.pop_first("route")
+                    fwd.add("route", f"<{fwd.uri}>")
+                    fwd.uri = uri
+            else:
+                uri = fwd.uri
+        if not uri.is_sip:
+            return None
+        proto = uri.transport
+        host = uri.param("maddr") or uri.host
+        port = uri.port
+        if port is None:
+            port = 5061 if uri.scheme == "sips" else DEFAULT_PORTS.get(proto, 5060)
+        if ctx.flow is not None:
+            conn_target = self.flow_target(ctx.flow)
+            if conn_target is not None:
+                return conn_target
+        listener = self._listener_for(proto, host)
+        if listener is None:
+            return None
+        return Target(proto, host, port, None, listener)
+
+    def flow_target(self, conn_id):
+        """A Target for an existing connection; the edge sets ``connections``."""
+        lookup = getattr(self, "connections", None)
+        if lookup is None:
+            return None
+        return lookup(conn_id)
+
+    def _listener_for(self, proto, host):
+        v6 = ":" in host
+        fallback = None
+        for lst in self.listeners:
+            if lst.proto == proto:
+                if (":" in lst.host) == v6:
+                    return lst
+                fallback = fallback or lst
+        return fallback
+
+    def _add_record_route(self, ctx, fwd, egress):
+        """Record-Route: one entry, or two when ingress and egress differ (RFC 5658)."""
+        ingress = ctx.source.listener
+        if ingress is None or ingress is egress:
+            uri = egress.rr_uri
+            if ctx.source.conn is not None:
+                uri = f"sip:{FLOW_PREFIX}{ctx.source.conn}@{uri[4:]}"
+            fwd.prepend("record-route", f"<{uri}>", "Record-Route")
+            return
+        in_uri = ingress.rr_uri
+        if ctx.source.conn is not None:
+            in_uri = f"sip:{FLOW_PREFIX}{ctx.source.conn}@{in_uri[4:]}"
+        fwd.prepend("record-route", f"<{in_uri};r2=on>", "Record-Route")
+        fwd.prepend("record-route", f"<{egress.rr_uri};r2=on>", "Record-Route")
+

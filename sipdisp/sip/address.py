@@ -1,0 +1,116 @@
+"""name-addr / addr-spec values: From, To, Contact, Route, Record-Route
+(RFC 3261 sections 20.10, 20.20, 20.39 and the grammar of section 25.1)."""
+
+from .errors import SipParseError
+from .headers import format_params, get_param, parse_params
+from .uri import parse_uri
+
+
+class Address:
+    """``display <uri>;params`` or a bare ``uri;params``.
+
+    ``display`` keeps its quotes if it had them; ``params`` are the header
+    parameters (``tag``, ``q``, ``expires``, ``+sip.instance`` ...), which in
+    the bare form are everything after the URI's first ``;`` (section 20.10).
+    """
+
+    __slots__ = ("display", "uri", "params", "bracketed", "_text")
+
+    def __init__(self, uri, display=None, params=None, bracketed=True):
+        self.uri = uri
+        self.display = display
+        self.params = params if params is not None else []
+        self.bracketed = bracketed
+        self._text = None
+
+    def param(self, name):
+        """Value of a header parameter ('' for a bare one, None if absent)."""
+        return get_param(self.params, name)
+
+    def set_param(self, name, value=None):
+        """Add or replace a header parameter."""
+        low = name.lower()
+        self.params = [(n, v) for n, v in self.params if n.lower() != low]
+        self.params.append((name, value))
+        self._text = None
+
+    @property
+    def tag(self):
+        """The ``tag`` parameter or None."""
+        return self.param("tag")
+
+    def __str__(self):
+        if self._text is None:
+            if self.bracketed or self.display:
+                head = f"{self.display} <{self.uri}>" if self.display else f"<{self.uri}>"
+            else:
+                head = str(self.uri)
+            self._text = head + format_params(self.params)
+        return self._text
+
+    def __repr__(self):
+        return f"<Address {self}>"
+
+
+def parse_address(text, what="address"):
+    """Parse one name-addr or addr-spec (with header params); SipParseError on error."""
+    text = text.strip()
+    if not text:
+        raise SipParseError(f"Empty {what}")
+    display = None
+    if text[0] == '"':
+        end = _end_of_quoted(text)
+        if end < 0:
+            raise SipParseError(f"Unterminated quoted display name in {what}")
+        display = text[:end + 1]
+        rest = text[end + 1:].lstrip()
+        if not rest.startswith("<"):
+            raise SipParseError(f"Quoted display name without <URI> in {what}")
+    else:
+        lt = text.find("<")
+        if lt > 0:
+            display = text[:lt].strip() or None
+            if display and ('"' in display or any(c in display for c in ";,@:>")):
+                raise SipParseError(f"Malformed display name in {what}")
+        rest = text[lt:] if lt >= 0 else text
+    if rest.startswith("<"):
+        gt = rest.find(">")
+        if gt < 0:
+            raise SipParseError(f"Unterminated <URI> in {what}")
+        uri_text = rest[1:gt].strip()
+        if not uri_text or " " in uri_text:
+            raise SipParseError(f"Malformed URI in {what}")
+        uri = parse_uri(uri_text)
+        tail = rest[gt + 1:].strip()
+        if tail and tail[0] != ";":
+            raise SipParseError(f"Unexpected text after <URI> in {what}")
+        params = parse_params(tail, what) if tail else []
+        addr = Address(uri, display, params, True)
+    else:
+        # addr-spec form: the URI cannot carry parameters or headers here,
+        # everything after the first ';' belongs to the header (section 20.10).
+        if any(ch in rest for ch in " \t"):
+            uri_text, sep, tail = rest.partition(";")
+            if uri_text.strip() and " " not in uri_text.strip():
+                rest = uri_text.strip() + sep + tail
+            else:
+                raise SipParseError(f"Malformed {what}: whitespace in addr-spec")
+        uri_text, sep, tail = rest.partition(";")
+        uri = parse_uri(uri_text)
+        params = parse_params(tail, what) if sep else []
+        addr = Address(uri, None, params, False)
+    addr._text = text
+    return addr
+
+
+def _end_of_quoted(text):
+    i = 1
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == '"':
+            return i
+        i += 1
+    return -1

@@ -1,0 +1,103 @@
+"""Via header values (RFC 3261 section 20.42, RFC 3581 rport)."""
+
+from .errors import SipParseError
+from .headers import format_params, get_param, parse_params
+from .uri import DEFAULT_PORTS, format_hostport, parse_hostport
+
+MAGIC_COOKIE = "z9hG4bK"
+
+
+class Via:
+    """One Via value: ``SIP/2.0/<transport> host[:port];params``."""
+
+    __slots__ = ("transport", "host", "port", "params", "_text")
+
+    def __init__(self, transport, host, port=None, params=None):
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = params if params is not None else []
+        self._text = None
+
+    def param(self, name):
+        """A parameter's value ('' if bare, None if absent)."""
+        return get_param(self.params, name)
+
+    def set_param(self, name, value=None):
+        """Add or replace a parameter, keeping the others in order."""
+        low = name.lower()
+        for i, (n, _) in enumerate(self.params):
+            if n.lower() == low:
+                self.params[i] = (n, value)
+                break
+        else:
+            self.params.append((name, value))
+        self._text = None
+
+    @property
+    def branch(self):
+        """The branch parameter (None if absent)."""
+        return get_param(self.params, "branch")
+
+    @property
+    def sent_by(self):
+        """``(host, port)`` as written, with the transport's default port."""
+        return self.host, self.port or DEFAULT_PORTS.get(self.transport.lower(), 5060)
+
+    def response_address(self):
+        """Where a response to this hop goes (RFC 3261 18.2.2, RFC 3581 section 4):
+        ``received`` if present, else sent-by host; ``rport`` value if set."""
+        host = self.param("received") or self.host
+        if host.startswith("["):
+            host = host[1:-1]
+        rport = self.param("rport")
+        if rport:
+            return host, int(rport)
+        return host, self.port or DEFAULT_PORTS.get(self.transport.lower(), 5060)
+
+    def __str__(self):
+        if self._text is None:
+            self._text = (f"SIP/2.0/{self.transport} {format_hostport(self.host, self.port)}"
+                          f"{format_params(self.params)}")
+        return self._text
+
+    def __repr__(self):
+        return f"<Via {self}>"
+
+
+def parse_via(text):
+    """Parse one Via value; LWS around ``/`` is allowed (RFC 4475 3.1.1.1)."""
+    text = text.strip()
+    if text.startswith("SIP/2.0/"):
+        proto_end = text.find(" ", 8)
+        if proto_end < 0:
+            raise SipParseError("Malformed Via: no sent-by")
+        transport = text[8:proto_end]
+        rest = text[proto_end + 1:]
+    else:
+        parts = text.split("/", 2)
+        if len(parts) != 3:
+            raise SipParseError("Malformed Via protocol")
+        name, version, tail = (p.strip() for p in parts)
+        if name.upper() != "SIP" or version != "2.0":
+            raise SipParseError("Malformed Via protocol")
+        tail_parts = tail.split(None, 1)
+        if len(tail_parts) != 2:
+            raise SipParseError("Malformed Via: no sent-by")
+        transport, rest = tail_parts
+    if not transport or not transport.replace("-", "").isalnum():
+        raise SipParseError("Malformed Via transport")
+    rest = rest.strip()
+    semi = rest.find(";")
+    if semi >= 0:
+        sent_by, params_text = rest[:semi].strip(), rest[semi:]
+        params = parse_params(params_text, "Via")
+    else:
+        sent_by, params = rest, []
+    if " " in sent_by or "\t" in sent_by:
+        # "host : port" with LWS is legal (sent-by = host [ COLON port ])
+        sent_by = "".join(sent_by.split())
+    host, port = parse_hostport(sent_by, "Via sent-by")
+    via = Via(transport.upper(), host, port, params)
+    via._text = text
+    return via

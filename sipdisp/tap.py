@@ -1,0 +1,28 @@
+"""twistd glue: ``twistd -n sipdisp -c etc/sipdisp.yaml``."""
+
+from twisted.python import usage
+
+from .config import ConfigError, load_config
+from .service import make_service
+
+
+class Options(usage.Options):
+    """Command-line options of the sipdisp twistd plugin."""
+
+    optParameters = [
+        ["config", "c", "etc/sipdisp.yaml", "the YAML configuration file"],
+    ]
+
+
+def makeService(options):
+    """Load and validate the configuration, then build the service tree.
+
+    A bad configuration stops start-up with one line naming the key."""
+    path = options["config"]
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        raise SystemExit(f"sipdisp: {path}: {exc}")
+    except OSError as exc:
+        raise SystemExit(f"sipdisp: cannot read {path}: {exc.strerror}")
+    return make_service(cfg)

@@ -1,0 +1,112 @@
+"""The transaction table: matching (RFC 3261 17.1.3, 17.2.3), timers, output."""
+
+from ..sip.via import MAGIC_COOKIE
+from .client import ClientTransaction
+from .server import ServerTransaction
+from .timers import TimerHeap
+
+
+def server_key(request):
+    """The key a request matches server transactions by (RFC 3261 17.2.3).
+
+    ACK matches its INVITE. Requests from RFC 2543 elements (no magic cookie)
+    are matched on Call-ID, From tag, CSeq number and the top Via (17.2.3's
+    fall-back, simplified: To tags are not compared)."""
+    via = request.via
+    method = request.method
+    if method == "ACK":
+        method = "INVITE"
+    branch = via.branch
+    if branch and branch.startswith(MAGIC_COOKIE) and len(branch) > 7:
+        return (branch, via.host, via.port, method)
+    return ("2543", request.call_id, request.from_tag, request.cseq, method,
+            str(via).split(";", 1)[0])
+
+
+class TransactionLayer:
+    """Server and client transactions, one timer heap, and the pending output.
+
+    ``send(data, target)`` queues an outgoing datagram/segment; the edge
+    collects them with ``drain()`` after each call into the core.
+    """
+
+    def __init__(self, t1=0.5, t2=4.0, t4=5.0):
+        self.t1 = t1
+        self.t2 = t2
+        self.t4 = t4
+        self.timers = TimerHeap()
+        self.servers = {}
+        self.clients = {}
+        self.out = []
+        self.stats_retransmitted = 0
+
+    # -- output --------------------------------------------------------------
+    def send(self, data, target):
+        """Queue ``data`` for ``target`` (a transport Target)."""
+        self.out.append((data, target))
+
+    def drain(self):
+        """Return and forget everything queued for sending."""
+        out = self.out
+        if out:
+            self.out = []
+        return out
+
+    # -- server side -----------------------------------------------------------
+    def find_server(self, request):
+        """The server transaction a request belongs to, or None."""
+        return self.servers.get(server_key(request))
+
+    def create_server(self, request, source, reliable):
+        """A new server transaction for ``request`` received from ``source``."""
+        key = server_key(request)
+        txn = ServerTransaction(self, key, request, source, reliable)
+        self.servers[key] = txn
+        return txn
+
+    def find_invite_for_cancel(self, cancel):
+        """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2)."""
+        key = server_key(cancel)
+        if key[0] == "2543":
+            key = key[:4] + ("INVITE",) + key[5:]
+        else:
+            key = key[:3] + ("INVITE",)
+        return self.servers.get(key)
+
+    def remove_server(self, txn):
+        """Forget a terminated server transaction."""
+        if self.servers.get(txn.key) is txn:
+            del self.servers[txn.key]
+
+    # -- client side -----------------------------------------------------------
+    def add_client(self, txn):
+        """Register a client transaction so responses can find it."""
+        self.clients[(txn.branch, txn.method)] = txn
+
+    def new_client(self, request, data, target, reliable, branch, fr_timeout,
+                   fr_inv_timeout, owner, index=0):
+        """Create and register (but do not start) a client transaction."""
+        txn = ClientTransaction(self, request, data, target, reliable, branch,
+                                fr_timeout, fr_inv_timeout, owner, index)
+        self.clients[(branch, txn.method)] = txn
+        return txn
+
+    def find_client(self, response):
+        """The client transaction a response belongs to (RFC 3261 17.1.3), or None."""
+        return self.clients.get((response.via.branch, response.cseq_method))
+
+    def remove_client(self, txn):
+        """Forget a terminated client transaction."""
+        key = (txn.branch, txn.method)
+        if self.clients.get(key) is txn:
+            del self.clients[key]
+
+    # -- time ------------------------------------------------------------------
+    def next_deadline(self):
+        """When the layer next needs ``on_timers``; None if never."""
+        return self.timers.next_deadline()
+
+    def on_timers(self, now):
+        """Fire every timer due by ``now``."""
+        for owner, name in self.timers.pop_due(now):
+            owner.on_timer(name, now)

@@ -1,0 +1,127 @@
+"""Server transactions (RFC 3261 section 17.2, with RFC 6026's Accepted state).
+
+A server transaction absorbs retransmitted requests by re-sending its last
+response, retransmits non-2xx INVITE finals until the ACK (timers G/H),
+and lingers to absorb late retransmissions (timers I, J, L).
+"""
+
+TRYING = "trying"
+PROCEEDING = "proceeding"
+COMPLETED = "completed"
+CONFIRMED = "confirmed"
+ACCEPTED = "accepted"
+TERMINATED = "terminated"
+
+
+class ServerTransaction:
+    """One server transaction. ``owner`` (the TU) gets ``on_server_timeout``."""
+
+    __slots__ = ("layer", "key", "request", "source", "reliable", "is_invite",
+                 "state", "last_response", "timers", "owner", "g_interval",
+                 "to_tag", "canceled")
+
+    def __init__(self, layer, key, request, source, reliable):
+        self.layer = layer
+        self.key = key
+        self.request = request
+        self.source = source
+        self.reliable = reliable
+        self.is_invite = request.method == "INVITE"
+        self.state = PROCEEDING if self.is_invite else TRYING
+        self.last_response = None
+        self.timers = {}
+        self.owner = None
+        self.g_interval = 0.0
+        self.to_tag = None
+        self.canceled = False
+
+    # -- inputs from the network ------------------------------------------
+    def on_request(self, now):
+        """A retransmission of the request: re-send the last response (17.2.1, 17.2.2)."""
+        if self.state in (PROCEEDING, COMPLETED) and self.last_response is not None:
+            self.layer.send(self.last_response, self.source)
+            self.layer.stats_retransmitted += 1
+
+    def on_ack(self, now):
+        """ACK for a non-2xx final: stop retransmitting, linger for Timer I."""
+        if self.state != COMPLETED:
+            return
+        timers = self.layer.timers
+        timers.cancel(self, "G")
+        timers.cancel(self, "H")
+        self.state = CONFIRMED
+        if self.reliable:
+            self._terminate()
+        else:
+            timers.arm(self, "I", now + self.layer.t4)
+
+    # -- inputs from the TU -----------------------------------------------
+    def respond(self, data, status, now):
+        """Send a response (already serialized) through this transaction.
+
+        Returns False when the state no longer allows it (a late final).
+        """
+        state = self.state
+        layer = self.layer
+        if self.is_invite:
+            if state == PROCEEDING:
+                if status < 200:
+                    self.last_response = data
+                elif status < 300:
+                    self.state = ACCEPTED
+                    self.last_response = None
+                    layer.timers.arm(self, "L", now + 64 * layer.t1)
+                else:
+                    self.state = COMPLETED
+                    self.last_response = data
+                    if not self.reliable:
+                        self.g_interval = layer.t1
+                        layer.timers.arm(self, "G", now + layer.t1)
+                    layer.timers.arm(self, "H", now + 64 * layer.t1)
+            elif state == ACCEPTED and 200 <= status < 300:
+                pass  # other forks' 2xx and 2xx retransmissions pass through
+            else:
+                return False
+        else:
+            if state in (TRYING, PROCEEDING):
+                if status < 200:
+                    self.state = PROCEEDING
+                    self.last_response = data
+                else:
+                    self.state = COMPLETED
+                    self.last_response = data
+                    if self.reliable:
+                        self._terminate()
+                    else:
+                        layer.timers.arm(self, "J", now + 64 * layer.t1)
+            else:
+                return False
+        layer.send(data, self.source)
+        return True
+
+    # -- timers -------------------------------------------------------------
+    def on_timer(self, name, now):
+        """Timer G re-sends the final; H, I, J and L end the transaction."""
+        if name == "G":
+            if self.state == COMPLETED:
+                self.layer.send(self.last_response, self.source)
+                self.layer.stats_retransmitted += 1
+                self.g_interval = min(2 * self.g_interval, self.layer.t2)
+                self.layer.timers.arm(self, "G", now + self.g_interval)
+        elif name == "H":
+            # no ACK ever came (RFC 3261 17.2.1): the TU is told, then we end.
+            if self.owner is not None:
+                self.owner.on_server_timeout(self, now)
+            self._terminate()
+        else:  # I, J, L
+            self._terminate()
+
+    def _terminate(self):
+        self.state = TERMINATED
+        timers = self.layer.timers
+        for name in list(self.timers):
+            timers.cancel(self, name)
+        self.layer.remove_server(self)
+
+    def __repr__(self):
+        return f"<ServerTransaction {self.request.method} {self.key[0]} {self.state}>"

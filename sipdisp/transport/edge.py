@@ -1,0 +1,166 @@
+"""The Twisted edge around the sans-IO core: one place that feeds received
+messages to the core, sends what it returns, keeps the connection table and
+arms the single timer the core asks for.
+"""
+
+import itertools
+
+from twisted.internet import error as ierror
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.logger import Logger
+
+from ..proxy.target import Target
+
+log = Logger()
+
+
+class Switchboard:
+    """Connects listeners and connections to a ProxyCore.
+
+    ``udp_ports`` maps listener id -> bound UDP port object; stream
+    connections register themselves with ``add_connection``. ``connector``
+    (set by the service) opens outgoing TCP/TLS connections.
+    """
+
+    def __init__(self, core, reactor, max_connections=2048):
+        self.core = core
+        self._reactor = reactor
+        self.max_connections = max_connections
+        self.udp_ports = {}
+        self.connections = {}
+        self._by_addr = {}
+        self._conn_ids = itertools.count(1)
+        self._timer = None
+        self._timer_at = None
+        self.connector = None
+        self.send_errors = 0
+        core.connections = self.flow_target
+
+    # -- receiving ---------------------------------------------------------------
+    def receive(self, data, source):
+        """Feed one message to the core and act on its output."""
+        out = self.core.receive(data, source, self._reactor.seconds())
+        if out:
+            self.send_all(out)
+        self._rearm()
+
+    def reject(self, exc, source):
+        """Let the core answer a message the transport could not frame."""
+        out = self.core.reject(exc, source)
+        if out:
+            self.send_all(out)
+
+    def send_all(self, out):
+        """Send ``[(bytes, Target)]``."""
+        for data, target in out:
+            try:
+                self.send(data, target)
+            except Exception:
+                self.send_errors += 1
+                log.failure("send to {target!r} failed", target=target)
+
+    # -- timers ------------------------------------------------------------------
+    def _rearm(self):
+        deadline = self.core.next_deadline()
+        if deadline is None:
+            return
+        timer = self._timer
+        if timer is not None and timer.active():
+            if self._timer_at <= deadline:
+                return
+            timer.cancel()
+        delay = max(0.0, deadline - self._reactor.seconds())
+        self._timer_at = deadline
+        self._timer = self._reactor.callLater(delay, self._fire)
+
+    def _fire(self):
+        self._timer = None
+        out = self.core.on_timers(self._reactor.seconds())
+        if out:
+            self.send_all(out)
+        self._rearm()
+
+    def stop(self):
+        """Cancel the pending timer (service shutdown)."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    # -- sending -----------------------------------------------------------------
+    def send(self, data, target):
+        """Send ``data`` to ``target``: UDP socket, known connection, or a new one."""
+        host = target.host
+        if not (isIPAddress(host) or isIPv6Address(host)):
+            d = self._reactor.resolve(host)
+            d.addCallback(lambda ip: self.send(data, Target(
+                target.proto, ip, target.port, target.conn, target.listener)))
+            d.addErrback(lambda f: log.warn("cannot resolve {host}: {err}", host=host,
+                                            err=f.getErrorMessage()))
+            return
+        if target.proto == "udp":
+            port = self._udp_port_for(target)
+            if port is None:
+                self.send_errors += 1
+                log.warn("no UDP socket to send to {target!r}", target=target)
+                return
+            try:
+                port.write(data, (host, target.port))
+            except (OSError, ierror.MessageLengthError) as exc:
+                self.send_errors += 1
+                log.warn("UDP send to {host}:{port} failed: {exc}", host=host,
+                         port=target.port, exc=exc)
+            return
+        conn = None
+        if target.conn is not None:
+            conn = self.connections.get(target.conn)
+        if conn is None:
+            conn = self._by_addr.get((target.proto, host, target.port))
+        if conn is not None:
+            conn.send_message(data)
+            return
+        if target.proto in ("tcp", "tls") and self.connector is not None:
+            self.connector(target, data)
+            return
+        self.send_errors += 1
+        log.warn("no connection to {target!r}; message dropped", target=target)
+
+    def _udp_port_for(self, target):
+        listener = target.listener
+        if listener is not None and listener.proto == "udp":
+            port = self.udp_ports.get(listener.id)
+            if port is not None:
+                return port
+        want_v6 = ":" in target.host
+        fallback = None
+        for lst_id, port in self.udp_ports.items():
+            is_v6 = ":" in port.getHost().host
+            if is_v6 == want_v6:
+                return port
+            fallback = fallback or port
+        return fallback
+
+    # -- the connection table ----------------------------------------------------
+    def can_accept(self):
+        """False when the connection limit is reached."""
+        return len(self.connections) < self.max_connections
+
+    def add_connection(self, conn):
+        """Register a live stream connection; returns its id."""
+        conn_id = next(self._conn_ids)
+        self.connections[conn_id] = conn
+        self._by_addr[(conn.proto, conn.peer_host, conn.peer_port)] = conn
+        return conn_id
+
+    def remove_connection(self, conn):
+        """Forget a closed connection."""
+        self.connections.pop(conn.conn_id, None)
+        key = (conn.proto, conn.peer_host, conn.peer_port)
+        if self._by_addr.get(key) is conn:
+            del self._by_addr[key]
+
+    def flow_target(self, conn_id):
+        """A Target for live connection ``conn_id`` (RFC 5626 flows), or None."""
+        conn = self.connections.get(conn_id)
+        if conn is None:
+            return None
+        return Target(conn.proto, conn.peer_host, conn.peer_port, conn_id, conn.listener)

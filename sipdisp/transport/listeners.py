@@ -1,0 +1,134 @@
+"""Binding the configured listeners, and outgoing TCP/TLS connections."""
+
+import re
+import socket
+
+from twisted.internet import ssl
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol, wrapClientTLS,
+)
+from twisted.logger import Logger
+
+from ..proxy.target import Listener
+from .stream import SipStreamFactory, SipStreamProtocol
+from .udp import SipDatagramProtocol
+from .websocket import SipWebSocketFactory
+
+log = Logger()
+
+UDP_BUFFER = 4 * 1024 * 1024
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def server_tls_options(certificate, private_key, ca_file=None, require_client=False):
+    """CertificateOptions for TLS/WSS listeners from PEM files."""
+    with open(certificate, "rb") as f:
+        cert_pem = f.read()
+    with open(private_key, "rb") as f:
+        key_pem = f.read()
+    chain = _PEM_CERT.findall(cert_pem)
+    private = ssl.PrivateCertificate.loadPEM(chain[0] + b"\n" + key_pem)
+    extra = [ssl.Certificate.loadPEM(c).original for c in chain[1:]]
+    kwargs = {}
+    if require_client and ca_file:
+        kwargs = {"verify": True, "caCerts": [c.original for c in _load_certs(ca_file)],
+                  "requireCertificate": True}
+    return ssl.CertificateOptions(privateKey=private.privateKey.original,
+                                  certificate=private.original,
+                                  extraCertChain=extra or None, **kwargs)
+
+
+def _load_certs(path):
+    with open(path, "rb") as f:
+        return [ssl.Certificate.loadPEM(c) for c in _PEM_CERT.findall(f.read())]
+
+
+def client_tls_options(host, ca_file=None, verify=True):
+    """Options for outgoing TLS: the peer is verified (service-identity checks
+    its name or IP address) unless ``verify`` is off."""
+    if not verify:
+        return ssl.CertificateOptions()
+    trust = ssl.trustRootFromCertificates(_load_certs(ca_file)) if ca_file else None
+    return ssl.optionsForClientTLS(host, trustRoot=trust)
+
+
+def bind_listeners(reactor, switchboard, cfg, tls_options=None):
+    """Listen on every configured address; returns ``(listeners, ports)``.
+
+    Listener ports are the bound ones, so port 0 in the config works."""
+    listeners, ports = [], []
+    adv_host = cfg.advertise.host
+    adv_port = cfg.advertise.port
+    idle = cfg.connections.idle_timeout
+    max_size = cfg.sip.max_message_size
+    next_id = 1
+    for proto in ("udp", "tcp", "tls", "ws", "wss"):
+        for host, port in getattr(cfg.listen, proto):
+            listener = Listener(next_id, proto, host, port, adv_host, adv_port)
+            next_id += 1
+            if proto == "udp":
+                bound = reactor.listenUDP(port, SipDatagramProtocol(switchboard, listener),
+                                          interface=host, maxPacketSize=max_size + 1)
+                _grow_buffers(bound)
+                switchboard.udp_ports[listener.id] = bound
+            else:
+                factory_cls = SipStreamFactory if proto in ("tcp", "tls") else SipWebSocketFactory
+                factory = factory_cls(switchboard, listener, idle, max_size)
+                if proto in ("tls", "wss"):
+                    bound = reactor.listenSSL(port, factory, tls_options, interface=host)
+                else:
+                    bound = reactor.listenTCP(port, factory, interface=host, backlog=128)
+            listener.port = bound.getHost().port
+            if adv_port is None:
+                listener.advertised_port = listener.port
+            listener.refresh()
+            listeners.append(listener)
+            ports.append(bound)
+            log.info("listening on {proto}:{host}:{port}", proto=proto, host=host,
+                     port=listener.port)
+    return listeners, ports
+
+
+def _grow_buffers(port):
+    sock = getattr(port, "socket", None)
+    if sock is None:
+        return
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, UDP_BUFFER)
+        except OSError:
+            pass
+
+
+class Connector:
+    """Opens outgoing TCP/TLS connections for the switchboard."""
+
+    def __init__(self, reactor, switchboard, cfg):
+        self._reactor = reactor
+        self.switchboard = switchboard
+        self.cfg = cfg
+
+    def __call__(self, target, data):
+        cfg = self.cfg
+        conn = SipStreamProtocol(self.switchboard, target.listener, cfg.connections.idle_timeout,
+                                 cfg.sip.max_message_size, peer_host=target.host,
+                                 peer_port=target.port, proto=target.proto)
+        if not self.switchboard.can_accept():
+            log.warn("connection limit reached; not connecting to {t!r}", t=target)
+            return
+        conn.register()
+        conn.send_message(data)
+        endpoint_cls = TCP6ClientEndpoint if ":" in target.host else TCP4ClientEndpoint
+        endpoint = endpoint_cls(self._reactor, target.host, target.port,
+                                timeout=cfg.connections.connect_timeout)
+        if target.proto == "tls":
+            endpoint = wrapClientTLS(
+                client_tls_options(target.host, cfg.tls.ca_file, cfg.tls.verify_server), endpoint)
+        d = connectProtocol(endpoint, conn)
+
+        def failed(failure):
+            log.warn("cannot connect to {proto}:{host}:{port}: {err}", proto=target.proto,
+                     host=target.host, port=target.port, err=failure.getErrorMessage())
+            self.switchboard.remove_connection(conn)
+
+        d.addErrback(failed)
