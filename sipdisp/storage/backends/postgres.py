@@ -41,7 +41,7 @@ class _Detector(reconnection.DeadConnectionDetector):
         d.addErrback(self._stopped)
 
     def _stopped(self, f):
-        if not f.check(defer.CancelledError):
+        if not f.check(defer.CancelledError) and not self.backend.closing:
             self.backend.log.warn("storage {url}: {label} reconnect loop ended: "
                                   "{error}", url=str(self.backend.url),
                                   label=self.label, error=f.getErrorMessage())
@@ -59,7 +59,10 @@ class _Detector(reconnection.DeadConnectionDetector):
     def shutdown(self):
         if self._retrying is not None:
             d, self._retrying = self._retrying, None
-            d.cancel()
+            try:
+                d.cancel()
+            except Exception:
+                pass  # a connection attempt is underway; close() ends it
 
 
 def _close(conn):

@@ -1,0 +1,221 @@
+-- sipdisp schema for sqlite, generated from sipdisp/storage/schema.py
+-- (sipdisp db ddl sqlite). Kamailio 5.x / OpenSIPS 3.x compatible;
+-- every statement is idempotent, so it can run on an existing
+-- kamctl-created database.
+
+CREATE TABLE IF NOT EXISTS "version" (
+    "id" INTEGER PRIMARY KEY NOT NULL,
+    "table_name" VARCHAR(32) NOT NULL,
+    "table_version" INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT version_table_name_idx UNIQUE ("table_name")
+);
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'version', 1 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'version');
+
+CREATE TABLE IF NOT EXISTS "dispatcher" (
+    "id" INTEGER PRIMARY KEY NOT NULL,
+    "setid" INTEGER DEFAULT 0 NOT NULL,
+    "destination" VARCHAR(192) DEFAULT '' NOT NULL,
+    "flags" INTEGER DEFAULT 0 NOT NULL,
+    "priority" INTEGER DEFAULT 0 NOT NULL,
+    "attrs" VARCHAR(128) DEFAULT '' NOT NULL,
+    "description" VARCHAR(64) DEFAULT '' NOT NULL
+);
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'dispatcher', 4 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'dispatcher');
+
+CREATE TABLE IF NOT EXISTS "load_balancer" (
+    "id" INTEGER PRIMARY KEY NOT NULL,
+    "group_id" INTEGER DEFAULT 0 NOT NULL,
+    "dst_uri" VARCHAR(128) NOT NULL,
+    "resources" VARCHAR(255) NOT NULL,
+    "probe_mode" INTEGER DEFAULT 0 NOT NULL,
+    "attrs" VARCHAR(255) DEFAULT NULL,
+    "description" VARCHAR(128) DEFAULT NULL
+);
+
+CREATE INDEX IF NOT EXISTS load_balancer_dsturi_idx ON "load_balancer" ("dst_uri");
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'load_balancer', 3 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'load_balancer');
+
+CREATE TABLE IF NOT EXISTS "location" (
+    "id" INTEGER PRIMARY KEY NOT NULL,
+    "ruid" VARCHAR(64) DEFAULT '' NOT NULL,
+    "username" VARCHAR(64) DEFAULT '' NOT NULL,
+    "domain" VARCHAR(64) DEFAULT NULL,
+    "contact" VARCHAR(512) DEFAULT '' NOT NULL,
+    "received" VARCHAR(128) DEFAULT NULL,
+    "path" VARCHAR(512) DEFAULT NULL,
+    "expires" TIMESTAMP WITHOUT TIME ZONE DEFAULT '2030-05-28 21:32:15' NOT NULL,
+    "q" REAL DEFAULT 1.0 NOT NULL,
+    "callid" VARCHAR(255) DEFAULT 'Default-Call-ID' NOT NULL,
+    "cseq" INTEGER DEFAULT 1 NOT NULL,
+    "last_modified" TIMESTAMP WITHOUT TIME ZONE DEFAULT '2000-01-01 00:00:01' NOT NULL,
+    "flags" INTEGER DEFAULT 0 NOT NULL,
+    "cflags" INTEGER DEFAULT 0 NOT NULL,
+    "user_agent" VARCHAR(255) DEFAULT '' NOT NULL,
+    "socket" VARCHAR(64) DEFAULT NULL,
+    "methods" INTEGER DEFAULT NULL,
+    "instance" VARCHAR(255) DEFAULT NULL,
+    "reg_id" INTEGER DEFAULT 0 NOT NULL,
+    "server_id" INTEGER DEFAULT 0 NOT NULL,
+    "connection_id" INTEGER DEFAULT 0 NOT NULL,
+    "keepalive" INTEGER DEFAULT 0 NOT NULL,
+    "partition" INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT location_ruid_idx UNIQUE ("ruid")
+);
+
+CREATE INDEX IF NOT EXISTS location_account_contact_idx ON "location" ("username", "domain", "contact");
+
+CREATE INDEX IF NOT EXISTS location_expires_idx ON "location" ("expires");
+
+CREATE INDEX IF NOT EXISTS location_tcpcon_idx ON "location" ("connection_id");
+
+CREATE INDEX IF NOT EXISTS location_connection_idx ON "location" ("server_id", "connection_id");
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'location', 9 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'location');
+
+CREATE TABLE IF NOT EXISTS "subscriber" (
+    "id" INTEGER PRIMARY KEY NOT NULL,
+    "username" VARCHAR(64) DEFAULT '' NOT NULL,
+    "domain" VARCHAR(64) DEFAULT '' NOT NULL,
+    "password" VARCHAR(64) DEFAULT '' NOT NULL,
+    "ha1" VARCHAR(128) DEFAULT '' NOT NULL,
+    "ha1b" VARCHAR(128) DEFAULT '' NOT NULL,
+    CONSTRAINT subscriber_account_idx UNIQUE ("username", "domain")
+);
+
+CREATE INDEX IF NOT EXISTS subscriber_username_idx ON "subscriber" ("username");
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'subscriber', 7 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'subscriber');
+
+CREATE TABLE IF NOT EXISTS "acc" (
+    "id" INTEGER PRIMARY KEY NOT NULL,
+    "method" VARCHAR(16) DEFAULT '' NOT NULL,
+    "from_tag" VARCHAR(128) DEFAULT '' NOT NULL,
+    "to_tag" VARCHAR(128) DEFAULT '' NOT NULL,
+    "callid" VARCHAR(255) DEFAULT '' NOT NULL,
+    "sip_code" VARCHAR(3) DEFAULT '' NOT NULL,
+    "sip_reason" VARCHAR(128) DEFAULT '' NOT NULL,
+    "time" TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+    "src_user" VARCHAR(64) DEFAULT '' NOT NULL,
+    "src_domain" VARCHAR(128) DEFAULT '' NOT NULL,
+    "src_ip" VARCHAR(64) DEFAULT '' NOT NULL,
+    "dst_ouser" VARCHAR(64) DEFAULT '' NOT NULL,
+    "dst_user" VARCHAR(64) DEFAULT '' NOT NULL,
+    "dst_domain" VARCHAR(128) DEFAULT '' NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS acc_callid_idx ON "acc" ("callid");
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'acc', 5 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'acc');
+
+CREATE TABLE IF NOT EXISTS "acc_cdrs" (
+    "id" INTEGER PRIMARY KEY NOT NULL,
+    "start_time" TIMESTAMP WITHOUT TIME ZONE DEFAULT '2000-01-01 00:00:00' NOT NULL,
+    "end_time" TIMESTAMP WITHOUT TIME ZONE DEFAULT '2000-01-01 00:00:00' NOT NULL,
+    "duration" REAL DEFAULT 0 NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS acc_cdrs_start_time_idx ON "acc_cdrs" ("start_time");
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'acc_cdrs', 2 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'acc_cdrs');
+
+CREATE TABLE IF NOT EXISTS "missed_calls" (
+    "id" INTEGER PRIMARY KEY NOT NULL,
+    "method" VARCHAR(16) DEFAULT '' NOT NULL,
+    "from_tag" VARCHAR(128) DEFAULT '' NOT NULL,
+    "to_tag" VARCHAR(128) DEFAULT '' NOT NULL,
+    "callid" VARCHAR(255) DEFAULT '' NOT NULL,
+    "sip_code" VARCHAR(3) DEFAULT '' NOT NULL,
+    "sip_reason" VARCHAR(128) DEFAULT '' NOT NULL,
+    "time" TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+    "src_user" VARCHAR(64) DEFAULT '' NOT NULL,
+    "src_domain" VARCHAR(128) DEFAULT '' NOT NULL,
+    "src_ip" VARCHAR(64) DEFAULT '' NOT NULL,
+    "dst_ouser" VARCHAR(64) DEFAULT '' NOT NULL,
+    "dst_user" VARCHAR(64) DEFAULT '' NOT NULL,
+    "dst_domain" VARCHAR(128) DEFAULT '' NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS missed_calls_callid_idx ON "missed_calls" ("callid");
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'missed_calls', 4 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'missed_calls');
+
+CREATE TABLE IF NOT EXISTS "dialog" (
+    "id" INTEGER PRIMARY KEY NOT NULL,
+    "hash_entry" INTEGER NOT NULL,
+    "hash_id" INTEGER NOT NULL,
+    "callid" VARCHAR(255) NOT NULL,
+    "from_uri" VARCHAR(255) NOT NULL,
+    "from_tag" VARCHAR(128) NOT NULL,
+    "to_uri" VARCHAR(255) NOT NULL,
+    "to_tag" VARCHAR(128) NOT NULL,
+    "caller_cseq" VARCHAR(20) NOT NULL,
+    "callee_cseq" VARCHAR(20) NOT NULL,
+    "caller_route_set" VARCHAR(512),
+    "callee_route_set" VARCHAR(512),
+    "caller_contact" VARCHAR(255) NOT NULL,
+    "callee_contact" VARCHAR(255) NOT NULL,
+    "caller_sock" VARCHAR(64) NOT NULL,
+    "callee_sock" VARCHAR(64) NOT NULL,
+    "state" INTEGER NOT NULL,
+    "start_time" INTEGER NOT NULL,
+    "timeout" INTEGER DEFAULT 0 NOT NULL,
+    "sflags" INTEGER DEFAULT 0 NOT NULL,
+    "iflags" INTEGER DEFAULT 0 NOT NULL,
+    "toroute_name" VARCHAR(32),
+    "req_uri" VARCHAR(255) NOT NULL,
+    "xdata" VARCHAR(512)
+);
+
+CREATE INDEX IF NOT EXISTS dialog_hash_idx ON "dialog" ("hash_entry", "hash_id");
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'dialog', 7 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'dialog');
+
+CREATE TABLE IF NOT EXISTS "dialog_vars" (
+    "id" INTEGER PRIMARY KEY NOT NULL,
+    "hash_entry" INTEGER NOT NULL,
+    "hash_id" INTEGER NOT NULL,
+    "dialog_key" VARCHAR(128) NOT NULL,
+    "dialog_value" VARCHAR(512) NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS dialog_vars_hash_idx ON "dialog_vars" ("hash_entry", "hash_id");
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'dialog_vars', 1 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'dialog_vars');
+
+CREATE TABLE IF NOT EXISTS "domain" (
+    "id" INTEGER PRIMARY KEY NOT NULL,
+    "domain" VARCHAR(64) NOT NULL,
+    "did" VARCHAR(64) DEFAULT NULL,
+    "last_modified" TIMESTAMP WITHOUT TIME ZONE DEFAULT '2000-01-01 00:00:01' NOT NULL,
+    CONSTRAINT domain_domain_idx UNIQUE ("domain")
+);
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'domain', 2 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'domain');
+
+CREATE TABLE IF NOT EXISTS "cdrs" (
+    "cdr_id" INTEGER PRIMARY KEY NOT NULL,
+    "start_time" TIMESTAMP WITHOUT TIME ZONE DEFAULT '2000-01-01 00:00:00' NOT NULL,
+    "end_time" TIMESTAMP WITHOUT TIME ZONE DEFAULT '2000-01-01 00:00:00' NOT NULL,
+    "duration" REAL DEFAULT 0 NOT NULL,
+    "setuptime" INTEGER DEFAULT 0 NOT NULL,
+    "callid" VARCHAR(255) DEFAULT '' NOT NULL,
+    "from_tag" VARCHAR(128) DEFAULT '' NOT NULL,
+    "to_tag" VARCHAR(128) DEFAULT '' NOT NULL,
+    "src_user" VARCHAR(64) DEFAULT '' NOT NULL,
+    "src_domain" VARCHAR(128) DEFAULT '' NOT NULL,
+    "src_ip" VARCHAR(64) DEFAULT '' NOT NULL,
+    "dst_ouser" VARCHAR(64) DEFAULT '' NOT NULL,
+    "dst_user" VARCHAR(64) DEFAULT '' NOT NULL,
+    "dst_domain" VARCHAR(128) DEFAULT '' NOT NULL,
+    "sip_code" VARCHAR(3) DEFAULT '' NOT NULL,
+    "sip_reason" VARCHAR(128) DEFAULT '' NOT NULL,
+    CONSTRAINT cdrs_uk_cft UNIQUE ("callid", "from_tag", "to_tag")
+);
+
+CREATE INDEX IF NOT EXISTS cdrs_start_time_idx ON "cdrs" ("start_time");
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'cdrs', 1 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'cdrs');
+
