@@ -5,6 +5,8 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import gatherResults, maybeDeferred
 from twisted.logger import Logger
 
+from . import __version__
+from .commands import CommandRegistry
 from .proxy import ProxyCore, make_seed_route
 from .transport.edge import Switchboard
 from .transport.listeners import Connector, bind_listeners, server_tls_options
@@ -65,10 +67,74 @@ class SipService(Service):
         return None
 
 
+class SipdispService(MultiService):
+    """The root of the service tree: config, the command registry shared by
+    every management front-end, and the subsystems as named children.
+
+    Subsystems find each other here: ``root.sip.core`` is the proxy core,
+    ``root.registry`` the command registry, ``root.modules`` the objects
+    routes may call (dispatcher, registrar ...), which the core also holds
+    as ``core.modules``.
+    """
+
+    def __init__(self, cfg, reactor=None, route=None):
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self.cfg = cfg
+        self.registry = CommandRegistry()
+        self.started_at = None
+        self.sip = SipService(cfg, route=route, reactor=reactor)
+        self.sip.setName("sip")
+        self.sip.setServiceParent(self)
+        self.modules = self.sip.core.modules
+        register_core_commands(self)
+
+    def startService(self):
+        self.started_at = self._reactor.seconds()
+        super().startService()
+
+
+def register_core_commands(root):
+    """``core.*``, ``stats.*`` and ``tm.*`` commands."""
+    registry = root.registry
+    core = root.sip.core
+
+    @registry.command("core.version")
+    def version() -> str:
+        """The sipdisp version."""
+        return f"sipdisp {__version__}"
+
+    @registry.command("core.uptime")
+    def uptime() -> dict:
+        """Seconds since start-up."""
+        started = root.started_at
+        now = root._reactor.seconds()
+        return {"now": now, "up_since": started,
+                "uptime": None if started is None else now - started}
+
+    @registry.command("stats.get")
+    def stats(prefix: str = "") -> dict:
+        """Core counters (messages, transactions, errors), optionally filtered by prefix."""
+        out = {str(k): v for k, v in core.stats.items() if str(k).startswith(prefix)}
+        out["transactions_server"] = len(core.layer.servers)
+        out["transactions_client"] = len(core.layer.clients)
+        out["retransmissions_sent"] = core.layer.stats_retransmitted
+        return out
+
+    @registry.command("tm.list")
+    def transactions() -> list:
+        """Live transactions: kind, method, branch/key and state."""
+        rows = [{"kind": "server", "method": t.request.method, "key": str(t.key[0]),
+                 "call_id": t.request.call_id, "state": t.state}
+                for t in core.layer.servers.values()]
+        rows += [{"kind": "client", "method": t.method, "key": t.branch,
+                  "call_id": t.request.call_id, "state": t.state}
+                 for t in core.layer.clients.values()]
+        return rows
+
+
 def make_service(cfg, reactor=None, route=None):
     """The whole sipdisp service tree for a loaded Config."""
-    top = MultiService()
-    sip = SipService(cfg, route=route, reactor=reactor)
-    sip.setName("sip")
-    sip.setServiceParent(top)
-    return top
+    return SipdispService(cfg, reactor=reactor, route=route)

@@ -159,6 +159,7 @@ class ProxyCore:
         self.server_header = server_header
         self.domains = set(d.lower() for d in domains)
         self.stats = Counter()
+        self.modules = {}  # subsystems routes may call: dispatcher, registrar ...
         rng = rng or random.SystemRandom()
         self._branch_prefix = f"{BRANCH_PREFIX}{rng.getrandbits(32):08x}."
         self._branch_counter = itertools.count(1)
