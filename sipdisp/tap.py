@@ -3,6 +3,7 @@
 from twisted.python import usage
 
 from .config import ConfigError, load_config
+from .logs import set_level
 from .service import make_service
 
 
@@ -25,4 +26,5 @@ def makeService(options):
         raise SystemExit(f"sipdisp: {path}: {exc}")
     except OSError as exc:
         raise SystemExit(f"sipdisp: cannot read {path}: {exc.strerror}")
+    set_level(cfg.log.level)
     return make_service(cfg)

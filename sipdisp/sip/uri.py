@@ -4,12 +4,13 @@ A URI keeps the exact text it was parsed from and is only re-serialized after
 a change, so forwarding never rewrites what sipdisp did not touch.
 """
 
+import re
 from urllib.parse import unquote
 
 from .errors import SipParseError
 from .headers import format_params, get_param, parse_params
 
-_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+_HOST_MATCH = re.compile(r"[A-Za-z0-9.\-_]+\Z").match
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 
@@ -193,7 +194,7 @@ def parse_hostport(text, what="host"):
         host, sep, port_text = text.partition(":")
         if not sep:
             port_text = None
-        if not host or not all(ch in _HOST_CHARS for ch in host):
+        if not _HOST_MATCH(host):
             raise SipParseError(f"Malformed {what} host {text[:80]!r}")
     port = None
     if port_text is not None:

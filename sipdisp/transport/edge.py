@@ -3,11 +3,11 @@ messages to the core, sends what it returns, keeps the connection table and
 arms the single timer the core asks for.
 """
 
+import errno
 import itertools
 
-from twisted.internet import error as ierror
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.logger import Logger
+from sipdisp.logs import Logger
 
 from ..proxy.target import Target
 
@@ -34,6 +34,7 @@ class Switchboard:
         self._timer_at = None
         self.connector = None
         self.send_errors = 0
+        self._is_ip = {}
         core.connections = self.flow_target
 
     # -- receiving ---------------------------------------------------------------
@@ -90,7 +91,13 @@ class Switchboard:
     def send(self, data, target):
         """Send ``data`` to ``target``: UDP socket, known connection, or a new one."""
         host = target.host
-        if not (isIPAddress(host) or isIPv6Address(host)):
+        is_ip = self._is_ip.get(host)
+        if is_ip is None:
+            is_ip = isIPAddress(host) or isIPv6Address(host)
+            if len(self._is_ip) > 10000:  # hosts come from the network: stay bounded
+                self._is_ip.clear()
+            self._is_ip[host] = is_ip
+        if not is_ip:
             d = self._reactor.resolve(host)
             d.addCallback(lambda ip: self.send(data, Target(
                 target.proto, ip, target.port, target.conn, target.listener)))
@@ -104,11 +111,14 @@ class Switchboard:
                 log.warn("no UDP socket to send to {target!r}", target=target)
                 return
             try:
-                port.write(data, (host, target.port))
-            except (OSError, ierror.MessageLengthError) as exc:
-                self.send_errors += 1
-                log.warn("UDP send to {host}:{port} failed: {exc}", host=host,
-                         port=target.port, exc=exc)
+                # straight to the socket: Port.write re-validates the address
+                # with isIPAddress on every datagram, a measurable cost here.
+                port.socket.sendto(data, (host, target.port))
+            except OSError as exc:
+                if exc.errno != errno.ECONNREFUSED:  # ICMP from an earlier send
+                    self.send_errors += 1
+                    log.warn("UDP send to {host}:{port} failed: {exc}", host=host,
+                             port=target.port, exc=exc)
             return
         conn = None
         if target.conn is not None:
