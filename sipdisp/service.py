@@ -3,10 +3,14 @@ storage, dispatcher, registrar and console services beside it."""
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import gatherResults, maybeDeferred
-from twisted.logger import Logger
+from sipdisp.logs import Logger
 
 from . import __version__
 from .commands import CommandRegistry
+from .console import add_management
+from .dispatcher.service import DispatcherService
+from .routing import build_routing
+from .console.namespace import stat_name
 from .proxy import ProxyCore, make_seed_route
 from .transport.edge import Switchboard
 from .transport.listeners import Connector, bind_listeners, server_tls_options
@@ -90,6 +94,13 @@ class SipdispService(MultiService):
         self.sip.setServiceParent(self)
         self.modules = self.sip.core.modules
         register_core_commands(self)
+        # dispatcher/ and routing/: the destination sets, then the compiled route
+        self.dispatcher = DispatcherService(self, reactor)
+        self.dispatcher.setServiceParent(self)
+        if route is None:
+            self.sip.core.route = build_routing(cfg, self.sip.core,
+                                                self.dispatcher.dispatcher).entry
+        add_management(self, reactor)  # console/: SSH Manhole, JSON-RPC and /metrics
 
     def startService(self):
         self.started_at = self._reactor.seconds()
@@ -117,7 +128,8 @@ def register_core_commands(root):
     @registry.command("stats.get")
     def stats(prefix: str = "") -> dict:
         """Core counters (messages, transactions, errors), optionally filtered by prefix."""
-        out = {str(k): v for k, v in core.stats.items() if str(k).startswith(prefix)}
+        names = ((stat_name(k), v) for k, v in list(core.stats.items()))
+        out = {k: v for k, v in names if k.startswith(prefix)}
         out["transactions_server"] = len(core.layer.servers)
         out["transactions_client"] = len(core.layer.clients)
         out["retransmissions_sent"] = core.layer.stats_retransmitted

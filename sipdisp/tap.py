@@ -27,4 +27,7 @@ def makeService(options):
     except OSError as exc:
         raise SystemExit(f"sipdisp: cannot read {path}: {exc.strerror}")
     set_level(cfg.log.level)
-    return make_service(cfg)
+    try:
+        return make_service(cfg)
+    except ConfigError as exc:  # e.g. a bad dispatcher list file or routing.module
+        raise SystemExit(f"sipdisp: {path}: {exc}")

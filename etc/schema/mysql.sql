@@ -207,3 +207,11 @@ CREATE TABLE IF NOT EXISTS `cdrs` (
 
 INSERT INTO `version` (`table_name`, `table_version`) SELECT 'cdrs', 1 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM `version` WHERE `table_name` = 'cdrs');
 
+CREATE TABLE IF NOT EXISTS `sipdisp_batches` (
+    `token` VARCHAR(64) NOT NULL,
+    `created` DATETIME DEFAULT '2000-01-01 00:00:00' NOT NULL,
+    CONSTRAINT token_idx UNIQUE (`token`)
+);
+
+INSERT INTO `version` (`table_name`, `table_version`) SELECT 'sipdisp_batches', 1 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM `version` WHERE `table_name` = 'sipdisp_batches');
+

@@ -219,3 +219,11 @@ CREATE INDEX IF NOT EXISTS cdrs_start_time_idx ON "cdrs" ("start_time");
 
 INSERT INTO "version" ("table_name", "table_version") SELECT 'cdrs', 1 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'cdrs');
 
+CREATE TABLE IF NOT EXISTS "sipdisp_batches" (
+    "token" VARCHAR(64) NOT NULL,
+    "created" TIMESTAMP WITHOUT TIME ZONE DEFAULT '2000-01-01 00:00:00' NOT NULL,
+    CONSTRAINT sipdisp_batches_token_idx UNIQUE ("token")
+);
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'sipdisp_batches', 1 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'sipdisp_batches');
+

@@ -188,3 +188,163 @@ SCHEMA.section(
     Key("level", Enum("debug", "info", "warn", "error"), "info",
         "Least severe level that is logged."),
 )
+
+
+# == console =================================================================
+
+SCHEMA.section(
+    "console",
+    "The Manhole: a Python console inside the running proxy, over SSH (docs/management.md).",
+    Key("enabled", Bool(), True,
+        "Run the SSH console; nobody can log in until a key is in console.authorized_keys."),
+    Key("listen", HostPort(), "127.0.0.1:2222",
+        "Address of the SSH console; keep it on loopback unless you mean to expose it."),
+    Key("authorized_keys", Path(), "etc/manhole_authorized_keys",
+        "OpenSSH authorized_keys file of the keys allowed in, re-read at each login; absent or empty lets nobody in."),
+    Key("host_key", Path(), "var/manhole_host_key",
+        "Ed25519 host key of the console, generated (mode 0600, with a .pub beside it) on first start and kept."),
+    Key("password_file", Nullable(Path()), None,
+        "File of user:bcrypt-hash lines also allowing password logins; null (the default) allows keys only."),
+)
+
+
+# == http ====================================================================
+
+SCHEMA.section(
+    "http",
+    "The management HTTP listener: JSON-RPC 2.0 at /rpc and Prometheus metrics at /metrics.",
+    Key("enabled", Bool(), True,
+        "Serve JSON-RPC and metrics over HTTP."),
+    Key("listen", HostPort(), "127.0.0.1:5064",
+        "Address of the HTTP listener; an address other than loopback requires http.token_sha256."),
+    Key("token_sha256", Nullable(Str()), None,
+        "Hex SHA-256 of the bearer token clients must send (python -m sipdisp.console.credentials token); null: no token."),
+    Key("metrics_need_token", Bool(), True,
+        "Whether /metrics also requires the bearer token when http.token_sha256 is set."),
+)
+
+
+@SCHEMA.check
+def _http_token_rules(cfg):
+    """`http.token_sha256` is 64 hex digits, and is required when `http.listen` is not a loopback address."""
+    import ipaddress
+
+    token = cfg.http.token_sha256
+    if token is not None:
+        if len(token) != 64 or any(c not in "0123456789abcdefABCDEF" for c in token):
+            raise ConfigError("http.token_sha256", "must be 64 hex digits (the SHA-256 of the token)")
+        return
+    if not cfg.http.enabled:
+        return
+    host = cfg.http.listen[0]
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ConfigError("http.token_sha256",
+                          f"required when http.listen is not a loopback address ({host})")
+
+
+# == dispatcher ==============================================================
+
+SCHEMA.section(
+    "dispatcher",
+    "Destination sets and their health (Kamailio's dispatcher module, docs/dispatcher.md).",
+    Key("source", Enum("file", "db"), "file",
+        "Where the sets come from: the list file, or the dispatcher table of storage.url (Kamailio's columns)."),
+    Key("list_file", Path(), "etc/dispatcher.list",
+        "Kamailio-format list file, one 'setid uri [flags [priority [attrs]]]' per line; if it does not exist, set 0 is proxy.next_hop alone."),
+    Key("ping_interval", Seconds(min=0), 10.0,
+        "Seconds between ping rounds (Kamailio ds_ping_interval); 0 stops probing."),
+    Key("ping_timeout", Seconds(positive=True), 1.0,
+        "A ping unanswered after this long has failed (its own timer, not the 32 s transaction timeout)."),
+    Key("ping_method", Str(), "OPTIONS",
+        "Method of the pings (Kamailio ds_ping_method), such as OPTIONS or INFO."),
+    Key("ping_from", SipUri(), "sip:dispatcher@localhost",
+        "From URI of the pings (Kamailio ds_ping_from)."),
+    Key("ping_reply_codes", Str(), "",
+        "Replies besides 200 that count as up, in Kamailio syntax such as 'class=2;code=403;code=404' (a ping timeout never counts)."),
+    Key("probing_mode", Int(min=0, max=3), 0,
+        "Which destinations are pinged (Kamailio ds_probing_mode): 0 those with the probing flag, 1 all, 2 inactive ones with the probing flag, 3 those with the probing flag, keeping it."),
+    Key("probing_threshold", Int(min=1), 1,
+        "Failed pings (or ds_mark_dst t) that take a destination from active through trying to inactive."),
+    Key("inactive_threshold", Int(min=1), 1,
+        "Successful pings in a row that bring an inactive or trying destination back to active."),
+    Key("load_expire", Seconds(positive=True), 7200.0,
+        "An answered call whose BYE was never seen stops counting in its destination's load after this long (Kamailio ds_hash_expire)."),
+    Key("load_init_expire", Seconds(positive=True), 300.0,
+        "A dispatched INVITE whose transaction end was never seen stops counting after this long (Kamailio ds_hash_initexpire)."),
+)
+
+
+@SCHEMA.check
+def _dispatcher_ping_rules(cfg):
+    """`dispatcher.ping_method` is a SIP method other than INVITE, ACK and CANCEL, and `dispatcher.ping_reply_codes` uses Kamailio's class=N;code=NNN syntax."""
+    from sipdisp.dispatcher.replycodes import ReplyCodes
+
+    method = cfg.dispatcher.ping_method
+    if not method.isalpha() or method.upper() in ("INVITE", "ACK", "CANCEL"):
+        raise ConfigError("dispatcher.ping_method",
+                          f"must be a method such as OPTIONS or INFO (not INVITE, ACK or CANCEL), got {method!r}")
+    try:
+        ReplyCodes(cfg.dispatcher.ping_reply_codes)
+    except ValueError as exc:
+        raise ConfigError("dispatcher.ping_reply_codes", str(exc)) from None
+
+
+# == routing =================================================================
+
+from sipdisp.config.model import Type as _Type  # noqa: E402
+
+
+class RouteSteps(_Type):
+    """A route: a YAML list of steps (checked in depth when the routing compiles)."""
+
+    expected = "a list of route steps"
+
+    def parse(self, value, where):
+        if not isinstance(value, list):
+            raise self.wrong(value, where)
+        import copy
+        return copy.deepcopy(value)
+
+    def describe(self):
+        return "list of steps"
+
+
+class RouteTable(_Type):
+    """Named routes: a mapping of route name to a list of steps."""
+
+    expected = "a mapping of route names to lists of steps"
+
+    def parse(self, value, where):
+        if not isinstance(value, dict):
+            raise self.wrong(value, where)
+        steps = RouteSteps()
+        return {str(name): steps.parse(body, f"{where}.{name}") for name, body in value.items()}
+
+    def describe(self):
+        return "mapping of name -> steps"
+
+
+SCHEMA.section(
+    "routing",
+    "How requests are routed: a route in Kamailio's vocabulary, compiled once at start-up, or a Python function (docs/routing.md).",
+    Key("request_route", Nullable(RouteSteps()), None,
+        "The main route; null uses the built-in route, the Kamailio seed's request_route (written out in etc/sipdisp.yaml)."),
+    Key("routes", RouteTable(), {},
+        "Named routes, called with 'route: NAME'; they add to or replace the built-in ones of the same name."),
+    Key("failure_routes", RouteTable(), {},
+        "Named failure routes, armed with 't_on_failure: NAME'; they add to or replace the built-in ones."),
+    Key("module", Nullable(Str()), None,
+        "A Python request route 'package.module:function' called with each request's context instead of request_route."),
+)
+
+
+@SCHEMA.check
+def _routing_compiles(cfg):
+    """The routing compiles: every step and condition is a known function with valid arguments, and every route named exists."""
+    from sipdisp.routing import validate_routing
+
+    validate_routing(cfg)

@@ -11,7 +11,7 @@ import itertools
 import random
 from collections import Counter
 
-from twisted.logger import Logger
+from sipdisp.logs import Logger
 
 from ..sip.address import parse_address
 from ..sip.errors import SipParseError
@@ -31,13 +31,19 @@ SUPPORTED_SCHEMES = frozenset(("sip", "sips", "tel"))
 BRANCH_PREFIX = MAGIC_COOKIE + "sd"
 FRAMED_PROTOS = frozenset(("tcp", "tls"))
 FLOW_PREFIX = "sdf-"
+# methods counted by name in ``stats[("rcv_request", method)]`` and
+# ``("snd_request", method)``; any other method is counted as "OTHER" so a
+# peer inventing methods cannot grow the counters (or metric labels) forever.
+COUNTED_METHODS = frozenset((
+    "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO", "UPDATE", "PRACK",
+    "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"))
 
 
 class ProxyTransaction:
     """A response context (RFC 3261 16.7): one server transaction and its branches."""
 
     __slots__ = ("core", "ctx", "server", "request", "branches", "best", "canceled",
-                 "final_sent", "pending")
+                 "final_sent", "pending", "last_reply")
 
     def __init__(self, core, ctx):
         self.core = core
@@ -49,6 +55,7 @@ class ProxyTransaction:
         self.canceled = False
         self.final_sent = False
         self.pending = 0
+        self.last_reply = None  # the final that ended the latest failed branch
         ctx.proxy_txn = self
         if self.server is not None:
             self.server.owner = self
@@ -62,19 +69,27 @@ class ProxyTransaction:
                 self.core.forward_response(self, response, now)
             return
         if status < 300:
+            first = not self.final_sent
             self.final_sent = True
             self.core.forward_response(self, response, now)
             self._branch_done(branch)
             self._cancel_others(branch, now)
+            if first:
+                self._ended(status, now)
             return
+        self.last_reply = response
         self._consider(response)
         self._branch_done(branch)
+        if status >= 600:
+            # a 6xx ends the search: CANCEL the branches still pending (16.7 step 5)
+            self._cancel_others(branch, now)
         self._maybe_finish(branch, now)
 
     def on_branch_timeout(self, branch, now):
         """A branch got no final reply in time: a local 408 (16.8)."""
-        self._consider(make_response(self.request, 408, "Request Timeout",
-                                     to_tag=self.core.local_tag(self.request)))
+        self.last_reply = make_response(self.request, 408, "Request Timeout",
+                                        to_tag=self.core.local_tag(self.request))
+        self._consider(self.last_reply)
         self._branch_done(branch)
         self._maybe_finish(branch, now)
 
@@ -113,6 +128,7 @@ class ProxyTransaction:
             ctx.failure_route = None
             ctx.failed_branch = branch
             ctx.handled = False
+            ctx.now = now  # new branches time out from now, not from the request's arrival
             try:
                 route(ctx)
             except Exception:
@@ -130,6 +146,17 @@ class ProxyTransaction:
             self.core.respond(self.server, best, now)
         else:
             self.core.forward_response(self, best, now)
+        self._ended(best.status, now)
+
+    def _ended(self, status, now):
+        """The final reply went upstream: tell ``core.txn_end_hooks`` (the
+        dispatcher releases call load there), each fenced from the others."""
+        for hook in self.core.txn_end_hooks:
+            try:
+                hook(self, status, now)
+            except Exception:
+                log.failure("transaction end hook raised for {call_id}",
+                            call_id=self.request.call_id)
 
     def cancel(self, now):
         """The caller CANCELled (RFC 3261 16.10): cancel every pending branch."""
@@ -141,6 +168,7 @@ class ProxyTransaction:
             self.core.respond(self.server, make_response(
                 self.request, 487, "Request Terminated",
                 to_tag=self.core.local_tag(self.request)), now)
+            self._ended(487, now)
 
 
 class ProxyCore:
@@ -160,6 +188,8 @@ class ProxyCore:
         self.domains = set(d.lower() for d in domains)
         self.stats = Counter()
         self.modules = {}  # subsystems routes may call: dispatcher, registrar ...
+        # hook(proxy_txn, status, now) when a proxied request's final reply is sent
+        self.txn_end_hooks = []
         rng = rng or random.SystemRandom()
         self._branch_prefix = f"{BRANCH_PREFIX}{rng.getrandbits(32):08x}."
         self._branch_counter = itertools.count(1)
@@ -219,9 +249,11 @@ class ProxyCore:
         try:
             if msg.is_request:
                 self.stats["rcv_requests"] += 1
+                self.stats["rcv_request", msg.method if msg.method in COUNTED_METHODS else "OTHER"] += 1
                 self._on_request(msg, source, now)
             else:
                 self.stats["rcv_replies"] += 1
+                self.stats["rcv_reply", msg.status] += 1
                 self._on_response(msg, source, now)
         except SipParseError as exc:
             self.stats["parse_errors"] += 1
@@ -251,8 +283,15 @@ class ProxyCore:
         we can answer (responses and junk are dropped, RFC 4475 3.1.2.*)."""
         self.stats["parse_errors"] += 1
         msg = exc.message
-        if (msg is not None and msg.is_request and msg.method != "ACK"
-                and msg.has("via") and msg.has("call-id")):
+        # Only a Via is needed to answer: RFC 4475 3.3.1 (no Call-ID, From or
+        # To) still deserves its 400.
+        if msg is not None and msg.is_request and msg.method != "ACK" and msg.has("via"):
+            if msg.via is None:
+                # answer to the sent-by port (18.2.2) when the top Via parses
+                try:
+                    msg.via = parse_via(split_commas(msg.get("via"))[0])
+                except SipParseError:
+                    pass
             self._reply_stateless(msg, source, exc.status, exc.reason)
         return self.layer.drain()
 
@@ -261,6 +300,7 @@ class ProxyCore:
         if self.server_header:
             resp.add("server", self.server_header)
         self.layer.send(resp.to_bytes(), self._response_target(request, source))
+        self.stats["snd_reply", status] += 1
 
     def _response_target(self, request, source):
         """Where responses to ``request`` go (RFC 3261 18.2.2, RFC 3581 section 4)."""
@@ -374,6 +414,7 @@ class ProxyCore:
             return
         self.layer.send(resp.to_bytes(), self._via_target(resp))
         self.stats["fwd_replies_stateless"] += 1
+        self.stats["snd_reply", resp.status] += 1
 
     def _via_target(self, resp):
         """Next hop of a response: the (new) top Via (18.2.2)."""
@@ -391,12 +432,14 @@ class ProxyCore:
             if 200 <= resp.status < 300 and server is not None:
                 self.layer.send(data, server.source)  # 2xx after the txn moved on
         self.stats["fwd_replies"] += 1
+        self.stats["snd_reply", resp.status] += 1
 
     def respond(self, server, resp, now):
         """Send a locally generated response through ``server``."""
         if self.server_header and resp.status > 100:
             resp.add("server", self.server_header)
         server.respond(resp.to_bytes(), resp.status, now)
+        self.stats["snd_reply", resp.status] += 1
 
     def reply(self, ctx, status, reason, headers=()):
         """The route's reply (Kamailio sl_send_reply / t_reply)."""
@@ -408,6 +451,7 @@ class ProxyCore:
             self.respond(ctx.server, resp, ctx.now)
         else:
             self.layer.send(resp.to_bytes(), self._response_target(req, ctx.source))
+            self.stats["snd_reply", status] += 1
 
     @staticmethod
     def _pop_via(msg):
@@ -445,7 +489,9 @@ class ProxyCore:
             popped = routes.pop(0)
             req.pop_first("route")
         if popped is None:
-            return False
+            # a route set whose first hop is not us is still followed (16.12,
+            # like Kamailio's loose_route): relay picks the top Route as next hop
+            return bool(routes)
         user = popped.uri.user
         if user and user.startswith(FLOW_PREFIX):
             flow = user[len(FLOW_PREFIX):]
@@ -497,6 +543,7 @@ class ProxyCore:
         proxy_txn.branches.append(client)
         proxy_txn.pending += 1
         self.stats["fwd_requests"] += 1
+        self.stats["snd_request", req.method if req.method in COUNTED_METHODS else "OTHER"] += 1
         client.start(ctx.now)
         return True
 
@@ -516,6 +563,7 @@ class ProxyCore:
         fwd.prepend("via", f"{target.listener.via_prefix}{BRANCH_PREFIX}a{digest}", "Via")
         self.layer.send(fwd.to_bytes(), target)
         self.stats["fwd_requests_stateless"] += 1
+        self.stats["snd_request", req.method if req.method in COUNTED_METHODS else "OTHER"] += 1
         return True
 
     def _next_hop(self, ctx, fwd):

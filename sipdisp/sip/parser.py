@@ -9,12 +9,14 @@ answer with.
 import re
 
 from .errors import SipParseError
+from .headers import _key_cache
 from .headers import SINGLE_HEADERS, header_key, is_token, parse_params, split_commas
 from .message import Request, Response
 from .uri import parse_uri
 from .via import parse_via
 
 MAX_CSEQ = 2**32 - 1
+_known_key = _key_cache.get  # header_key's cache only holds valid token names
 DEFAULT_MAX_SIZE = 65535
 
 _CONTENT_LENGTH_RE = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)")
@@ -28,7 +30,8 @@ def parse_message(data, max_size=DEFAULT_MAX_SIZE, datagram=True):
     otherwise ``data`` must be exactly one framed message (see StreamFramer).
     """
     if len(data) > max_size:
-        raise SipParseError("Message Too Large", 513)
+        # answer 513 when the header section fits (error path only)
+        raise SipParseError("Message Too Large", 513, message=_salvage(data[:max_size]))
     start = 0
     while data.startswith(b"\r\n", start):  # section 7.5: ignore leading CRLF
         start += 2
@@ -41,11 +44,24 @@ def parse_message(data, max_size=DEFAULT_MAX_SIZE, datagram=True):
         # bare-LF messages (old UAs, RFC 5118 archive): tolerate them
         end = data.find(b"\n\n", start)
         if end < 0:
-            raise SipParseError("Incomplete header section")
+            # no empty line (RFC 4475 3.1.2.15's archive copy): still answer 400
+            raise SipParseError("Incomplete header section", message=_salvage(data[start:]))
         head = data[start:end].decode("utf-8", "surrogateescape")
         lines = [line.rstrip("\r") for line in head.split("\n")]
         body_start = end + 2
-    msg = _parse_start_line(lines[0])
+    try:
+        msg = _parse_start_line(lines[0])
+    except SipParseError as exc:
+        exc.message = _salvage_lines(lines)
+        raise
+    _parse_headers(msg, lines)
+    _frame_body(msg, data, body_start, datagram)
+    _check(msg)
+    return msg
+
+
+def _parse_headers(msg, lines):
+    """Append the header lines (``lines[1:]``) to ``msg.headers``, unfolding."""
     headers = msg.headers
     for line in lines[1:]:
         if not line:
@@ -61,13 +77,41 @@ def parse_message(data, max_size=DEFAULT_MAX_SIZE, datagram=True):
         if colon <= 0:
             raise SipParseError("Malformed header line", message=msg)
         name = line[:colon]
-        if name[-1] in " \t":
-            name = name.rstrip(" \t")
-        if not is_token(name):
-            raise SipParseError("Malformed header name", message=msg)
-        headers.append((header_key(name), name, line[colon + 1:].strip()))
-    _frame_body(msg, data, body_start, datagram)
-    _check(msg)
+        key = _known_key(name)  # names seen before skip validation
+        if key is None:
+            if name[-1] in " \t":
+                name = name.rstrip(" \t")
+            if not is_token(name):
+                raise SipParseError("Malformed header name", message=msg)
+            key = header_key(name)
+        headers.append((key, name, line[colon + 1:].strip()))
+
+
+def _salvage(data):
+    """A partial request from raw bytes whose framing failed (see _salvage_lines)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        end = data.rfind(b"\r\n")
+        if end < 0:
+            return None
+    head = data[:end].lstrip(b"\r\n").decode("utf-8", "surrogateescape")
+    return _salvage_lines(head.split("\r\n")) if head else None
+
+
+def _salvage_lines(lines):
+    """Best effort, on the error path only: a Request holding the header lines
+    that parse, so the sender of a broken request can still get its 4xx copying
+    Via, From, To, Call-ID and CSeq (RFC 4475 3.1.2). None for responses,
+    which are never answered. The method is the start line's first word and
+    the Request-URI is None."""
+    first = lines[0]
+    if first.startswith("SIP/"):
+        return None
+    msg = Request(first.split(" ", 1)[0], None)
+    try:
+        _parse_headers(msg, lines)
+    except SipParseError:
+        pass  # keep the lines before the malformed one
     return msg
 
 
@@ -134,7 +178,8 @@ def _check(msg):
             elif key == "to":
                 to_v = value
             elif key == "max-forwards":
-                if not value.isdigit() or int(value) > 255:
+                # isascii: str.isdigit() accepts "²", which int() rejects
+                if not value.isdigit() or not value.isascii() or int(value) > 255:
                     raise SipParseError("Malformed Max-Forwards", message=msg)
         elif key == "via" and via_v is None:
             via_v = value
@@ -148,7 +193,8 @@ def _check(msg):
         raise SipParseError("Malformed Call-ID", message=msg)
     msg.call_id = call_id
     parts = cseq.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+    if (len(parts) != 2 or not parts[0].isdigit() or not parts[0].isascii()
+            or not is_token(parts[1])):
         raise SipParseError("Malformed CSeq", message=msg)
     number = int(parts[0])
     if number > MAX_CSEQ:
@@ -158,7 +204,11 @@ def _check(msg):
     top = via_v
     if "," in top:
         top = split_commas(top)[0]
-    msg.via = parse_via(top)
+    try:
+        msg.via = parse_via(top)
+    except SipParseError as exc:
+        exc.message = msg
+        raise
     msg.from_tag = _tag(from_v, msg)
     msg.to_tag = _tag(to_v, msg)
     if msg.is_request and msg.cseq_method != msg.method:
@@ -203,7 +253,9 @@ class StreamFramer:
     ``feed(data)`` returns a list of complete frames; a CRLFCRLF keep-alive
     between messages yields ``KEEPALIVE`` (RFC 5626 section 4.4.1: answer with
     one CRLF). Raises SipParseError when the stream cannot be framed; the
-    connection must then be closed.
+    connection must then be closed. Frames completed before the unframeable
+    message in the same ``data`` are returned first; the error is then raised
+    by the next call (``feed(b"")`` will do), as if it had arrived later.
     """
 
     def __init__(self, max_size=DEFAULT_MAX_SIZE):
@@ -216,39 +268,52 @@ class StreamFramer:
         buf += data
         out = []
         while buf:
-            if buf[0] in (13, 10):
-                crlfs = 0
-                while buf[:2] == b"\r\n":
-                    del buf[:2]
-                    crlfs += 1
-                if crlfs >= 2:
+            first = buf[0]
+            if first == 13 or first == 10:
+                # CRLFs between messages are ignored (RFC 3261 7.5), CRLFCRLF is
+                # a keep-alive ping (RFC 5626 4.4.1). Decided on whole pairs only,
+                # so the result does not depend on how the stream was segmented
+                # (a ping arriving byte by byte used to be swallowed).
+                if buf.startswith(b"\r\n\r\n"):
+                    del buf[:4]
                     out.append(KEEPALIVE)
-                if buf[:1] in (b"\r", b"\n"):
-                    if len(buf) == 1 and buf[0] == 13:
-                        break  # the rest of a CRLF is on its way
-                    del buf[:1]  # stray bare LF
-                    continue
-                if not buf:
-                    if crlfs == 1:
-                        buf += b"\r\n"  # may become a CRLFCRLF ping
-                    break
+                elif buf == b"\r\n" or buf == b"\r\n\r" or buf == b"\r":
+                    break  # may still become a ping: wait for more
+                elif buf.startswith(b"\r\n"):
+                    del buf[:2]
+                else:
+                    del buf[:1]  # stray bare LF or CR
+                continue
             end = buf.find(b"\r\n\r\n")
             if end < 0:
-                if len(buf) > self.max_size:
+                # the header section will be longer than len(buf): with the
+                # check below, the same 513 however the bytes were segmented
+                if len(buf) >= self.max_size:
+                    if out:
+                        break  # deliver the frames first; raise on the next call
                     raise SipParseError("Message Too Large", 513)
                 break
             head = bytes(buf[:end])
             lengths = _CONTENT_LENGTH_RE.findall(head)
-            if not lengths:
-                raise SipParseError("Missing Content-Length", message=_partial(head))
-            if len(lengths) > 1:
-                raise SipParseError("Multiple Content-Length", message=_partial(head))
-            text = lengths[0].strip()
-            if not text.isdigit():
-                raise SipParseError("Malformed Content-Length", message=_partial(head))
-            total = end + 4 + int(text)
-            if total > self.max_size:
-                raise SipParseError("Message Too Large", 513, message=_partial(head))
+            error = None
+            if end + 4 > self.max_size:
+                error = "Message Too Large", 513
+            elif not lengths:
+                error = "Missing Content-Length", 400
+            elif len(lengths) > 1:
+                error = "Multiple Content-Length", 400
+            else:
+                text = lengths[0].strip()
+                if not text.isdigit():
+                    error = "Malformed Content-Length", 400
+                else:
+                    total = end + 4 + int(text)
+                    if total > self.max_size:
+                        error = "Message Too Large", 513
+            if error is not None:
+                if out:
+                    break  # deliver the frames first; raise on the next call
+                raise SipParseError(*error, message=_partial(head))
             if len(buf) < total:
                 break
             out.append(bytes(buf[:total]))

@@ -17,17 +17,20 @@ Reads go to the database; if it is unreachable, tables registered with
 """
 
 import collections
+import datetime
 import hashlib
 import itertools
 import random
+import uuid
 
 from twisted.internet import defer, task
-from twisted.logger import Logger
+from twisted.python import failure
+from sipdisp.logs import Logger
 
 from . import query
 from .base import (QueueFull, StorageStopped, StorageUnavailable, UnknownColumn,
                    UnknownTable, WriteOp)
-from .schema import NO_DEFAULT, SCHEMA
+from .schema import BATCH_TABLE, NO_DEFAULT, SCHEMA
 from .spool import Spool
 
 STOPPED = "stopped"
@@ -118,6 +121,16 @@ class Storage:
         self._full_logged = False
         self._drain_waiters = []
         self._pinger = None
+        # exactly-once commits: each batch also inserts a token row; when
+        # the connection dies around COMMIT, (token, last seq) is "unsure"
+        # until the database says whether the token is there
+        self._instance = uuid.uuid4().hex[:16]
+        self._tokens = None     # None: not yet known if BATCH_TABLE exists
+        self._last_token = None
+        self._unsure = None
+        # replay now, so sequence numbers continue the spool's and writes
+        # made before start() queue behind the replayed ones
+        self._replay_spool()
 
     # -- metrics ------------------------------------------------------------
 
@@ -141,11 +154,10 @@ class Storage:
     # -- life cycle ---------------------------------------------------------
 
     def start(self):
-        """Replay the spool and connect. Fires when the first attempt is over,
+        """Connect (the spool was loaded when the Storage was made). Fires when the first attempt is over,
         whatever its outcome (``state`` tells); never fails for an outage."""
         if self.state != STOPPED:
             return defer.succeed(None)
-        self._replay_spool()
         self.state = CONNECTING
         if self.ping_interval:
             self._pinger = task.LoopingCall(self._health_check)
@@ -224,7 +236,58 @@ class Storage:
         else:
             self.log.info("storage {url}: connected", url=self.url)
         self.state = CONNECTED
-        self._kick()
+        self._resolve()
+
+    def _resolve(self):
+        """Before writing again: learn whether batch tokens can be used, and
+        settle a batch whose COMMIT may or may not have happened."""
+        if self._tokens is not None and self._unsure is None:
+            self._kick()
+            return
+        self._writing = True          # hold the writer meanwhile
+        d = defer.succeed(None)
+        if self._tokens is None:
+            d.addCallback(lambda _: self.backend.describe(BATCH_TABLE))
+            d.addCallback(self._set_tokens)
+        d.addCallback(lambda _: self._settle_unsure())
+
+        def done(result):
+            self._writing = False
+            if isinstance(result, failure.Failure):
+                self._transient_or_log(result)
+            self._kick()
+        d.addBoth(done)
+
+    def _set_tokens(self, live):
+        self._tokens = live is not None
+        if not self._tokens:
+            self.log.warn("storage {url}: no {table} table (run sipdisp db "
+                          "init): a batch interrupted at COMMIT may be "
+                          "written twice", url=self.url, table=BATCH_TABLE)
+
+    def _settle_unsure(self):
+        if self._unsure is None:
+            return None
+        token, upto = self._unsure
+        if not self._tokens:
+            self._unsure = None
+            return None
+
+        def found(rows):
+            self._unsure = None
+            if not rows:
+                return            # not committed: the batch is written again
+            done = []
+            while self._queue and self._queue[0].seq <= upto:
+                done.append(self._queue.popleft())
+            self._last_token = token
+            self.counters["written"] += len(done)
+            self.counters["commits_confirmed"] += 1
+            self._finish_spooled(done)
+            for op in done:
+                if op.deferred is not None:
+                    op.deferred.callback(None)   # committed; count unknown
+        return self.backend.select(BATCH_TABLE, {"token": token}).addCallback(found)
 
     def _connect_failed(self, f):
         self._lost(f)
@@ -245,6 +308,8 @@ class Storage:
             for op in self._queue:
                 if not op.spooled and op.table in self.spool_tables:
                     self._spool_op(op)
+            if self._unsure is not None and self._spool.is_open:
+                self._spool.note_batch(*self._unsure)
         self._schedule_retry()
 
     def _schedule_retry(self):
@@ -389,8 +454,9 @@ class Storage:
     def _replay_spool(self):
         if self._spool is None:
             return
-        records, last = self._spool.load()
+        records, last, batch = self._spool.load()
         self._seq = max(self._seq, last)
+        self._unsure = batch
         replayed = 0
         for record in records:
             if record.get("table") not in self.schema:
@@ -417,10 +483,19 @@ class Storage:
             while (not self._writing and self._queue and self.state == CONNECTED):
                 size = 1 if self._isolate else self.batch_max
                 batch = list(itertools.islice(self._queue, size))
+                ops, token = batch, None
+                if self._tokens:
+                    token = "%s-%d-%d" % (self._instance, batch[0].seq,
+                                          batch[-1].seq)
+                    ops = batch + self._token_ops(token)
+                    if self._spool is not None and self._spool.is_open and \
+                            any(op.spooled for op in batch):
+                        self._spool.note_batch(token, batch[-1].seq)
                 self._writing = True
-                d = defer.maybeDeferred(self.backend.write_batch, batch)
+                d = defer.maybeDeferred(self.backend.write_batch, ops)
                 d.addCallbacks(self._batch_done, self._batch_failed,
-                               callbackArgs=(batch,), errbackArgs=(batch,))
+                               callbackArgs=(batch, token),
+                               errbackArgs=(batch, token))
                 d.addErrback(lambda f: self.log.failure(
                     "storage {url}: writer error", f, url=self.url))
         finally:
@@ -428,7 +503,19 @@ class Storage:
         if not self._queue and not self._writing:
             self._drained()
 
-    def _batch_done(self, results, batch):
+    def _token_ops(self, token):
+        """Insert this batch's token; forget the previous (committed) one."""
+        ops = [WriteOp(0, "insert", BATCH_TABLE, {
+            "token": token, "created": datetime.datetime.now(
+                datetime.timezone.utc).replace(tzinfo=None, microsecond=0)})]
+        if self._last_token is not None:
+            ops.append(WriteOp(0, "delete", BATCH_TABLE,
+                               where={"token": self._last_token}))
+        return ops
+
+    def _batch_done(self, results, batch, token):
+        if token is not None:
+            self._last_token = token
         for _ in batch:
             self._queue.popleft()
         self._isolate = max(0, self._isolate - len(batch))
@@ -440,9 +527,11 @@ class Storage:
                 op.deferred.callback(result)
         self._kick()
 
-    def _batch_failed(self, f, batch):
+    def _batch_failed(self, f, batch, token):
         self._writing = False
         if self.backend.is_transient(f):
+            if token is not None:
+                self._unsure = (token, batch[-1].seq)
             self._lost(f)
         elif len(batch) > 1:
             # one of these is bad: retry them one at a time to find it
@@ -497,7 +586,7 @@ class Storage:
             self._check_columns(t, [c.lstrip("-") for c in order_by])
         args = (t.name, where, columns, order_by, limit)
         cache = self._caches.get(t.name)
-        if cache is not None and self.state != CONNECTED:
+        if cache is not None and self.state in (DISCONNECTED, RECONNECTING):
             self.counters["read_fallbacks"] += 1
             return defer.succeed(cache.select(*args[1:]))
         d = defer.maybeDeferred(self.backend.select, *args)

@@ -262,9 +262,20 @@ TABLES = (
         Index("uk_cft", ["callid", "from_tag", "to_tag"], unique=True),
         Index("start_time_idx", ["start_time"]),
     ), spool=True, origin="sipdisp"),
+
+    # One row per write batch in flight, inserted in the batch's own
+    # transaction: after a connection dies during COMMIT, its presence says
+    # whether the batch was committed, so no batch is written twice.
+    Table("sipdisp_batches", 1, (
+        _s("token", 64, default=NO_DEFAULT),
+        _dt("created", "2000-01-01 00:00:00"),
+    ), (Index("token_idx", ["token"], unique=True),), origin="sipdisp"),
 )
 
 SCHEMA = {t.name: t for t in TABLES}
+
+#: The table of batch tokens (see Storage: exactly-once commits).
+BATCH_TABLE = "sipdisp_batches"
 
 
 # -- rendering ----------------------------------------------------------------
@@ -400,6 +411,39 @@ def render_file(dialect, tables=TABLES):
     return head + "".join(s + ";\n\n" for s in render(dialect, tables))
 
 
+_ORIGIN = {
+    "kamailio": "Kamailio 5.x kamctl",
+    "opensips": "OpenSIPS 3.x",
+    "sipdisp": "sipdisp",
+}
+
+
+def render_markdown(tables=TABLES):
+    """The table-by-table column mapping of docs/storage.md."""
+    out = []
+    for table in tables:
+        out.append("### `%s` (version %d, %s%s)\n" % (
+            table.name, table.version, _ORIGIN[table.origin],
+            ", spooled" if table.spool else ""))
+        out.append("| column | MySQL/MariaDB | PostgreSQL | SQLite | null | default |")
+        out.append("|---|---|---|---|---|---|")
+        for c in table.columns:
+            default = ("auto" if c.auto else "" if c.default is NO_DEFAULT
+                       else "NULL" if c.default is None else _literal(c.default))
+            out.append("| `%s` | %s | %s | %s | %s | %s |" % (
+                c.name, column_type("mysql", c), column_type("postgres", c),
+                column_type("sqlite", c), "yes" if c.null else "no", default))
+        if table.indexes:
+            out.append("\nIndexes: " + "; ".join(
+                "%s`%s` (%s)" % ("unique " if i.unique else "", i.name,
+                                 ", ".join(i.columns)) for i in table.indexes) + ".")
+        out.append("")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":  # pragma: no cover
     import sys
-    sys.stdout.write(render_file(sys.argv[1] if len(sys.argv) > 1 else "sqlite"))
+    if sys.argv[1:] == ["markdown"]:
+        sys.stdout.write(render_markdown())
+    else:
+        sys.stdout.write(render_file(sys.argv[1] if len(sys.argv) > 1 else "sqlite"))

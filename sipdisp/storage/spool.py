@@ -4,7 +4,9 @@ The on-disk journal of writes that must survive a restart during an outage.
 One append-only file of JSON lines per database: a write record
 ``{"seq": N, "kind": ..., "table": ..., "row": ...}`` for each journalled
 write, and ``{"ack": N}`` once writes up to N are committed (writes commit
-in sequence order, so one watermark says it all). Each line is flushed to
+in sequence order, so one watermark says it all), and
+``{"batch": TOKEN, "upto": N}`` when a batch is sent, so a restart can ask
+the database whether that batch was committed. Each line is flushed to
 the OS at once, so a crash of sipdisp loses nothing; ``fsync`` runs at most
 every ``fsync_interval`` seconds (and on close) to bound what a power loss
 can take. The file is deleted when nothing in it is left to commit.
@@ -13,7 +15,7 @@ can take. The file is deleted when nothing in it is left to commit.
 import json
 import os
 
-from twisted.logger import Logger
+from sipdisp.logs import Logger
 
 
 class Spool:
@@ -35,10 +37,12 @@ class Spool:
         return self._file is not None
 
     def load(self):
-        """Return ``(records not yet acknowledged, highest seq seen)``."""
+        """Return ``(records not yet acknowledged, highest seq seen, batch)``
+        where *batch* is ``(token, upto)`` of the last batch sent and not
+        acknowledged (it may have been committed), or None."""
         if not os.path.exists(self.path):
-            return [], 0
-        records, acked, last, bad = [], 0, 0, 0
+            return [], 0, None
+        records, acked, last, bad, batch = [], 0, 0, 0, None
         with open(self.path, "r", encoding="utf-8") as f:
             for line in f:
                 line = line.strip()
@@ -51,13 +55,17 @@ class Spool:
                     continue
                 if "ack" in data:
                     acked = max(acked, data["ack"])
+                elif "batch" in data:
+                    batch = (data["batch"], data["upto"])
                 else:
                     records.append(data)
                     last = max(last, data["seq"])
         if bad:
             self.log.warn("storage spool {path}: skipped {n} unreadable line(s)",
                           path=self.path, n=bad)
-        return [r for r in records if r["seq"] > acked], max(last, acked)
+        if batch is not None and batch[1] <= acked:
+            batch = None
+        return [r for r in records if r["seq"] > acked], max(last, acked), batch
 
     def open(self):
         """Open (or reopen) the journal for appending."""
@@ -84,6 +92,11 @@ class Spool:
     def append(self, record):
         """Journal one write record (a dict from ``WriteOp.to_json``)."""
         self._write(record)
+
+    def note_batch(self, token, upto):
+        """Record that the batch *token* (writes up to seq *upto*) is sent."""
+        if self._file is not None:
+            self._write({"batch": token, "upto": upto})
 
     def ack(self, seq):
         """Record that every write up to *seq* is committed."""

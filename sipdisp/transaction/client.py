@@ -62,6 +62,10 @@ class ClientTransaction:
         fr = self.fr_timeout
         if not self.is_invite:
             fr = min(fr, 64 * layer.t1)  # Timer F bounds a non-INVITE
+        elif fr > 64 * layer.t1:
+            # Timer B (17.1.1.2): no reply at all in 64*T1 ends the Calling
+            # state even when fr is longer; any reply cancels it
+            layer.timers.arm(self, "B", now + 64 * layer.t1)
         layer.timers.arm(self, "fr", now + fr)
 
     # -- responses -----------------------------------------------------------
@@ -76,6 +80,7 @@ class ClientTransaction:
                     if state == CALLING:
                         self.state = PROCEEDING
                         timers.cancel(self, "A")
+                        timers.cancel(self, "B")
                     if not self.provisional and status > 100:
                         self.provisional = True
                         timers.arm(self, "fr", now + self.fr_inv_timeout)
@@ -89,6 +94,7 @@ class ClientTransaction:
                     self.state = ACCEPTED
                     self.final_status = status
                     timers.cancel(self, "A")
+                    timers.cancel(self, "B")
                     timers.cancel(self, "fr")
                     timers.arm(self, "M", now + 64 * self.layer.t1)
                     self.owner.on_branch_response(self, response, now)
@@ -96,6 +102,7 @@ class ClientTransaction:
                     self.state = COMPLETED
                     self.final_status = status
                     timers.cancel(self, "A")
+                    timers.cancel(self, "B")
                     timers.cancel(self, "fr")
                     self.ack = self._make_ack(response)
                     self.layer.send(self.ack, self.target)
@@ -111,9 +118,14 @@ class ClientTransaction:
             elif state == ACCEPTED:
                 if 200 <= status < 300:
                     self.owner.on_branch_response(self, response, now)
-            elif state == TERMINATED and self.local_reply and status >= 300:
-                # the 487 for a branch we already gave up on: ACK it, hop by hop
-                self.layer.send(self._make_ack(response), self.target)
+            elif state == TERMINATED and self.local_reply:
+                if status >= 300:
+                    # the 487 for a branch we already gave up on: ACK it, hop by hop
+                    self.layer.send(self._make_ack(response), self.target)
+                elif status >= 200:
+                    # a 2xx that crossed our CANCEL: the owner must still forward
+                    # it (16.7 step 5), else the callee is up and the caller never knows
+                    self.owner.on_branch_response(self, response, now)
         else:
             if state in (TRYING, PROCEEDING):
                 if status < 200:
@@ -184,7 +196,7 @@ class ClientTransaction:
 
     # -- timers -------------------------------------------------------------
     def on_timer(self, name, now):
-        """A/E retransmit; fr is the branch timeout; D, K, M end the transaction."""
+        """A/E retransmit; fr (and B) is the branch timeout; D, K, M end the transaction."""
         layer = self.layer
         if name == "A":
             if self.state == CALLING:
@@ -199,7 +211,7 @@ class ClientTransaction:
                 if self.state == TRYING:
                     self.interval = min(2 * self.interval, layer.t2)
                 layer.timers.arm(self, "E", now + self.interval)
-        elif name == "fr":
+        elif name == "fr" or name == "B":
             self._branch_timeout(now)
         else:  # D, K, M
             self._terminate()
@@ -208,7 +220,9 @@ class ClientTransaction:
         """No final reply in time: behave as if a 408 arrived (RFC 3261 16.8)."""
         timers = self.layer.timers
         timers.cancel(self, "A")
+        timers.cancel(self, "B")
         timers.cancel(self, "E")
+        timers.cancel(self, "fr")
         self.final_status = 408
         self.local_reply = True
         if self.is_invite and self.provisional and not self.canceled:

@@ -107,6 +107,12 @@ class TransactionLayer:
         return self.timers.next_deadline()
 
     def on_timers(self, now):
-        """Fire every timer due by ``now``."""
-        for owner, name in self.timers.pop_due(now):
+        """Fire every timer due by ``now``, earliest first."""
+        # One at a time, not a batch: when the wake-up is late, a timer cancelled
+        # by an earlier one (fr after Timer B ended the branch) must not fire.
+        pop = self.timers.pop_next
+        item = pop(now)
+        while item is not None:
+            owner, name = item
             owner.on_timer(name, now)
+            item = pop(now)

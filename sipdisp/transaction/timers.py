@@ -49,5 +49,17 @@ class TimerHeap:
                 due.append((owner, name))
         return due
 
+    def pop_next(self, now):
+        """Remove and return ``(owner, name)`` of the earliest live timer due by
+        ``now``, or None. Popping one at a time lets a timer that an earlier one
+        cancelled (or re-armed) in the same wake-up stay silent."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            when, seq, owner, name = heapq.heappop(heap)
+            if owner.timers.get(name) == seq:
+                del owner.timers[name]
+                return owner, name
+        return None
+
     def __len__(self):
         return len(self._heap)

@@ -87,6 +87,14 @@ class Switchboard:
             self._timer.cancel()
         self._timer = None
 
+    def wake(self):
+        """Send what the core queued outside a receive or timer event (a
+        service arming timers or sending pings) and re-arm for its deadlines."""
+        out = self.core.layer.drain()
+        if out:
+            self.send_all(out)
+        self._rearm()
+
     # -- sending -----------------------------------------------------------------
     def send(self, data, target):
         """Send ``data`` to ``target``: UDP socket, known connection, or a new one."""

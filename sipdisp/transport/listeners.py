@@ -7,7 +7,7 @@ from twisted.internet import ssl
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol, wrapClientTLS,
 )
-from twisted.logger import Logger
+from sipdisp.logs import Logger
 
 from ..proxy.target import Listener
 from .stream import SipStreamFactory, SipStreamProtocol
@@ -33,6 +33,11 @@ def server_tls_options(certificate, private_key, ca_file=None, require_client=Fa
     if require_client and ca_file:
         kwargs = {"verify": True, "caCerts": [c.original for c in _load_certs(ca_file)],
                   "requireCertificate": True}
+    elif require_client:
+        # without tls.ca_file the requirement used to be dropped silently, so
+        # any client got in; verify against the system trust store instead,
+        # as tls.ca_file's documentation says for a null value.
+        kwargs = {"trustRoot": ssl.platformTrust()}  # implies requireCertificate
     return ssl.CertificateOptions(privateKey=private.privateKey.original,
                                   certificate=private.original,
                                   extraCertChain=extra or None, **kwargs)

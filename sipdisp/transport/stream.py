@@ -1,8 +1,10 @@
 """SIP over TCP and TLS (RFC 3261 section 18.3): Content-Length framing,
 CRLF keep-alives (RFC 5626 section 4.4.1), idle timeout, connection table."""
 
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
+from sipdisp.logs import Logger
 from twisted.protocols.policies import TimeoutMixin
 
 from ..proxy.target import Target
@@ -59,10 +61,22 @@ class SipConnection(Protocol, TimeoutMixin):
             self.write_message(data)
 
     def connectionLost(self, reason):
+        # A failed TLS handshake or a peer certificate that does not name the
+        # peer (service_identity) used to close the connection without a word,
+        # the queued message lost until the branch timed out: say why.
+        if reason is not None and reason.check(SSL.Error, VerificationError):
+            log.warn("TLS with {host}:{port} failed: {err}", host=self.peer_host,
+                     port=self.peer_port, err=reason.getErrorMessage())
         self.setTimeout(None)
         self._up = False
         if self.conn_id is not None:
             self.switchboard.remove_connection(self)
+
+    def callLater(self, period, func):
+        """TimeoutMixin's clock. Its default imports the global reactor, so the
+        idle timeout ignored the reactor the service was given (and task.Clock
+        in tests); use the switchboard's reactor instead."""
+        return self.switchboard._reactor.callLater(period, func)
 
     def timeoutConnection(self):
         log.info("closing idle {proto} connection to {host}:{port}", proto=self.proto,
@@ -103,23 +117,34 @@ class SipStreamProtocol(SipConnection):
         super().__init__(*args, **kwargs)
         self.proto = proto
         self.framer = StreamFramer(self.max_size)
+        self._rejected = False  # an unframeable message was answered; closing
 
     def dataReceived(self, data):
+        if self._rejected:
+            return  # closing after an unframeable message: ignore the rest
         self.resetTimeout()
-        try:
-            frames = self.framer.feed(data)
-        except SipParseError as exc:
-            self.reject(exc)
-            return
-        for frame in frames:
-            if frame is KEEPALIVE:
-                self.transport.write(b"\r\n")  # RFC 5626 4.4.1 pong
-                continue
+        while True:
             try:
-                self.deliver(frame)
-            except Exception:
-                log.failure("dropping message from {host}:{port}", host=self.peer_host,
-                            port=self.peer_port)
+                frames = self.framer.feed(data)
+            except SipParseError as exc:
+                self._rejected = True
+                self.reject(exc)
+                return
+            for frame in frames:
+                if frame is KEEPALIVE:
+                    self.transport.write(b"\r\n")  # RFC 5626 4.4.1 pong
+                    continue
+                try:
+                    self.deliver(frame)
+                except Exception:
+                    log.failure("dropping message from {host}:{port}", host=self.peer_host,
+                                port=self.peer_port)
+            # StreamFramer returns the frames completed before an unframeable
+            # message and raises for it on the next call: make that call now,
+            # or the sender would wait for its 400 until it sent more bytes.
+            if not frames or not self.framer.buffered:
+                return
+            data = b""
 
 
 class SipStreamFactory(Factory):

@@ -1,7 +1,7 @@
 """SIP over UDP: each datagram is one message (RFC 3261 section 18)."""
 
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
+from sipdisp.logs import Logger
 
 from ..proxy.target import Target
 

@@ -7,7 +7,7 @@ Content-Length framing is needed (RFC 7118 section 5).
 """
 
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from sipdisp.logs import Logger
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection, BytesMessage, CloseConnection, Message, Ping, RejectConnection,

@@ -44,7 +44,11 @@ class Sipdisp:
         cfg = {"listen": {"udp": ["127.0.0.1:0"], "tcp": ["127.0.0.1:0"],
                           "ws": ["127.0.0.1:0"]},
                "storage": {"url": f"sqlite:///{self.tmp_path / 'sipdisp.db'}",
-                           "spool_dir": str(self.tmp_path / "spool")}}
+                           "spool_dir": str(self.tmp_path / "spool")},
+               # management listeners on free ports, so parallel runs never collide
+               "console": {"listen": "127.0.0.1:0",
+                           "host_key": str(self.tmp_path / "manhole_host_key")},
+               "http": {"listen": "127.0.0.1:0"}}
         _merge(cfg, config)
         self.config_path = self.tmp_path / "sipdisp.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg))

@@ -39,3 +39,16 @@ def response_to(raw_request, status, reason="OK", to_tag="uastag", extra=()):
     for key, value in extra:
         resp.add(key, value)
     return resp.to_bytes()
+
+
+def in_dialog(method, ruri, routes=(), *, to_tag="uastag", extra=(), **kwargs):
+    """An in-dialog request (To tag set) carrying ``routes`` as its Route set, in order."""
+    route_lines = [f"Route: {r}" for r in routes]
+    return request(method, ruri, to_tag=to_tag, extra=[*route_lines, *extra], **kwargs)
+
+
+def route_set(raw_message, reverse=False):
+    """The Record-Route entries of a message (reversed for the UAC side, RFC 3261 12.1.2)."""
+    from sipdisp.sip import parse_message
+    entries = parse_message(raw_message).values("record-route")
+    return list(reversed(entries)) if reverse else entries

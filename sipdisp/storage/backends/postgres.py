@@ -13,7 +13,7 @@ Options: ``?pool=N`` (connections, default 3), ``?connect_timeout=S``.
 
 from twisted.internet import defer
 from twisted.internet import error as ierror
-from twisted.logger import Logger
+from sipdisp.logs import Logger
 from txpostgres import reconnection, retrying, txpostgres
 from txpostgres.psycopg2_impl import psycopg2
 
@@ -94,6 +94,18 @@ def _run_async(cursor, programs):
     return results
 
 
+class _Connection(txpostgres.Connection):
+    """A txpostgres connection that reports a server gone away while the
+    connection is idle as a lost connection (its detector then reconnects)
+    rather than as an unhandled-error traceback in the reactor."""
+
+    def doRead(self):
+        try:
+            return txpostgres.Connection.doRead(self)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            return exc  # the reactor calls connectionLost(Failure(exc))
+
+
 class _Pool(txpostgres.ConnectionPool):
     def __init__(self, backend, *args, **kw):
         self.backend = backend
@@ -101,8 +113,8 @@ class _Pool(txpostgres.ConnectionPool):
         super().__init__(*args, **kw)
 
     def connectionFactory(self, reactor, cooperator):
-        return txpostgres.Connection(reactor, cooperator,
-                                     detector=self.backend._detector("pool"))
+        return _Connection(reactor, cooperator,
+                           detector=self.backend._detector("pool"))
 
 
 class PostgresBackend(Backend):
@@ -257,7 +269,7 @@ class PostgresBackend(Backend):
         self._channels.setdefault(channel, []).append(callback)
         if self._listener is None:
             det = self._detector("listen")
-            self._listener = txpostgres.Connection(self._reactor, detector=det)
+            self._listener = _Connection(self._reactor, detector=det)
             self._listener.addNotifyObserver(self._on_notify)
             det.addRecoveryHandler(self._resubscribe)
             d = self._open(self._listener)

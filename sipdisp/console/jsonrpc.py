@@ -1,0 +1,197 @@
+"""JSON-RPC 2.0 over HTTP POST for the command registry (like Kamailio's
+jsonrpcs or OpenSIPS's mi_http)::
+
+    curl -s -d '{"jsonrpc": "2.0", "method": "core.version", "id": 1}' \\
+        http://127.0.0.1:5064/rpc
+
+``params`` is an array (positional) or an object (by name); string values
+are converted to the command's declared types.  Batches are run together
+and answered in order; notifications (no ``id``) get no answer, and a
+request made only of notifications gets HTTP 204.  Error codes follow the
+specification: -32700 parse error, -32600 invalid request, -32601 unknown
+method, -32602 bad arguments (a CommandError), -32603 internal error.
+"""
+
+import json
+
+from twisted.internet import defer
+from twisted.web import resource, server
+
+from ..commands import CommandError
+from ..logs import Logger
+
+log = Logger()
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+MAX_BODY = 1 << 20  # bytes; larger requests get HTTP 413
+
+
+class RpcError(Exception):
+    """A JSON-RPC error with its code (and optional ``data``)."""
+
+    def __init__(self, code, message, data=None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+def error_response(id, code, message, data=None):
+    """A JSON-RPC error response object."""
+    error = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "error": error, "id": id}
+
+
+def _jsonable(value):
+    """Fallback for json.dumps: sets and tuples as lists, bytes as text, the rest as str."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def dumps(value):
+    """JSON text of a response (non-JSON values become strings)."""
+    return json.dumps(value, default=_jsonable, ensure_ascii=False)
+
+
+class Dispatcher:
+    """Turns parsed JSON-RPC payloads into Deferred responses, over a CommandRegistry."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def handle_text(self, body):
+        """Deferred firing with the response text for the request ``body`` (bytes),
+        or None when nothing is to be answered (notifications only)."""
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return defer.succeed(dumps(error_response(None, PARSE_ERROR, "Parse error", str(exc))))
+        d = self.handle(payload)
+        return d.addCallback(lambda out: None if out is None else dumps(out))
+
+    def handle(self, payload):
+        """Deferred firing with the response (object, list, or None) for a parsed payload."""
+        if isinstance(payload, list):
+            if not payload:
+                return defer.succeed(error_response(None, INVALID_REQUEST,
+                                                    "Invalid Request", "empty batch"))
+            d = defer.gatherResults([self.handle_one(item) for item in payload],
+                                    consumeErrors=True)
+            return d.addCallback(lambda rows: [r for r in rows if r is not None] or None)
+        return self.handle_one(payload)
+
+    def handle_one(self, request):
+        """Deferred firing with the response to one request object (None for a notification)."""
+        try:
+            method, params, id, notify = self._validate(request)
+        except RpcError as exc:
+            rid = request.get("id") if isinstance(request, dict) else None
+            if not isinstance(rid, (str, int, float, type(None))) or isinstance(rid, bool):
+                rid = None
+            return defer.succeed(error_response(rid, exc.code, exc.message, exc.data))
+        d = self._call(method, params)
+
+        def ok(result):
+            return None if notify else {"jsonrpc": "2.0", "result": result, "id": id}
+
+        def failed(failure):
+            if failure.check(RpcError):
+                exc = failure.value
+                return None if notify else error_response(id, exc.code, exc.message, exc.data)
+            if failure.check(CommandError):
+                return None if notify else error_response(id, INVALID_PARAMS, "Invalid params",
+                                                          str(failure.value))
+            log.failure("JSON-RPC {method} failed", failure, method=method)
+            return None if notify else error_response(
+                id, INTERNAL_ERROR, "Internal error",
+                f"{failure.type.__name__}: {failure.getErrorMessage()}")
+
+        return d.addCallbacks(ok, failed)
+
+    def _validate(self, request):
+        if not isinstance(request, dict):
+            raise RpcError(INVALID_REQUEST, "Invalid Request", "a request must be an object")
+        if request.get("jsonrpc") != "2.0":
+            raise RpcError(INVALID_REQUEST, "Invalid Request", 'jsonrpc must be "2.0"')
+        method = request.get("method")
+        if not isinstance(method, str):
+            raise RpcError(INVALID_REQUEST, "Invalid Request", "method must be a string")
+        params = request.get("params", [])
+        if not isinstance(params, (list, dict)):
+            raise RpcError(INVALID_REQUEST, "Invalid Request", "params must be an array or object")
+        notify = "id" not in request
+        id = request.get("id")
+        if not notify and (isinstance(id, bool) or not isinstance(id, (str, int, float, type(None)))):
+            raise RpcError(INVALID_REQUEST, "Invalid Request", "id must be a string, number or null")
+        return method, params, id, notify
+
+    def _call(self, method, params):
+        if method not in self.registry:
+            return defer.fail(RpcError(METHOD_NOT_FOUND, "Method not found", method))
+        log.debug("rpc {method} {params!r}", method=method, params=params)
+        try:
+            if isinstance(params, dict):
+                return self.registry.call(method, **{str(k): v for k, v in params.items()})
+            return self.registry.call(method, *params)
+        except CommandError as exc:  # bad arguments, found before the command ran
+            return defer.fail(RpcError(INVALID_PARAMS, "Invalid params", str(exc)))
+
+
+class JsonRpcResource(resource.Resource):
+    """``POST /rpc``: one JSON-RPC 2.0 request or a batch; other methods get 405."""
+
+    isLeaf = True
+
+    def __init__(self, registry):
+        super().__init__()
+        self.dispatcher = Dispatcher(registry)
+
+    def render_GET(self, request):
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"POST")
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"POST a JSON-RPC 2.0 request here\n"
+
+    def render_POST(self, request):
+        body = request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            request.setResponseCode(413)
+            return _json_body(request, error_response(None, INVALID_REQUEST, "Invalid Request",
+                                                      f"body larger than {MAX_BODY} bytes"))
+        finished = []
+        request.notifyFinish().addBoth(finished.append)
+        d = self.dispatcher.handle_text(body)
+
+        def respond(text):
+            if finished:
+                return  # the client went away
+            if text is None:
+                request.setResponseCode(204)
+            else:
+                request.setHeader(b"content-type", b"application/json")
+                request.write(text.encode("utf-8"))
+            request.finish()
+
+        def broken(failure):
+            log.failure("JSON-RPC response failed", failure)
+            if not finished:
+                request.setResponseCode(500)
+                request.finish()
+
+        d.addCallback(respond).addErrback(broken)
+        return server.NOT_DONE_YET
+
+
+def _json_body(request, obj):
+    request.setHeader(b"content-type", b"application/json")
+    return dumps(obj).encode("utf-8")

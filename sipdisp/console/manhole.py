@@ -1,0 +1,408 @@
+"""The Manhole: a Python console inside the running proxy, over SSH.
+
+Built from Twisted's public conch API rather than ``manhole_tap.makeService``
+(which knows only password files and RSA keys):
+
+- logins are public keys listed in an OpenSSH ``authorized_keys`` file,
+  re-read at every attempt; an absent or empty file lets nobody in;
+- passwords only if ``console.password_file`` is set, and then only bcrypt
+  hashes (``user:$2b$...``, made by ``python -m sipdisp.console.credentials
+  password USER``); plain-text lines are ignored;
+- the host key is Ed25519, generated on first start (mode 0600, with a
+  ``.pub`` beside it) and kept;
+- each session gets a fresh namespace (``namespace.build_namespace``).
+"""
+
+import os
+import pprint
+
+import bcrypt
+from twisted.application.service import Service
+from twisted.conch import error as conch_error
+from twisted.conch import manhole, manhole_ssh
+from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker
+from twisted.conch.insults import insults
+from twisted.conch.ssh import keys, transport
+from twisted.cred import credentials as cred_credentials
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
+from twisted.internet import defer, threads
+from twisted.internet.error import ConnectionDone, ProcessDone
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .. import __version__
+from ..logs import Logger
+from .namespace import build_namespace
+
+log = Logger()
+
+# bcrypt of a random string: unknown users cost as much time as known ones
+_DUMMY_HASH = b"$2b$12$R4BV4KLYbu.zhC3maB76Delm99qzciRljQ5hy8fs4s8crV8/Qs/pa"
+_BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
+
+
+# -- host key --------------------------------------------------------------------
+
+
+def load_host_key(path):
+    """The console's host key from ``path``; a new Ed25519 key is generated
+    there (mode 0600, public half in ``path.pub``) when the file is absent."""
+    if not os.path.exists(path):
+        _generate_host_key(path)
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        log.warn("console host key {path} is readable by others (mode {mode:o}); chmod 600 it",
+                 path=path, mode=mode)
+    return keys.Key.fromFile(path)
+
+
+def _generate_host_key(path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    private = ed25519.Ed25519PrivateKey.generate()
+    pem = private.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use that one
+        return
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    public = keys.Key(private).public().toString("openssh") + b" sipdisp-console\n"
+    with open(path + ".pub", "wb") as f:
+        f.write(public)
+    log.info("console: generated Ed25519 host key {path} ({fp})", path=path,
+             fp=keys.Key(private).fingerprint(keys.FingerprintFormats.SHA256_BASE64))
+
+
+# -- credentials ------------------------------------------------------------------
+
+
+@implementer(IAuthorizedKeysDB)
+class AuthorizedKeysFile:
+    """The keys of an OpenSSH ``authorized_keys`` file, valid for any user
+    name; read at every call so edits apply to the next login.  Lines with
+    options (``from=...``) or that do not parse are ignored (refused)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def keys(self):
+        """The public keys in the file now (empty if the file is absent)."""
+        try:
+            with open(self.path, "rb") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            log.error("console: cannot read {path}: {err}", path=self.path, err=exc.strerror)
+            return []
+        found = []
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith(b"#"):
+                continue
+            try:
+                key = keys.Key.fromString(line)
+            except (keys.BadKeyError, ValueError, IndexError):
+                log.warn("console: {path}:{n} is not a public key line; ignored",
+                         path=self.path, n=number)
+                continue
+            if key.isPublic():
+                found.append(key)
+        return found
+
+    def getAuthorizedKeys(self, username):
+        """Every key of the file (the console has one set of keys for all names)."""
+        return self.keys()
+
+
+@implementer(ICredentialsChecker)
+class HashedPasswordChecker:
+    """Passwords checked against ``user:bcrypt-hash`` lines of a file, read at
+    every attempt; lines without a bcrypt hash never match.  ``run(f, *args)``
+    returns a Deferred of ``f(*args)``; the service passes one running the slow
+    hash in the reactor's thread pool (the default runs it in place)."""
+
+    credentialInterfaces = (cred_credentials.IUsernamePassword,)
+
+    def __init__(self, path, run=None):
+        self.path = path
+        self._run = run or defer.maybeDeferred
+
+    def hashes(self):
+        """``{user: hash}`` of the usable lines of the file now."""
+        out = {}
+        try:
+            with open(self.path, "rb") as f:
+                lines = f.read().splitlines()
+        except OSError as exc:
+            log.error("console: cannot read {path}: {err}", path=self.path, err=exc.strerror)
+            return out
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith(b"#"):
+                continue
+            user, sep, digest = line.partition(b":")
+            if not sep or not digest.startswith(_BCRYPT_PREFIXES):
+                log.warn("console: {path}:{n} has no bcrypt hash; ignored (plain-text "
+                         "passwords are not accepted)", path=self.path, n=number)
+                continue
+            out[user] = digest
+        return out
+
+    def requestAvatarId(self, credentials):
+        digest = self.hashes().get(credentials.username)
+        known = digest is not None
+        d = self._run(_checkpw, credentials.password, digest or _DUMMY_HASH)
+
+        def decide(ok):
+            if ok and known:
+                return credentials.username
+            raise UnauthorizedLogin("bad user name or password")
+        return d.addCallback(decide)
+
+
+def _checkpw(password, digest):
+    try:
+        return bcrypt.checkpw(password, digest)
+    except ValueError:  # a malformed hash
+        return False
+
+
+@implementer(ICredentialsChecker)
+class LoggingChecker:
+    """Wraps a checker to log each login and each refusal, with the key's fingerprint."""
+
+    def __init__(self, checker):
+        self._checker = checker
+        self.credentialInterfaces = checker.credentialInterfaces
+
+    def requestAvatarId(self, credentials):
+        user = credentials.username.decode("utf-8", "replace")
+        blob = getattr(credentials, "blob", None)
+        how = "password"
+        if blob is not None:
+            try:
+                how = "key " + keys.Key.fromString(blob).fingerprint(keys.FingerprintFormats.SHA256_BASE64)
+            except keys.BadKeyError:
+                how = "an unreadable key"
+        final = blob is None or getattr(credentials, "signature", None) is not None
+
+        def ok(avatar_id):
+            log.info("console: {user} logged in with {how}", user=user, how=how)
+            return avatar_id
+
+        def refused(failure):
+            if final and not failure.check(conch_error.ValidPublicKey):
+                log.info("console: login refused for {user} with {how}", user=user, how=how)
+            return failure
+
+        return defer.maybeDeferred(self._checker.requestAvatarId, credentials).addCallbacks(ok, refused)
+
+
+# -- the interactive console -------------------------------------------------------
+
+
+class ConsoleInterpreter(manhole.ManholeInterpreter):
+    """The Manhole interpreter with results pretty-printed."""
+
+    def displayhook(self, obj):
+        if obj is None or isinstance(obj, defer.Deferred):
+            return super().displayhook(obj)
+        self.locals["_"] = obj
+        self.write(pprint.pformat(obj, width=100, sort_dicts=False))
+
+    def _cbDisplayDeferred(self, result, k, obj):
+        self.write(f"Deferred #{k} called back:\n{pprint.pformat(result, width=100, sort_dicts=False)}",
+                   True)
+        del self._pendingDeferreds[id(obj)]
+        return result
+
+
+class ConsoleManhole(manhole.ColoredManhole):
+    """The Manhole line editor with a banner and pretty-printed results."""
+
+    banner = (f"sipdisp {__version__} console. help() lists objects and commands; "
+              f"^D leaves.")
+
+    def connectionMade(self):
+        super().connectionMade()
+        self.interpreter = ConsoleInterpreter(self, self.namespace)
+
+    def initializeScreen(self):
+        self.terminal.write(self.banner.encode("utf-8"))
+        self.terminal.nextLine()
+        self.terminal.write(self.ps[self.pn])
+        self.setInsertMode()
+
+
+class _Link:
+    """A minimal transport: ``write`` and ``loseConnection`` as given."""
+
+    def __init__(self, write, loseConnection):
+        self.write = write
+        self.loseConnection = loseConnection
+
+    def writeSequence(self, data):
+        """Write each of ``data``."""
+        self.write(b"".join(data))
+
+
+class ConsoleTerminal(insults.ServerProtocol):
+    """The terminal of a console session; leaving it restores the typing
+    mode instead of resetting (and clearing) the operator's screen."""
+
+    def loseConnection(self):
+        self.resetModes([insults.modes.IRM])
+        self.nextLine()
+        self.transport.loseConnection()
+
+
+class ConsoleSessionTransport:
+    """Joins the SSH channel to the console's terminal; leaving the console
+    (^D) ends the channel with exit status 0, so ``ssh`` exits 0."""
+
+    def __init__(self, proto, terminal, width, height):
+        self.proto = proto
+        self.terminal = terminal
+        proto.makeConnection(_Link(terminal.dataReceived, self.close))
+        terminal.makeConnection(_Link(proto.write, self.close))
+        terminal.terminalProtocol.terminalSize(width, height)
+
+    closed = False
+
+    def close(self):
+        """End the session with exit status 0 (once)."""
+        if not self.closed:
+            self.closed = True
+            self.proto.processEnded(Failure(ProcessDone(0)))
+
+    def lost(self):
+        """The channel is gone (the client left): tell the console, send nothing more."""
+        self.closed = True
+        self.terminal.connectionLost(Failure(ConnectionDone()))
+
+
+class ConsoleSession(manhole_ssh.TerminalSession):
+    """An SSH session running the console: takes window changes and EOF
+    instead of raising, and refuses ``ssh host COMMAND`` (use sipdisp-ctl)."""
+
+    width, height = 80, 24
+    _transport = None
+
+    def openShell(self, proto):
+        self._transport = ConsoleSessionTransport(proto, self.chainedProtocolFactory(),
+                                                  self.width, self.height)
+
+    def execCommand(self, proto, cmd):
+        raise conch_error.ConchError("the console is interactive; use sipdisp-ctl for commands")
+
+    def windowChanged(self, newWindowSize):
+        height, width = newWindowSize[:2]
+        if self._transport is not None:
+            console = self._transport.terminal.terminalProtocol
+            console.width, console.height = width, height
+
+    def eofReceived(self):
+        if self._transport is not None:
+            self._transport.close()
+
+    def closed(self):
+        if self._transport is not None:
+            self._transport.lost()
+
+
+class ConsoleRealm(manhole_ssh.TerminalRealm):
+    """Gives every login a console on a fresh namespace of the live service tree."""
+
+    sessionFactory = ConsoleSession
+
+    def __init__(self, namespace_factory):
+        super().__init__()
+        self.chainedProtocolFactory = lambda: ConsoleTerminal(ConsoleManhole, namespace_factory())
+
+
+class ConsoleTransport(transport.SSHServerTransport):
+    """The SSH server transport; a client's ordinary goodbye is not an error."""
+
+    def receiveError(self, reasonCode, description):
+        if reasonCode == transport.DISCONNECT_BY_APPLICATION:
+            log.debug("console: client disconnected: {why}", why=description)
+            return
+        super().receiveError(reasonCode, description)
+
+
+class ConsoleFactory(manhole_ssh.ConchFactory):
+    """The SSH server factory with the console's own host key."""
+
+    noisy = False
+    protocol = ConsoleTransport
+
+    def __init__(self, portal, host_key):
+        super().__init__(portal)
+        self.privateKeys = {host_key.sshType(): host_key}
+        self.publicKeys = {host_key.sshType(): host_key.public()}
+
+
+def make_portal(root, authorized_keys, password_file=None, run=None):
+    """The cred portal of the console: public keys, plus hashed passwords if a file is given."""
+    checkers = [LoggingChecker(SSHPublicKeyChecker(AuthorizedKeysFile(authorized_keys)))]
+    if password_file is not None:
+        checkers.append(LoggingChecker(HashedPasswordChecker(password_file, run)))
+    return Portal(ConsoleRealm(lambda: build_namespace(root)), checkers)
+
+
+class ConsoleService(Service):
+    """Listens for SSH logins to the console (``console.*`` in the config)."""
+
+    name = "console"
+
+    def __init__(self, root, cfg, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self.root = root
+        self.cfg = cfg
+        self.port = None
+        self.factory = None
+
+    def privilegedStartService(self):
+        self._listen()
+        super().privilegedStartService()
+
+    def startService(self):
+        if self.port is None:
+            self._listen()
+        super().startService()
+
+    def _listen(self):
+        cfg = self.cfg
+        host_key = load_host_key(cfg.host_key)
+        run = None
+        if cfg.password_file is not None:
+            def run(f, *args):
+                return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                                 f, *args)
+        portal = make_portal(self.root, cfg.authorized_keys, cfg.password_file, run)
+        self.factory = ConsoleFactory(portal, host_key)
+        host, port = cfg.listen
+        self.port = self._reactor.listenTCP(port, self.factory, interface=host)
+        bound = self.port.getHost()
+        log.info("listening on ssh:{host}:{port}", host=bound.host, port=bound.port)
+        if not AuthorizedKeysFile(cfg.authorized_keys).keys() and cfg.password_file is None:
+            log.warn("console: no keys in {path}; nobody can log in until one is added",
+                     path=cfg.authorized_keys)
+
+    def stopService(self):
+        super().stopService()
+        port, self.port = self.port, None
+        if port is not None:
+            return defer.maybeDeferred(port.stopListening)

@@ -1,0 +1,195 @@
+"""Destinations and destination sets, with Kamailio's state bits and letters.
+
+A destination's configured ``flags`` come from the list file or the table;
+its runtime ``state`` starts from them and then moves with probing,
+failover (``ds_mark_dst``) and ``dispatcher.set_state``. Bits, as in
+Kamailio's list file: 1 inactive, 2 trying, 4 disabled, 8 probing,
+16 skip DNS, 32 never ping.
+"""
+
+import ipaddress
+import socket
+
+from ..sip.uri import parse_uri
+
+INACTIVE = 1
+TRYING = 2
+DISABLED = 4
+PROBING = 8
+NODNS = 16
+NOPING = 32
+
+#: the bits that are state (the rest of ``flags`` is configuration)
+STATE_BITS = INACTIVE | TRYING | DISABLED | PROBING
+#: a destination with any of these is never selected (Kamailio's ds_skip_dst)
+SKIP_BITS = INACTIVE | DISABLED
+
+
+def state_letters(state):
+    """Kamailio's two-letter state: A/I/T/D, then P (probing) or X."""
+    if state & DISABLED:
+        first = "D"
+    elif state & INACTIVE:
+        first = "I"
+    elif state & TRYING:
+        first = "T"
+    else:
+        first = "A"
+    return first + ("P" if state & PROBING else "X")
+
+
+def parse_state_letters(text):
+    """``"a"``, ``"ip"``, ``"tp"``, ``"d"`` ... -> ``(base, probing)``; ValueError if invalid."""
+    low = (text or "").strip().lower()
+    if not low or low[0] not in "aitd" or low[1:] not in ("", "p") or low == "dp":
+        raise ValueError(f"state must be a, i, t or d, optionally followed by p "
+                         f"(d never with p), got {text!r}")
+    return low[0], low.endswith("p") and len(low) == 2
+
+
+def parse_attrs(text):
+    """``"weight=50;duid=fs1"`` -> ``{"weight": "50", "duid": "fs1"}`` (Kamailio attrs)."""
+    out = {}
+    for part in (text or "").split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        out[name.strip().lower()] = value.strip()
+    return out
+
+
+def _int_attr(attrs, name, lo, hi):
+    """An integer attribute in lo..hi, else 0 (Kamailio ignores bad weights)."""
+    value = attrs.get(name)
+    if value is None or not value.strip().lstrip("-").isdigit():
+        return 0
+    number = int(value)
+    return number if lo <= number <= hi else 0
+
+
+class Destination:
+    """One destination of a set: configuration plus runtime state.
+
+    The same object survives a reload when ``(setid, uri)`` stays in the
+    source, so in-flight calls and probes keep pointing at it.
+    """
+
+    __slots__ = ("setid", "uri", "uri_obj", "flags", "priority", "attrs_text", "attrs",
+                 "description", "duid", "maxload", "weight", "rweight", "state",
+                 "failures", "successes", "load", "out_until", "proto", "host", "port",
+                 "addrs", "pinging", "last_ping", "position")
+
+    def __init__(self, setid, uri, flags=0, priority=0, attrs="", description=""):
+        self.setid = setid
+        self.uri = uri
+        self.uri_obj = parse_uri(uri)
+        if not self.uri_obj.is_sip or not self.uri_obj.host:
+            raise ValueError(f"{uri!r} is not a SIP URI")
+        self.state = 0
+        self.failures = 0
+        self.successes = 0
+        self.load = 0
+        self.out_until = 0.0
+        self.pinging = False
+        self.last_ping = None
+        self.position = 0
+        self.configure(flags, priority, attrs, description)
+
+    def configure(self, flags, priority, attrs, description=""):
+        """Apply (new) configured columns; runtime state is left alone."""
+        self.flags = flags
+        self.priority = priority
+        self.attrs_text = attrs or ""
+        self.attrs = parse_attrs(attrs)
+        self.description = description or ""
+        self.duid = self.attrs.get("duid") or self.uri
+        self.maxload = _int_attr(self.attrs, "maxload", 0, 1 << 31)
+        self.weight = _int_attr(self.attrs, "weight", 1, 100)
+        self.rweight = _int_attr(self.attrs, "rweight", 1, 100)
+        uri = self.uri_obj
+        self.proto = uri.transport
+        self.host, self.port = uri.host_port
+        self.addrs = resolve(self.host) if not flags & NODNS else frozenset((self.host,))
+
+    @property
+    def key(self):
+        """Identity across reloads: ``(setid, uri)``."""
+        return (self.setid, self.uri)
+
+    def usable(self, now):
+        """True if it may be selected now (not inactive/disabled, no Retry-After pending)."""
+        return not self.state & SKIP_BITS and now >= self.out_until
+
+    @property
+    def letters(self):
+        """The two-letter state (``AP``, ``IP``, ``AX`` ...)."""
+        return state_letters(self.state)
+
+    def __repr__(self):
+        return f"<Destination {self.setid} {self.uri} {self.letters}>"
+
+
+def resolve(host):
+    """The addresses ``host`` stands for (itself if an IP literal); resolved
+    once at load, so ``ds_is_from_list`` is a set lookup per message."""
+    try:
+        ipaddress.ip_address(host)
+        return frozenset((host,))
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_UDP)
+    except OSError:
+        return frozenset((host,))
+    return frozenset([host] + [info[4][0] for info in infos])
+
+
+class DestinationSet:
+    """The destinations of one set id, ordered by priority (highest first,
+    then as listed), plus the per-set state of the stateful algorithms."""
+
+    __slots__ = ("setid", "dests", "rr_next", "w_table", "w_next", "rw_next",
+                 "_rw_cache")
+
+    def __init__(self, setid, dests=()):
+        self.setid = setid
+        self.dests = []
+        self.rr_next = 0
+        self.w_next = 0
+        self.rw_next = 0
+        self.w_table = ()
+        self._rw_cache = (None, ())
+        self.replace(list(dests))
+
+    def replace(self, dests):
+        """Set the destination list (sorted by priority) and rebuild derived tables."""
+        from .algorithms import weight_table
+        ordered = sorted(enumerate(dests), key=lambda p: (-p[1].priority, p[0]))
+        self.dests = [d for _, d in ordered]
+        for i, dest in enumerate(self.dests):
+            dest.position = i
+        self.w_table = weight_table([d.weight for d in self.dests])
+        self._rw_cache = (None, ())
+
+    def rweight_table(self, mask):
+        """The relative-weight slot table for the usable ``mask`` (cached until it changes)."""
+        from .algorithms import rweight_table
+        cached_mask, table = self._rw_cache
+        if cached_mask != mask:
+            table = rweight_table([d.rweight for d in self.dests], mask)
+            self._rw_cache = (mask, table)
+        return table
+
+    def find(self, uri):
+        """The destination with ``uri`` in this set, or None."""
+        for dest in self.dests:
+            if dest.uri == uri:
+                return dest
+        return None
+
+    def __len__(self):
+        return len(self.dests)
+
+    def __iter__(self):
+        return iter(self.dests)

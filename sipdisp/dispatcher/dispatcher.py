@@ -1,0 +1,616 @@
+"""The dispatcher module, sans-IO: destination sets, the route functions
+(``ds_select_dst``, ``ds_next_dst``, ``ds_mark_dst``, ``ds_is_from_list``),
+call-load accounting and health probing.
+
+It never reads a clock: route functions use ``ctx.now``, the core's
+transaction-end hook passes ``now``, and its timers (the ping round and the
+load sweep) live in the core's timer heap, so the edge wakes it like any
+transaction. Pings are the core's own client transactions, each with the
+short ``ping_timeout`` as its final-response timer; a ping that times out is
+a failure, whatever ``ping_reply_codes`` says.
+
+Per-request state lives in ``ctx.vars`` (Kamailio keeps it in XAVPs):
+``_dsdst_`` the failover list, ``_dsidx_`` the index in use, ``_dsload_``
+the destination this INVITE's call load is counted on.
+"""
+
+import itertools
+import random
+
+from ..logs import Logger
+from ..proxy.target import Target
+from ..sip.message import Request
+from . import algorithms as A
+from .destination import (DISABLED, NOPING, PROBING, STATE_BITS, Destination,
+                          DestinationSet, parse_state_letters, state_letters)
+from .probing import MODES, after_mark, after_ping, ping_wanted
+from .replycodes import ReplyCodes
+
+DST_LIST = "_dsdst_"
+DST_INDEX = "_dsidx_"
+DST_LOAD = "_dsload_"
+DST_NOTED = "_dsnoted_"
+
+#: a Retry-After longer than this is cut to it (seconds)
+MAX_RETRY_AFTER = 3600
+
+
+def _retry_after(response):
+    """Seconds in a Retry-After header (RFC 3261 20.33), or None."""
+    value = response.get("retry-after")
+    if not value:
+        return None
+    digits = ""
+    for ch in value.strip():
+        if not ch.isdigit():
+            break
+        digits += ch
+    return min(int(digits), MAX_RETRY_AFTER) if digits else None
+
+
+class Dispatcher:
+    """Destination sets and everything routes and operators do with them.
+
+    ``core`` (a ProxyCore) is needed for probing and load accounting; the
+    route functions and the state machine work without it (unit tests).
+    ``log`` is a Logger-like object with ``info`` and ``warn``.
+    """
+
+    def __init__(self, core=None, *, ping_interval=10.0, ping_timeout=1.0,
+                 ping_method="OPTIONS", ping_from="sip:dispatcher@localhost",
+                 ping_reply_codes="", probing_mode=0, probing_threshold=1,
+                 inactive_threshold=1, load_expire=7200.0, load_init_expire=300.0,
+                 sweep_interval=30.0, rng=None, log=None):
+        if probing_mode not in MODES:
+            raise ValueError(f"probing_mode must be 0..3, got {probing_mode!r}")
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.ping_method = ping_method.upper()
+        self.ping_from = ping_from
+        self.reply_codes = (ping_reply_codes if isinstance(ping_reply_codes, ReplyCodes)
+                            else ReplyCodes(ping_reply_codes))
+        self.probing_mode = probing_mode
+        self.probing_threshold = max(1, probing_threshold)
+        self.inactive_threshold = max(1, inactive_threshold)
+        self.load_expire = load_expire
+        self.load_init_expire = load_init_expire
+        self.sweep_interval = sweep_interval
+        self.ping_active = True
+        self.source = "none"
+        self.sets = {}
+        self.timers = {}  # the core's TimerHeap keeps our deadlines here
+        self.stats = {"pings_sent": 0, "pings_ok": 0, "pings_failed": 0,
+                      "state_changes": 0, "loads_expired": 0}
+        self._rng = rng or random.Random()
+        self._by_host = {}
+        self._pending = {}    # ctx -> deadline: INVITEs whose load awaits their final
+        self._calls = {}      # Call-ID -> (destination, deadline): answered calls
+        self._inflight = {}   # ping client transaction -> destination
+        self._ping_ids = itertools.count(1)
+        self._tag = f"{self._rng.getrandbits(32):08x}"
+        self.log = log or Logger(namespace="sipdisp.dispatcher")
+        self.core = None
+        if core is not None:
+            self.attach(core)
+
+    # -- wiring ----------------------------------------------------------------
+    def attach(self, core):
+        """Register with ``core``: ``core.modules["dispatcher"]`` and the
+        transaction-end hook that releases call load."""
+        self.core = core
+        core.modules["dispatcher"] = self
+        if self.on_txn_end not in core.txn_end_hooks:
+            core.txn_end_hooks.append(self.on_txn_end)
+
+    def start(self, now):
+        """Arm the ping round and the load sweep in the core's timer heap."""
+        timers = self.core.layer.timers
+        if self.ping_interval > 0:
+            timers.arm(self, "ping", now + self.ping_interval)
+        timers.arm(self, "sweep", now + self.sweep_interval)
+
+    def stop(self):
+        """Disarm the timers (the core's heap forgets cancelled names)."""
+        self.timers.clear()
+
+    def on_timer(self, name, now):
+        """The core's timer heap fired one of ours."""
+        timers = self.core.layer.timers
+        if name == "ping":
+            self.ping_round(now)
+            if self.ping_interval > 0:
+                timers.arm(self, "ping", now + self.ping_interval)
+        elif name == "sweep":
+            self.sweep(now)
+            timers.arm(self, "sweep", now + self.sweep_interval)
+
+    # -- sets ------------------------------------------------------------------
+    def load(self, rows, now=0.0, source=None):
+        """Replace the sets with ``rows`` (from a list file or the table),
+        keeping each surviving destination's runtime state (state, counters,
+        call load) unless its configured flags changed. Returns a summary."""
+        old = {}
+        for dset in self.sets.values():
+            for dest in dset.dests:
+                old.setdefault(dest.key, dest)
+        grouped = {}
+        kept = added = 0
+        for row in rows:
+            setid = int(row["setid"])
+            uri = row["destination"]
+            flags = int(row.get("flags") or 0)
+            priority = int(row.get("priority") or 0)
+            attrs = row.get("attrs") or ""
+            description = row.get("description") or ""
+            dest = old.pop((setid, uri), None)
+            if dest is None:
+                dest = Destination(setid, uri, flags, priority, attrs, description)
+                self._initial_state(dest)
+                added += 1
+            else:
+                reset = dest.flags != flags
+                dest.configure(flags, priority, attrs, description)
+                if reset:
+                    dest.failures = dest.successes = 0
+                    self._initial_state(dest)
+                kept += 1
+            grouped.setdefault(setid, []).append(dest)
+        sets = {}
+        for setid, dests in sorted(grouped.items()):
+            dset = self.sets.get(setid)
+            if dset is None:
+                dset = DestinationSet(setid, dests)
+            else:
+                dset.replace(dests)
+            sets[setid] = dset
+        self.sets = sets
+        if source is not None:
+            self.source = source
+        self._index()
+        return {"sets": len(sets), "destinations": kept + added, "kept": kept,
+                "added": added, "removed": len(old)}
+
+    def _initial_state(self, dest):
+        dest.state = dest.flags & STATE_BITS
+        if self.probing_mode == 1 and not dest.state & DISABLED and not dest.flags & NOPING:
+            dest.state |= PROBING
+
+    def _index(self):
+        by_host = {}
+        for dset in self.sets.values():
+            for dest in dset.dests:
+                for addr in dest.addrs:
+                    by_host.setdefault(addr, []).append(dest)
+        self._by_host = by_host
+
+    def destinations(self):
+        """Every destination of every set, in set order."""
+        return [d for dset in self.sets.values() for d in dset.dests]
+
+    def find(self, setid, uri):
+        """The destinations of ``setid`` (or of all sets for -1) with ``uri``."""
+        return [d for d in self.destinations()
+                if (setid == -1 or d.setid == setid) and d.uri == uri]
+
+    def add(self, setid, uri, flags=0, priority=0, attrs="", now=0.0):
+        """Add a destination in memory (a reload forgets it, as in Kamailio)."""
+        dest = Destination(setid, uri, flags, priority, attrs)
+        self._initial_state(dest)
+        dset = self.sets.get(setid)
+        if dset is None:
+            self.sets[setid] = DestinationSet(setid, [dest])
+            self.sets = dict(sorted(self.sets.items()))
+        else:
+            dset.replace(dset.dests + [dest])
+        self._index()
+        return dest
+
+    def remove(self, setid, uri):
+        """Remove every destination ``uri`` of ``setid`` from memory; how many went."""
+        dset = self.sets.get(setid)
+        if dset is None:
+            return 0
+        keep = [d for d in dset.dests if d.uri != uri]
+        removed = len(dset.dests) - len(keep)
+        if not keep:
+            del self.sets[setid]
+        elif removed:
+            dset.replace(keep)
+        self._index()
+        return removed
+
+    # -- selection (route functions) ---------------------------------------------
+    def order(self, dset, alg, request, now):
+        """The failover order of ``dset`` for ``request`` with algorithm ``alg``
+        (a list of Destinations, selected one first)."""
+        dests = dset.dests
+        n = len(dests)
+        usable = tuple(d.usable(now) for d in dests)
+        if alg == A.ROUND_ROBIN:
+            idx, dset.rr_next = A.round_robin(n, usable, dset.rr_next)
+        elif alg == A.HASH_CALLID:
+            idx = A.by_hash(n, usable, request.call_id)
+        elif alg == A.HASH_FROM:
+            idx = A.by_hash(n, usable, _uri_key(request, "from"))
+        elif alg == A.HASH_TO:
+            idx = A.by_hash(n, usable, _uri_key(request, "to"))
+        elif alg == A.HASH_RURI_USER:
+            idx = A.by_hash(n, usable, request.uri.user or "")
+        elif alg == A.RANDOM:
+            idx = A.at_random(n, usable, self._rng.random())
+        elif alg == A.PRIORITY:
+            idx = A.by_priority(n, usable)
+        elif alg == A.WEIGHT:
+            idx, dset.w_next = A.by_table(n, usable, dset.w_table, dset.w_next)
+        elif alg == A.CALL_LOAD:
+            idx = A.by_load([d.load for d in dests], [d.maxload for d in dests], usable)
+        elif alg == A.RELATIVE_WEIGHT:
+            idx, dset.rw_next = A.by_table(n, usable, dset.rweight_table(usable), dset.rw_next)
+        else:
+            A.check_algorithm(alg)
+            idx = []
+        return [dests[i] for i in idx]
+
+    def select_dst(self, ctx, setid, alg, limit=0, domain=False):
+        """Kamailio ``ds_select_dst(set, alg[, limit])``: pick a destination of
+        ``setid`` and send there (``$du``; the R-URI host with ``domain``,
+        ``ds_select_domain``). The rest of the order is kept for ``next_dst``.
+        False when the set is unknown or has no usable destination."""
+        dset = self.sets.get(setid)
+        if dset is None:
+            return False
+        order = self.order(dset, alg, ctx.request, ctx.now)
+        if limit > 0:
+            order = order[:limit]
+        if not order:
+            return False
+        vars = ctx.vars
+        vars[DST_LIST] = order
+        vars[DST_INDEX] = 0
+        vars["_dsdomain_"] = domain
+        self._use(ctx, order[0])
+        if ctx.request.method == "INVITE":
+            self._charge(ctx, order[0])
+        return True
+
+    def select_domain(self, ctx, setid, alg, limit=0):
+        """Kamailio ``ds_select_domain``: as ``select_dst`` but rewriting the R-URI host:port."""
+        return self.select_dst(ctx, setid, alg, limit, domain=True)
+
+    def next_dst(self, ctx):
+        """Kamailio ``ds_next_dst()``: use the next destination of the failover
+        order that is still usable; False when none is left."""
+        vars = ctx.vars
+        order = vars.get(DST_LIST)
+        if not order:
+            return False
+        self._note_failure(ctx)
+        now = ctx.now
+        i = vars[DST_INDEX] + 1
+        while i < len(order) and not order[i].usable(now):
+            i += 1
+        if i >= len(order):
+            return False
+        vars[DST_INDEX] = i
+        self._use(ctx, order[i])
+        if DST_LOAD in vars:
+            vars[DST_LOAD].load -= 1
+            order[i].load += 1
+            vars[DST_LOAD] = order[i]
+        return True
+
+    next_domain = next_dst
+
+    def current(self, ctx):
+        """The destination the request was last sent to, or None."""
+        order = ctx.vars.get(DST_LIST)
+        return order[ctx.vars[DST_INDEX]] if order else None
+
+    def mark_dst(self, ctx, state="i"):
+        """Kamailio ``ds_mark_dst([state])`` on the destination in use: ``i``
+        inactive, ``a`` active, ``t`` trying, ``d`` disabled, plus ``p`` for
+        probing (``"ip"``). A 503 with Retry-After also keeps it out for that long."""
+        dest = self.current(ctx)
+        if dest is None:
+            return False
+        base, probing = parse_state_letters(state) if isinstance(state, str) else state
+        self._note_failure(ctx)
+        self._mark(dest, base, probing, f"ds_mark_dst({''.join((base, 'p' if probing else ''))}) "
+                   f"after {_failure_text(ctx)}")
+        return True
+
+    def _use(self, ctx, dest):
+        if ctx.vars.get("_dsdomain_"):
+            uri = ctx.request.uri.copy()
+            uri.host, uri.port = dest.uri_obj.host, dest.uri_obj.port
+            uri._text = None  # the cached text is stale now
+            ctx.set_ruri(uri)
+        else:
+            ctx.set_dst(dest.uri_obj)
+
+    def _note_failure(self, ctx):
+        """A 503 with Retry-After on the failed branch takes its destination out for that long."""
+        txn = ctx.proxy_txn
+        reply = getattr(txn, "last_reply", None) if txn is not None else None
+        if reply is None or reply.status != 503 or ctx.vars.get(DST_NOTED) is reply:
+            return
+        ctx.vars[DST_NOTED] = reply
+        seconds = _retry_after(reply)
+        dest = self.current(ctx)
+        if seconds and dest is not None:
+            dest.out_until = max(dest.out_until, ctx.now + seconds)
+            self.log.warn("dispatcher: {uri} (set {setid}) out of service for {secs} s "
+                          "(503 with Retry-After)", uri=dest.uri, setid=dest.setid, secs=seconds)
+
+    # -- ds_is_from_list -------------------------------------------------------------
+    def is_from_list(self, ctx, setid=-1, mode=None, uri=None):
+        """Kamailio ``ds_is_from_list([set[, mode[, uri]]])``: does the request
+        come from (or ``uri`` name) a destination? ``mode`` bits: 1 ignore the
+        port, 2 ignore the protocol, 4 only active destinations. Without a
+        mode the protocol is ignored (Kamailio's default). On a match
+        ``ctx.vars["ds_setid"]`` and ``["ds_attrs"]`` are set."""
+        if uri is not None:
+            host, port, proto = uri.host, uri.host_port[1], uri.transport
+        else:
+            src = ctx.source
+            host, port, proto = src.host, src.port, src.proto
+        candidates = self._by_host.get(host)
+        if not candidates:
+            return False
+        if mode is None:
+            mode = 2
+        now = ctx.now
+        for dest in candidates:
+            if setid != -1 and dest.setid != setid:
+                continue
+            if not mode & 1 and dest.port != port:
+                continue
+            if not mode & 2 and dest.proto != proto:
+                continue
+            if mode & 4 and not dest.usable(now):
+                continue
+            ctx.vars["ds_setid"] = dest.setid
+            ctx.vars["ds_attrs"] = dest.attrs_text
+            return True
+        return False
+
+    # -- call load -----------------------------------------------------------------
+    def _charge(self, ctx, dest):
+        old = ctx.vars.get(DST_LOAD)
+        if old is not None:
+            old.load -= 1
+        dest.load += 1
+        ctx.vars[DST_LOAD] = dest
+        self._pending[ctx] = ctx.now + self.load_init_expire
+
+    def on_txn_end(self, proxy_txn, status, now):
+        """The core's hook: an INVITE's final reply releases its load (or, for a
+        2xx, keeps it until the BYE); a BYE's final releases its call's load."""
+        ctx = proxy_txn.ctx
+        request = proxy_txn.request
+        if request.method == "BYE":
+            if self._calls:
+                entry = self._calls.pop(request.call_id, None)
+                if entry is not None:
+                    entry[0].load -= 1
+            return
+        dest = ctx.vars.pop(DST_LOAD, None)
+        if dest is None:
+            return
+        self._pending.pop(ctx, None)
+        if 200 <= status < 300:
+            old = self._calls.pop(request.call_id, None)
+            if old is not None:
+                old[0].load -= 1
+            self._calls[request.call_id] = (dest, now + self.load_expire)
+        else:
+            dest.load -= 1
+
+    def release(self, ctx):
+        """Drop the load a request took, if it never reached a transaction end
+        (the route replied itself after selecting)."""
+        dest = ctx.vars.pop(DST_LOAD, None)
+        if dest is not None:
+            self._pending.pop(ctx, None)
+            dest.load -= 1
+
+    def sweep(self, now):
+        """Expire loads whose end was never seen (lost BYE, dropped request):
+        answered calls after ``load_expire``, unanswered after ``load_init_expire``."""
+        expired = 0
+        for ctx, deadline in list(self._pending.items()):
+            if deadline <= now:
+                del self._pending[ctx]
+                dest = ctx.vars.pop(DST_LOAD, None)
+                if dest is not None:
+                    dest.load -= 1
+                    expired += 1
+        for call_id, (dest, deadline) in list(self._calls.items()):
+            if deadline <= now:
+                del self._calls[call_id]
+                dest.load -= 1
+                expired += 1
+        if expired:
+            self.stats["loads_expired"] += expired
+            self.log.info("dispatcher: {n} call load(s) expired without an end", n=expired)
+        return expired
+
+    @property
+    def active_calls(self):
+        """Calls counted in the loads: ``(unanswered, answered)``."""
+        return len(self._pending), len(self._calls)
+
+    # -- state -----------------------------------------------------------------------
+    def _set_state(self, dest, state, why):
+        old = dest.letters
+        dest.state = state
+        new = dest.letters
+        if new != old:
+            self.stats["state_changes"] += 1
+            emit = self.log.warn if state & (STATE_BITS & ~PROBING) else self.log.info
+            emit("dispatcher: {uri} (set {setid}) {old} -> {new}: {why}",
+                 uri=dest.uri, setid=dest.setid, old=old, new=new, why=why)
+
+    def _mark(self, dest, base, probing, why):
+        state, dest.failures, dest.successes = after_mark(
+            dest.state, dest.failures, base, probing, self.probing_threshold)
+        if base == "a":
+            dest.out_until = 0.0
+        self._set_state(dest, state, why)
+
+    def set_state(self, state, setid, address="all"):
+        """``dispatcher.set_state``: apply ``state`` (a/i/t/d, optional p) to
+        ``address`` of ``setid``, or to every destination of the set with ``all``."""
+        base, probing = parse_state_letters(state)
+        dset = self.sets.get(setid)
+        if dset is None:
+            raise KeyError(f"no destination set {setid}")
+        targets = list(dset.dests) if address == "all" else [d for d in dset.dests
+                                                             if d.uri == address]
+        if not targets:
+            raise KeyError(f"no destination {address} in set {setid}")
+        for dest in targets:
+            self._mark(dest, base, probing, f"dispatcher.set_state {state}")
+        return len(targets)
+
+    # -- probing ---------------------------------------------------------------------
+    def ping_round(self, now):
+        """Ping every destination the probing mode asks for (one ping in flight each)."""
+        if not self.ping_active or self.core is None:
+            return 0
+        sent = 0
+        mode = self.probing_mode
+        for dset in self.sets.values():
+            for dest in dset.dests:
+                if not dest.pinging and ping_wanted(dest.state, dest.flags, mode):
+                    self.send_ping(dest, now)
+                    sent += 1
+        return sent
+
+    def send_ping(self, dest, now):
+        """Send one ping to ``dest`` as a client transaction of the core whose
+        final-response timer is ``ping_timeout``."""
+        core = self.core
+        listener = _listener_for(core.listeners, dest.proto, dest.host)
+        if listener is None:
+            self.ping_result(dest, False, now, f"no {dest.proto} listener to ping from")
+            return
+        n = next(self._ping_ids)
+        branch = core.new_branch()
+        uri = dest.uri_obj
+        request = Request(self.ping_method, uri)
+        request.call_id = f"ds-{self._tag}-{n}"
+        request.cseq = 1
+        request.cseq_method = self.ping_method
+        request.headers = [
+            ("via", "Via", listener.via_prefix + branch),
+            ("max-forwards", "Max-Forwards", "70"),
+            ("from", "From", f"<{self.ping_from}>;tag={self._tag}{n:x}"),
+            ("to", "To", f"<{uri}>"),
+            ("call-id", "Call-ID", request.call_id),
+            ("cseq", "CSeq", f"1 {self.ping_method}"),
+            ("content-length", "Content-Length", "0"),
+        ]
+        if core.server_header:
+            request.headers.insert(-1, ("user-agent", "User-Agent", core.server_header))
+        target = Target(dest.proto, dest.host, dest.port, None, listener)
+        client = core.layer.new_client(request, request.to_bytes(), target, target.reliable,
+                                       branch, self.ping_timeout, self.ping_timeout, self)
+        self._inflight[client] = dest
+        dest.pinging = True
+        self.stats["pings_sent"] += 1
+        client.start(now)
+
+    # ClientTransaction owner protocol: the replies and timeouts of our pings
+    def on_branch_response(self, txn, response, now):
+        """A reply to a ping: a final one decides with ``ping_reply_codes``."""
+        if response.status < 200:
+            return
+        dest = self._inflight.pop(txn, None)
+        if dest is not None:
+            ok = self.reply_codes.accepts(response.status)
+            self.ping_result(dest, ok, now, f"{self.ping_method} answered "
+                                            f"{response.status} {response.reason}")
+
+    def on_branch_timeout(self, txn, now):
+        """A ping got no reply within ``ping_timeout``: a failure (never a reply)."""
+        dest = self._inflight.pop(txn, None)
+        if dest is not None:
+            self.ping_result(dest, False, now, f"no reply to {self.ping_method} "
+                                               f"in {self.ping_timeout:g} s")
+
+    def ping_result(self, dest, ok, now, why):
+        """Feed one ping outcome to the state machine (public for tests and tools)."""
+        dest.pinging = False
+        dest.last_ping = (now, why)
+        self.stats["pings_ok" if ok else "pings_failed"] += 1
+        state, dest.failures, dest.successes = after_ping(
+            dest.state, dest.failures, dest.successes, ok, self.probing_mode,
+            self.probing_threshold, self.inactive_threshold)
+        if state != dest.state:
+            self._set_state(dest, state, why)
+
+    # -- management ------------------------------------------------------------------
+    def listing(self, now=None):
+        """``dispatcher.list``: Kamailio's structure (sets, then each
+        destination's URI, FLAGS such as ``AP``, PRIORITY and ATTRS) plus
+        sipdisp's LOAD, counters and last ping."""
+        records = []
+        for setid, dset in self.sets.items():
+            targets = []
+            for dest in dset.dests:
+                entry = {
+                    "URI": dest.uri, "FLAGS": state_letters(dest.state),
+                    "PRIORITY": dest.priority,
+                    "ATTRS": {"BODY": dest.attrs_text, "DUID": dest.attrs.get("duid", ""),
+                              "MAXLOAD": dest.maxload, "WEIGHT": dest.weight,
+                              "RWEIGHT": dest.rweight},
+                    "LOAD": dest.load, "FAILURES": dest.failures,
+                }
+                if dest.description:
+                    entry["DESCRIPTION"] = dest.description
+                if now is not None and dest.out_until > now:
+                    entry["OUT_FOR"] = round(dest.out_until - now, 1)
+                if dest.last_ping is not None:
+                    entry["LAST_PING"] = dest.last_ping[1]
+                targets.append({"DEST": entry})
+            records.append({"SET": {"ID": setid, "TARGETS": targets}})
+        return {"NRSETS": len(self.sets), "SOURCE": self.source,
+                "PING_ACTIVE": int(self.ping_active), "RECORDS": records}
+
+
+def _uri_key(request, header):
+    """Hash key of the From/To URI: user@host, plus the port if it is not the default."""
+    address = request.address(header)
+    if address is None:
+        return ""
+    uri = address.uri
+    if not uri.is_sip:
+        return str(uri)
+    key = f"{uri.user or ''}@{uri.host}"
+    if uri.port is not None and uri.port != (5061 if uri.scheme == "sips" else 5060):
+        key += f":{uri.port}"
+    return key
+
+
+def _failure_text(ctx):
+    txn = ctx.proxy_txn
+    reply = getattr(txn, "last_reply", None) if txn is not None else None
+    if reply is None:
+        return "a failure"
+    branch = ctx.failed_branch
+    if branch is not None and branch.local_reply:
+        return "branch timeout"
+    return f"{reply.status} {reply.reason}"
+
+
+def _listener_for(listeners, proto, host):
+    """A listener of ``proto`` matching the address family of ``host``."""
+    v6 = ":" in host
+    fallback = None
+    for lst in listeners:
+        if lst.proto == proto:
+            if (":" in lst.host) == v6:
+                return lst
+            fallback = fallback or lst
+    return fallback

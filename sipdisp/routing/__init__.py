@@ -1,0 +1,79 @@
+"""Routing configuration: the declarative YAML route in Kamailio's vocabulary
+(compiled once into closures), or a Python request route.
+
+    routing = build_routing(cfg, core, dispatcher)
+    core.route = routing.entry          # the function the core calls per request
+
+See docs/routing.md for the vocabulary and the built-in (seed) route.
+"""
+
+import importlib
+import re
+
+from ..config.model import ConfigError
+from .compiler import (EXIT, FUNCTIONS, RETURN, Env, FailureRoute, Routing, compile_routing,
+                       describe_functions, function)
+from .default import DEFAULT_ROUTING_YAML, default_routing
+from .pv import RouteError
+
+_MODULE_RE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*\Z")
+
+
+def routing_spec(cfg):
+    """The spec to compile from ``cfg.routing``: the built-in route when
+    ``request_route`` is null, with ``routes`` and ``failure_routes`` from
+    the config added or replacing built-in ones of the same name."""
+    section = cfg.routing
+    if section.request_route is None:
+        spec = default_routing()
+    else:
+        spec = {"request_route": section.request_route, "routes": {}, "failure_routes": {}}
+    spec["routes"].update(section.routes or {})
+    spec["failure_routes"].update(section.failure_routes or {})
+    return spec
+
+
+def check_module_name(text):
+    """ConfigError unless ``text`` looks like ``package.module:function``."""
+    if not _MODULE_RE.match(text or ""):
+        raise ConfigError("routing.module", f"{text!r} is not package.module:function")
+
+
+def load_module_route(text):
+    """Import ``package.module:function`` and return the function; ConfigError if it cannot."""
+    check_module_name(text)
+    module_name, _, attr = text.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigError("routing.module", f"cannot import {module_name}: {exc}") from None
+    func = getattr(module, attr, None)
+    if not callable(func):
+        raise ConfigError("routing.module", f"{module_name} has no function {attr}")
+    return func
+
+
+def build_routing(cfg, core=None, dispatcher=None):
+    """Compile the configured routing against live modules. Returns the
+    :class:`Routing`, whose ``entry`` is the request route to give the core
+    (the Python function of ``routing.module`` when set). The routing is
+    also ``core.modules["routing"]``, so Python routes can call YAML routes."""
+    routing = compile_routing(routing_spec(cfg), Env(dispatcher, cfg, core))
+    routing.entry = routing.request_route
+    if cfg.routing.module:
+        routing.entry = load_module_route(cfg.routing.module)
+    if core is not None:
+        core.modules["routing"] = routing
+    return routing
+
+
+def validate_routing(cfg):
+    """Compile the configured routing without live modules (a config check)."""
+    compile_routing(routing_spec(cfg), Env(None, cfg, None))
+    if cfg.routing.module:
+        check_module_name(cfg.routing.module)
+
+
+__all__ = ["EXIT", "RETURN", "FUNCTIONS", "Env", "FailureRoute", "Routing", "RouteError",
+           "build_routing", "compile_routing", "default_routing", "describe_functions",
+           "function", "routing_spec", "validate_routing", "DEFAULT_ROUTING_YAML"]

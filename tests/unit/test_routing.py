@@ -1,0 +1,253 @@
+"""The declarative route: compiled once into closures, one-line errors that
+name the key, pseudo-variables, config references and Python routes."""
+
+import os
+
+import pytest
+import yaml
+
+from sipdisp.config import ConfigError, config_from_dict, load_config
+from sipdisp.routing import (EXIT, RETURN, build_routing, compile_routing, default_routing,
+                             describe_functions, routing_spec)
+from sipdisp.routing.compiler import Env
+from sipdisp.routing.pv import compile_template
+from tests.support.dispatch import Proxy, requests, responses
+from tests.support.sipmsg import request, response_to
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BASE = {"console": {"enabled": False}, "http": {"enabled": False}}
+
+
+def cfg(routing=None, **extra):
+    raw = dict(BASE, **extra)
+    if routing is not None:
+        raw["routing"] = routing
+    return config_from_dict(raw)
+
+
+def test_default_routing_compiles_into_named_closures():
+    """The built-in route compiles: request_route, seven named routes and RTF_DISPATCH."""
+    routing = compile_routing(routing_spec(cfg()), Env(config=cfg()))
+    assert set(routing.routes) == {"RELAY", "REQINIT", "WITHINDLG", "REGISTRAR", "PRESENCE",
+                                   "FROMNODES", "DISPATCH"}
+    assert set(routing.failure_routes) == {"RTF_DISPATCH"}
+    assert callable(routing.request_route)
+
+
+def test_shipped_config_writes_out_the_builtin_route():
+    """etc/sipdisp.yaml carries exactly the built-in route, so editing it starts from the seed."""
+    shipped = load_config(os.path.join(ROOT, "etc", "sipdisp.yaml"))
+    builtin = default_routing()
+    assert shipped.routing.request_route == builtin["request_route"]
+    assert shipped.routing.routes == builtin["routes"]
+    assert shipped.routing.failure_routes == builtin["failure_routes"]
+    assert shipped.dispatcher.list_file == "etc/dispatcher.list"
+
+
+def test_shipped_list_file_has_set_zero_on_port_5080():
+    """etc/dispatcher.list holds set 0 = sip:127.0.0.1:5080, the default FreeSWITCH node."""
+    from sipdisp.dispatcher import parse_list
+    with open(os.path.join(ROOT, "etc", "dispatcher.list")) as f:
+        rows = parse_list(f.read())
+    assert [(r["setid"], r["destination"]) for r in rows] == [(0, "sip:127.0.0.1:5080")]
+
+
+def test_kamailio_seed_example_loads_and_compiles():
+    """etc/examples/kamailio-seed.yaml is valid and carries the seed's dispatcher parameters."""
+    seed = load_config(os.path.join(ROOT, "etc", "examples", "kamailio-seed.yaml"))
+    assert (seed.dispatcher.ping_interval, seed.dispatcher.probing_threshold,
+            seed.dispatcher.probing_mode) == (20, 3, 2)
+    routing = compile_routing(routing_spec(seed), Env(config=seed))
+    assert "FROMNODES" not in routing.routes and "DISPATCH" in routing.routes
+
+
+@pytest.mark.parametrize("routing, message", [
+    ({"routes": {"DISPATCH": [{"ds_select_dst": [0, 5]}]}},
+     "routing.routes.DISPATCH[0].ds_select_dst: algorithm 5 is not implemented "
+     "(known: 0, 1, 2, 3, 4, 6, 8, 9, 10, 11)"),
+    ({"routes": {"DISPATCH": ["frobnicate"]}},
+     "routing.routes.DISPATCH[0].frobnicate: unknown function 'frobnicate'"),
+    ({"routes": {"X": [{"lookup": "location"}]}},
+     "routing.routes.X[0].lookup: lookup needs the registrar, which sipdisp does not have yet"),
+    ({"request_route": [{"route": "NOPE"}]},
+     "routing.request_route[0].route: no route named 'NOPE' (defined: none)"),
+    ({"request_route": [{"route": "A"}], "routes": {"A": [{"route": "B"}], "B": [{"route": "A"}]}},
+     "routing.routes.A: routes call each other in a loop: A -> B -> A"),
+    ({"request_route": [{"t_on_failure": "MISSING"}]},
+     "routing.request_route[0].t_on_failure: no failure route named 'MISSING' (defined: none)"),
+    ({"request_route": ["t_is_canceled"]},
+     "routing.request_route[0].t_is_canceled: t_is_canceled is a condition; use it under if:"),
+    ({"request_route": [{"if": "record_route", "then": ["exit"]}]},
+     "routing.request_route[0].if.record_route: record_route is not a condition"),
+    ({"request_route": [{"sl_send_reply": [99, "x"]}]},
+     "routing.request_route[0].sl_send_reply: status code must be 100..699, got 99"),
+    ({"request_route": [{"sl_send_reply": 404}]},
+     "routing.request_route[0].sl_send_reply: sl_send_reply takes 2 argument(s), got 1"),
+    ({"request_route": [{"ds_mark_dst": "zp"}]},
+     "routing.request_route[0].ds_mark_dst: state must be a, i, t or d, optionally followed "
+     "by p (d never with p), got 'zp'"),
+    ({"request_route": [{"if": {"eq": ["$nope", 1]}, "then": []}]},
+     "routing.request_route[0].if.eq: unknown pseudo-variable $nope (known: $ru, $rU, $rd, "
+     "$rp, $rm, $du, $ci, $cs, $si, $sp, $pr, $proto, $fu, $fU, $fd, $tu, $tU, $td, $ua, "
+     "$T_reply_code, $T_reply_reason, $null)"),
+    ({"request_route": [{"t_check_status": "${proxy.nothing}"}]},
+     "routing.request_route[0].t_check_status: t_check_status is a condition; use it under if:"),
+    ({"request_route": [{"if": {"t_check_status": "${proxy.nothing}"}, "then": []}]},
+     "routing.request_route[0].if.t_check_status: ${proxy.nothing}: no such configuration key"),
+    ({"request_route": [{"if": "has_totag", "else": []}]},
+     "routing.request_route[0]: if needs then"),
+    ({"request_route": [{"a": 1, "b": 2}]},
+     "routing.request_route[0]: one function per step, got a, b"),
+    ({"request_route": "exit"}, 'routing.request_route: expected a list of route steps or null, got "exit"'),
+    ({"module": "not a module"}, "routing.module: 'not a module' is not package.module:function"),
+])
+def test_route_errors_are_one_line_naming_the_key(routing, message):
+    """Every mistake in the route is a one-line ConfigError at load time naming its key."""
+    with pytest.raises(ConfigError) as info:
+        cfg(routing)
+    assert str(info.value) == message
+    assert "\n" not in str(info.value)
+
+
+def test_a_named_route_can_be_replaced_alone():
+    """routes.DISPATCH in the config replaces only that route of the built-in one."""
+    spec = routing_spec(cfg({"routes": {"DISPATCH": [{"sl_send_reply": [503, "Closed"]}]}}))
+    assert spec["routes"]["DISPATCH"] == [{"sl_send_reply": [503, "Closed"]}]
+    assert spec["routes"]["WITHINDLG"] == default_routing()["routes"]["WITHINDLG"]
+    p = Proxy({"routing": {"routes": {"DISPATCH": [{"sl_send_reply": [503, "Closed"]}]}}},
+              rows=["sip:127.0.0.1:5081"])
+    out = p.send(request("INVITE", "sip:1000@127.0.0.1:5060"))
+    assert responses(out, 503)[0][0].reason == "Closed"
+
+
+def test_routes_are_compiled_once_not_interpreted():
+    """Changing the spec after compilation changes nothing: the closures are all that runs."""
+    spec = {"request_route": [{"if": {"is_method": "OPTIONS"},
+                               "then": [{"sl_send_reply": [200, "Compiled"]}, "exit"]},
+                              {"sl_send_reply": [404, "Other"]}]}
+    routing = compile_routing(spec)
+    spec["request_route"].clear()
+    p = Proxy()
+    p.core.route = routing.request_route
+    out = p.send(request("OPTIONS", "sip:x@127.0.0.1:5060"))
+    assert responses(out, 200)[0][0].reason == "Compiled"
+
+
+def test_exit_and_return_signals():
+    """exit ends the whole route; return ends only the named route."""
+    spec = {"request_route": [{"route": "A"}, {"set": {"$var(after_a)": 1}}, {"route": "B"},
+                              {"set": {"$var(after_b)": 1}}],
+            "routes": {"A": ["return", {"set": {"$var(in_a)": 1}}],
+                       "B": ["exit"]}}
+    routing = compile_routing(spec)
+
+    class C:
+        def __init__(self):
+            self.vars = {}
+    ctx = C()
+    routing.request_route(ctx)
+    assert ctx.vars == {"after_a": 1}
+    assert routing.route("B")(ctx) is EXIT and routing.route("A")(ctx) is RETURN
+
+
+def test_templates_render_pseudo_variables():
+    """xlog templates substitute $ru, $rU, $ci, $var() and $hdr(); missing values show <null>."""
+    p = Proxy()
+    seen = {}
+
+    def capture(ctx):
+        seen["text"] = compile_template(
+            "m=$rm u=$rU ru=$ru ci=$ci du=$du v=$var(n) h=$hdr(Max-Forwards) f=$fU", "t")(ctx)
+        ctx.vars["n"] = 7
+        seen["again"] = compile_template("$var(n)/$si:$sp/$pr", "t")(ctx)
+        ctx.reply(200, "OK")
+    p.core.route = capture
+    p.send(request("OPTIONS", "sip:1000@127.0.0.1:5060", call_id="cid@x"))
+    assert seen["text"] == ("m=OPTIONS u=1000 ru=sip:1000@127.0.0.1:5060 ci=cid@x du=<null> "
+                            "v=<null> h=70 f=alice")
+    assert seen["again"] == "7/127.0.0.1:5070/udp"
+
+
+def test_set_assigns_du_and_ruri_and_conditions_compare():
+    """set: {$du, $rU} changes the next hop and R-URI; eq/ne/match compare values."""
+    spec = {"request_route": [
+        {"if": {"match": ["$rU", "^\\+[1-9][0-9]+$"]},
+         "then": [{"set": {"$du": "sip:127.0.0.1:5099", "$rU": "e164"}}]},
+        {"if": {"ne": ["$rU", "e164"]}, "then": [{"sl_send_reply": [404, "Not E.164"]}, "exit"]},
+        "t_relay"]}
+    p = Proxy()
+    p.core.route = compile_routing(spec).request_route
+    out = p.send(request("INVITE", "sip:+4930123@127.0.0.1:5060"))
+    fwd = requests(out, "INVITE")
+    assert fwd[0][1] == ("127.0.0.1", 5099) and fwd[0][0].uri.user == "e164"
+    assert responses(p.send(request("INVITE", "sip:0301@127.0.0.1:5060")), 404)
+
+
+def test_config_references_are_resolved_at_compile_time():
+    """"${proxy.failover_codes}" in t_check_status becomes the configured codes."""
+    c = cfg(proxy={"failover_codes": [502]})
+    p = Proxy({"proxy": {"failover_codes": [502]}},
+              rows=["sip:127.0.0.1:5081", "sip:127.0.0.1:5082"])
+    assert c.proxy.failover_codes == [502]
+    out = p.send(request("INVITE", "sip:1000@127.0.0.1:5060"))
+    fwd, node = requests(out, "INVITE")[0]
+    out = p.send(response_to(fwd.to_bytes(), 500, "Error"), source=node)
+    assert responses(out, 500) and not requests(out, "INVITE")  # 500 is not in the codes now
+    out = p.send(request("INVITE", "sip:1000@127.0.0.1:5060"))
+    fwd, node = requests(out, "INVITE")[0]
+    out = p.send(response_to(fwd.to_bytes(), 502, "Bad Gateway"), source=node)
+    assert requests(out, "INVITE") and not responses(out, 502)
+
+
+def test_python_route_module_replaces_the_yaml_route():
+    """routing.module loads a Python function as the request route; it can use the dispatcher."""
+    p = Proxy({"routing": {"module": "sipdisp.routing.examples:request_route"}},
+              rows=["sip:127.0.0.1:5081", "sip:127.0.0.1:5082"])
+    got = [requests(p.send(request("INVITE", "sip:1000@127.0.0.1:5060")), "INVITE")[0][1]
+           for _ in range(4)]
+    assert got == [("127.0.0.1", 5081), ("127.0.0.1", 5082)] * 2
+    out = p.send(request("REGISTER", "sip:127.0.0.1:5060"))
+    assert responses(out, 404)[0][0].reason == "No registrar"
+
+
+def test_python_route_failover_uses_the_failure_function():
+    """The example Python route fails over on 500 and marks the node IP, as RTF_DISPATCH does."""
+    p = Proxy({"routing": {"module": "sipdisp.routing.examples:request_route"}},
+              rows=["sip:127.0.0.1:5081", "sip:127.0.0.1:5082"])
+    fwd, node = requests(p.send(request("INVITE", "sip:1000@127.0.0.1:5060")), "INVITE")[0]
+    out = p.send(response_to(fwd.to_bytes(), 500, "Error"), source=node)
+    assert requests(out, "INVITE")[0][1] == ("127.0.0.1", 5082)
+    assert p.dispatcher.destinations()[0].letters == "IP"
+
+
+def test_bad_module_is_a_config_error_when_built():
+    """A routing.module that cannot be imported is a one-line ConfigError naming the key."""
+    c = cfg({"module": "sipdisp.nowhere:route"})
+    with pytest.raises(ConfigError, match=r"^routing.module: cannot import sipdisp.nowhere"):
+        build_routing(c)
+    with pytest.raises(ConfigError, match=r"^routing.module: sipdisp.routing has no function x$"):
+        build_routing(cfg({"module": "sipdisp.routing:x"}))
+
+
+def test_every_function_has_a_doc_line():
+    """Each route function documents itself in one line (docs/routing.md lists them)."""
+    rows = describe_functions()
+    assert len(rows) > 40
+    assert all(doc and "\n" not in doc for _, _, doc in rows)
+    names = {name for name, _, _ in rows}
+    assert {"ds_select_dst", "ds_next_dst", "ds_mark_dst", "ds_is_from_list", "t_relay",
+            "t_set_fr", "record_route", "loose_route"} <= names
+
+
+def test_docs_routing_md_lists_every_function():
+    """docs/routing.md names every route function, so the docs cannot drift."""
+    with open(os.path.join(ROOT, "docs", "routing.md"), encoding="utf-8") as f:
+        text = f.read()
+    missing = [name for name, _, _ in describe_functions() if f"`{name}`" not in text]
+    assert missing == []
+
+
+def test_yaml_of_the_default_is_valid_yaml_with_comments_only_as_extras():
+    """The built-in route text is YAML whose data equals default_routing()."""
+    from sipdisp.routing import DEFAULT_ROUTING_YAML
+    assert yaml.safe_load(DEFAULT_ROUTING_YAML) == default_routing()
