@@ -32,3 +32,21 @@ class Logger(_TwistedLogger):
         if level < _minimum[0]:
             return
         super().emit(level, format, **kwargs)
+
+
+def msg_prefix(msg):
+    """The seed's log prefix ``{$mt $hdr(CSeq) $ci}``: message type (1 request,
+    2 reply), CSeq and Call-ID, so every line about a message can be grepped."""
+    if msg is None:
+        return "{- - -}"
+    kind = 1 if msg.is_request else 2
+    return f"{{{kind} {msg.cseq} {msg.cseq_method} {msg.call_id}}}"
+
+
+def json_observer():
+    """Log observer factory writing one JSON object per line to stdout:
+    ``twistd -n --logger=sipdisp.logs.json_observer sipdisp -c FILE``."""
+    import sys
+
+    from twisted.logger import jsonFileLogObserver
+    return jsonFileLogObserver(sys.stdout)

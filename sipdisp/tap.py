@@ -4,6 +4,7 @@ from twisted.python import usage
 
 from .config import ConfigError, load_config
 from .logs import set_level
+from .reload import Reloader
 from .service import make_service
 
 
@@ -28,6 +29,14 @@ def makeService(options):
         raise SystemExit(f"sipdisp: cannot read {path}: {exc.strerror}")
     set_level(cfg.log.level)
     try:
-        return make_service(cfg)
+        root = make_service(cfg)
     except ConfigError as exc:  # e.g. a bad dispatcher list file or routing.module
         raise SystemExit(f"sipdisp: {path}: {exc}")
+    root.reloader = Reloader(root, path)
+    root.reloader.install(_reactor())
+    return root
+
+
+def _reactor():
+    from twisted.internet import reactor
+    return reactor

@@ -11,7 +11,7 @@ import itertools
 import random
 from collections import Counter
 
-from sipdisp.logs import Logger
+from sipdisp.logs import Logger, msg_prefix
 
 from ..sip.address import parse_address
 from ..sip.errors import SipParseError
@@ -132,7 +132,7 @@ class ProxyTransaction:
             try:
                 route(ctx)
             except Exception:
-                log.failure("failure route raised for {call_id}", call_id=self.request.call_id)
+                log.failure("{prefix} failure route raised", prefix=msg_prefix(self.request))
             if self.pending > 0 or self.final_sent:
                 return
         best = self.best
@@ -261,7 +261,8 @@ class ProxyCore:
                 self._reply_stateless(msg, source, exc.status, exc.reason)
         except Exception:
             self.stats["internal_errors"] += 1
-            log.failure("error processing {msg!r} from {src!r}", msg=msg, src=source)
+            log.failure("{prefix} error processing message from {src!r}",
+                        prefix=msg_prefix(msg), src=source)
         return self.layer.drain()
 
     def on_timers(self, now):
@@ -283,6 +284,10 @@ class ProxyCore:
         we can answer (responses and junk are dropped, RFC 4475 3.1.2.*)."""
         self.stats["parse_errors"] += 1
         msg = exc.message
+        # the seed's REQINIT: xlog("Malformed SIP message from $si:$sp")
+        log.info("malformed SIP message from {proto}:{host}:{port}: {status} {reason}",
+                 proto=source.proto, host=source.host, port=source.port,
+                 status=exc.status, reason=exc.reason)
         # Only a Via is needed to answer: RFC 4475 3.3.1 (no Call-ID, From or
         # To) still deserves its 400.
         if msg is not None and msg.is_request and msg.method != "ACK" and msg.has("via"):
@@ -372,7 +377,7 @@ class ProxyCore:
                 ctx.reply(exc.status, exc.reason)
         except Exception:
             self.stats["route_errors"] += 1
-            log.failure("route raised for {msg!r}", msg=ctx.request)
+            log.failure("{prefix} route raised", prefix=msg_prefix(ctx.request))
             if ctx.server is not None and not ctx.handled:
                 ctx.reply(500, "Server Internal Error")
 

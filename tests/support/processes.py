@@ -39,8 +39,9 @@ class Sipdisp:
     Listen ports default to 0; the bound ones are read from the log into
     ``ports[(proto)] = [port, ...]``."""
 
-    def __init__(self, tmp_path, config):
+    def __init__(self, tmp_path, config, twistd_args=()):
         self.tmp_path = Path(tmp_path)
+        self.twistd_args = list(twistd_args)
         cfg = {"listen": {"udp": ["127.0.0.1:0"], "tcp": ["127.0.0.1:0"],
                           "ws": ["127.0.0.1:0"]},
                "storage": {"url": f"sqlite:///{self.tmp_path / 'sipdisp.db'}",
@@ -61,7 +62,7 @@ class Sipdisp:
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-             "-n", "--pidfile=", "sipdisp", "-c", str(self.config_path)],
+             "-n", "--pidfile=", *self.twistd_args, "sipdisp", "-c", str(self.config_path)],
             cwd=self.tmp_path, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
