@@ -12,6 +12,8 @@ from .dispatcher.service import DispatcherService
 from .routing import build_routing
 from .console.namespace import stat_name
 from .proxy import ProxyCore, make_seed_route
+from .storage import StorageService, open_storage
+from .storage.admin import init_schema
 from .transport.edge import Switchboard
 from .transport.listeners import Connector, bind_listeners, server_tls_options
 
@@ -71,6 +73,24 @@ class SipService(Service):
         return None
 
 
+class EmbeddedAwareStorageService(StorageService):
+    """StorageService that also creates the tables of the embedded SQLite
+    default, so ``make run`` needs no database set-up. Server databases
+    (PostgreSQL, MySQL) are created with ``sipdisp db init`` or already exist
+    (Kamailio's own tables)."""
+
+    def startService(self):
+        Service.startService(self)
+        storage = self.storage
+        d = storage.start()
+        if storage.dialect == "sqlite":
+            d.addCallback(lambda _: init_schema(storage))
+            d.addCallback(lambda result: result[0] and log.info(
+                "created tables in the embedded database: {tables}",
+                tables=", ".join(result[0])))
+        d.addErrback(lambda f: log.failure("storage start-up failed", f))
+
+
 class SipdispService(MultiService):
     """The root of the service tree: config, the command registry shared by
     every management front-end, and the subsystems as named children.
@@ -94,6 +114,13 @@ class SipdispService(MultiService):
         self.sip.setServiceParent(self)
         self.modules = self.sip.core.modules
         register_core_commands(self)
+        # storage/: the database every subsystem writes through
+        self.storage = open_storage(cfg.storage.url, spool_dir=cfg.storage.spool_dir,
+                                    write_queue_max=cfg.storage.write_queue_max,
+                                    reactor=reactor)
+        self.storage_service = EmbeddedAwareStorageService(self.storage)
+        self.storage_service.setServiceParent(self)
+        self.modules["storage"] = self.storage
         # dispatcher/ and routing/: the destination sets, then the compiled route
         self.dispatcher = DispatcherService(self, reactor)
         self.dispatcher.setServiceParent(self)

@@ -49,6 +49,11 @@ def error_response(id, code, message, data=None):
     return {"jsonrpc": "2.0", "error": error, "id": id}
 
 
+def _valid_id(value):
+    """True for a JSON-RPC id: a string, a number (not a boolean) or null."""
+    return value is None or (isinstance(value, (str, int, float)) and not isinstance(value, bool))
+
+
 def _jsonable(value):
     """Fallback for json.dumps: sets and tuples as lists, bytes as text, the rest as str."""
     if isinstance(value, (set, frozenset)):
@@ -96,7 +101,7 @@ class Dispatcher:
             method, params, id, notify = self._validate(request)
         except RpcError as exc:
             rid = request.get("id") if isinstance(request, dict) else None
-            if not isinstance(rid, (str, int, float, type(None))) or isinstance(rid, bool):
+            if not _valid_id(rid):
                 rid = None
             return defer.succeed(error_response(rid, exc.code, exc.message, exc.data))
         d = self._call(method, params)
@@ -131,8 +136,9 @@ class Dispatcher:
             raise RpcError(INVALID_REQUEST, "Invalid Request", "params must be an array or object")
         notify = "id" not in request
         id = request.get("id")
-        if not notify and (isinstance(id, bool) or not isinstance(id, (str, int, float, type(None)))):
-            raise RpcError(INVALID_REQUEST, "Invalid Request", "id must be a string, number or null")
+        if not notify and not _valid_id(id):
+            raise RpcError(INVALID_REQUEST, "Invalid Request",
+                           "id must be a string, number or null")
         return method, params, id, notify
 
     def _call(self, method, params):
@@ -157,12 +163,14 @@ class JsonRpcResource(resource.Resource):
         self.dispatcher = Dispatcher(registry)
 
     def render_GET(self, request):
+        """Refuse: JSON-RPC comes by POST (405)."""
         request.setResponseCode(405)
         request.setHeader(b"allow", b"POST")
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"POST a JSON-RPC 2.0 request here\n"
 
     def render_POST(self, request):
+        """Answer the request or batch in the body, when its commands are done."""
         body = request.content.read(MAX_BODY + 1)
         if len(body) > MAX_BODY:
             request.setResponseCode(413)

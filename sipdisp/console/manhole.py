@@ -159,6 +159,7 @@ class HashedPasswordChecker:
         return out
 
     def requestAvatarId(self, credentials):
+        """A Deferred user name if the password matches its bcrypt hash, else UnauthorizedLogin."""
         digest = self.hashes().get(credentials.username)
         known = digest is not None
         d = self._run(_checkpw, credentials.password, digest or _DUMMY_HASH)
@@ -186,12 +187,14 @@ class LoggingChecker:
         self.credentialInterfaces = checker.credentialInterfaces
 
     def requestAvatarId(self, credentials):
+        """The wrapped checker's answer, logged."""
         user = credentials.username.decode("utf-8", "replace")
         blob = getattr(credentials, "blob", None)
         how = "password"
         if blob is not None:
             try:
-                how = "key " + keys.Key.fromString(blob).fingerprint(keys.FingerprintFormats.SHA256_BASE64)
+                key = keys.Key.fromString(blob)
+                how = "key " + key.fingerprint(keys.FingerprintFormats.SHA256_BASE64)
             except keys.BadKeyError:
                 how = "an unreadable key"
         final = blob is None or getattr(credentials, "signature", None) is not None
@@ -205,7 +208,8 @@ class LoggingChecker:
                 log.info("console: login refused for {user} with {how}", user=user, how=how)
             return failure
 
-        return defer.maybeDeferred(self._checker.requestAvatarId, credentials).addCallbacks(ok, refused)
+        d = defer.maybeDeferred(self._checker.requestAvatarId, credentials)
+        return d.addCallbacks(ok, refused)
 
 
 # -- the interactive console -------------------------------------------------------
@@ -215,14 +219,15 @@ class ConsoleInterpreter(manhole.ManholeInterpreter):
     """The Manhole interpreter with results pretty-printed."""
 
     def displayhook(self, obj):
+        """Show a value pretty-printed (Deferreds as the Manhole shows them)."""
         if obj is None or isinstance(obj, defer.Deferred):
             return super().displayhook(obj)
         self.locals["_"] = obj
         self.write(pprint.pformat(obj, width=100, sort_dicts=False))
 
     def _cbDisplayDeferred(self, result, k, obj):
-        self.write(f"Deferred #{k} called back:\n{pprint.pformat(result, width=100, sort_dicts=False)}",
-                   True)
+        text = pprint.pformat(result, width=100, sort_dicts=False)
+        self.write(f"Deferred #{k} called back:\n{text}", True)
         del self._pendingDeferreds[id(obj)]
         return result
 
@@ -234,10 +239,12 @@ class ConsoleManhole(manhole.ColoredManhole):
               f"^D leaves.")
 
     def connectionMade(self):
+        """Set up the line editor with the pretty-printing interpreter."""
         super().connectionMade()
         self.interpreter = ConsoleInterpreter(self, self.namespace)
 
     def initializeScreen(self):
+        """Greet with the banner and the prompt, without clearing the screen."""
         self.terminal.write(self.banner.encode("utf-8"))
         self.terminal.nextLine()
         self.terminal.write(self.ps[self.pn])
@@ -261,6 +268,7 @@ class ConsoleTerminal(insults.ServerProtocol):
     mode instead of resetting (and clearing) the operator's screen."""
 
     def loseConnection(self):
+        """Restore replace mode, end the line and close."""
         self.resetModes([insults.modes.IRM])
         self.nextLine()
         self.transport.loseConnection()
@@ -299,23 +307,28 @@ class ConsoleSession(manhole_ssh.TerminalSession):
     _transport = None
 
     def openShell(self, proto):
+        """Start the console on the session's channel."""
         self._transport = ConsoleSessionTransport(proto, self.chainedProtocolFactory(),
                                                   self.width, self.height)
 
     def execCommand(self, proto, cmd):
+        """Refuse ``ssh host COMMAND``."""
         raise conch_error.ConchError("the console is interactive; use sipdisp-ctl for commands")
 
     def windowChanged(self, newWindowSize):
+        """Follow the client's terminal size."""
         height, width = newWindowSize[:2]
         if self._transport is not None:
             console = self._transport.terminal.terminalProtocol
             console.width, console.height = width, height
 
     def eofReceived(self):
+        """The client closed its input: end the session (exit status 0)."""
         if self._transport is not None:
             self._transport.close()
 
     def closed(self):
+        """The channel is closed: let the console go."""
         if self._transport is not None:
             self._transport.lost()
 
@@ -334,6 +347,7 @@ class ConsoleTransport(transport.SSHServerTransport):
     """The SSH server transport; a client's ordinary goodbye is not an error."""
 
     def receiveError(self, reasonCode, description):
+        """Log a client's disconnect message; an ordinary goodbye only at debug level."""
         if reasonCode == transport.DISCONNECT_BY_APPLICATION:
             log.debug("console: client disconnected: {why}", why=description)
             return
@@ -375,10 +389,12 @@ class ConsoleService(Service):
         self.factory = None
 
     def privilegedStartService(self):
+        """Load or make the host key and bind (before twistd drops privileges)."""
         self._listen()
         super().privilegedStartService()
 
     def startService(self):
+        """Start, binding first if privilegedStartService did not run."""
         if self.port is None:
             self._listen()
         super().startService()
@@ -402,6 +418,7 @@ class ConsoleService(Service):
                      path=cfg.authorized_keys)
 
     def stopService(self):
+        """Stop listening (open sessions end with the process)."""
         super().stopService()
         port, self.port = self.port, None
         if port is not None:

@@ -53,7 +53,8 @@ _BY_LABEL = {
     "snd_request": ("sipdisp_sip_requests_sent_total", "method",
                     "SIP requests sent (relayed), by method; retransmissions not included."),
     "snd_reply": ("sipdisp_sip_replies_sent_total", "status",
-                  "SIP replies sent (relayed or local), by status code; retransmissions not included."),
+                  "SIP replies sent (relayed or local), by status code; "
+                  "retransmissions not included."),
 }
 
 

@@ -189,9 +189,11 @@ class TransactionsView(LiveView):
 
     def __repr__(self):
         rows = self.rows()
-        lines = [f"<transactions: {len(self._obj.servers)} server, {len(self._obj.clients)} client>"]
+        layer = self._obj
+        lines = [f"<transactions: {len(layer.servers)} server, {len(layer.clients)} client>"]
         for row in rows[:_MAX_ROWS]:
-            lines.append(f"  {row['kind']:6} {row['method']:9} {str(row['state']):12} {row['call_id']}")
+            lines.append(f"  {row['kind']:6} {row['method']:9} {str(row['state']):12} "
+                         f"{row['call_id']}")
         if len(rows) > _MAX_ROWS:
             lines.append(f"  ... {len(rows) - _MAX_ROWS} more")
         return "\n".join(lines)

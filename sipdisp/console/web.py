@@ -42,6 +42,7 @@ class MetricsResource(resource.Resource):
         self.collector = collector
 
     def render_GET(self, request):
+        """The current metrics page."""
         request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
         return self.collector.render().encode("utf-8")
 
@@ -52,6 +53,7 @@ class UnauthorizedResource(resource.Resource):
     isLeaf = True
 
     def render(self, request):
+        """The 401 answer, whatever the method."""
         request.setResponseCode(401)
         request.setHeader(b"www-authenticate", b'Bearer realm="sipdisp"')
         request.setHeader(b"content-type", b"application/json")
@@ -70,15 +72,18 @@ class ManagementRoot(resource.Resource):
         self.putChild(b"metrics", MetricsResource(collector))
 
     def getChildWithDefault(self, path, request):
+        """The child for ``path``, or a 401 page when the token is required and missing."""
         if self.token_sha256 is not None and (path != b"metrics" or self.metrics_need_token):
             if not bearer_ok(request, self.token_sha256):
                 return UnauthorizedResource()
         return super().getChildWithDefault(path, request)
 
     def getChild(self, path, request):
+        """Any other path: 404."""
         return pages.notFound()
 
     def render_GET(self, request):
+        """A one-line description of the endpoints."""
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"sipdisp management: POST /rpc (JSON-RPC 2.0), GET /metrics (Prometheus)\n"
 
@@ -114,10 +119,12 @@ class HttpService(Service):
         self.port = None
 
     def privilegedStartService(self):
+        """Bind the listener (before twistd drops privileges)."""
         self._listen()
         super().privilegedStartService()
 
     def startService(self):
+        """Start, binding first if privilegedStartService did not run."""
         if self.port is None:
             self._listen()
         super().startService()
@@ -129,6 +136,7 @@ class HttpService(Service):
         log.info("listening on http:{host}:{port}", host=bound.host, port=bound.port)
 
     def stopService(self):
+        """Stop listening."""
         super().stopService()
         port, self.port = self.port, None
         if port is not None:

@@ -31,12 +31,21 @@ SUPPORTED_SCHEMES = frozenset(("sip", "sips", "tel"))
 BRANCH_PREFIX = MAGIC_COOKIE + "sd"
 FRAMED_PROTOS = frozenset(("tcp", "tls"))
 FLOW_PREFIX = "sdf-"
+#: ``ctx.vars`` key where a route function (the registrar's ``lookup``)
+#: leaves the branches ``relay`` forks to (RFC 3261 16.6, parallel forking)
+BRANCHES = "_branches"
 # methods counted by name in ``stats[("rcv_request", method)]`` and
 # ``("snd_request", method)``; any other method is counted as "OTHER" so a
 # peer inventing methods cannot grow the counters (or metric labels) forever.
 COUNTED_METHODS = frozenset((
     "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO", "UPDATE", "PRACK",
     "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"))
+
+
+class RouteSuspended(Exception):
+    """Raised by a route function to stop the route quietly: the request was
+    answered, or it waits for data (a database read) and the function's
+    owner continues it later with :meth:`ProxyCore.resume`."""
 
 
 class ProxyTransaction:
@@ -372,6 +381,8 @@ class ProxyCore:
     def _run_route(self, ctx):
         try:
             self.route(ctx)
+        except RouteSuspended:
+            pass
         except SipParseError as exc:
             if ctx.server is not None and not ctx.handled:
                 ctx.reply(exc.status, exc.reason)
@@ -380,6 +391,19 @@ class ProxyCore:
             log.failure("{prefix} route raised", prefix=msg_prefix(ctx.request))
             if ctx.server is not None and not ctx.handled:
                 ctx.reply(500, "Server Internal Error")
+
+    def resume(self, ctx, now):
+        """Run the route again for a request a route function suspended
+        (:class:`RouteSuspended`) once its data arrived; not if it was
+        CANCELled meanwhile. The caller sends what the layer queued."""
+        server = ctx.server
+        if server is not None and getattr(server, "canceled", False):
+            return
+        ctx.now = now
+        ctx.handled = False
+        self._run_route(ctx)
+        if not ctx.handled and server is not None:
+            self.layer.remove_server(server)
 
     def _on_cancel(self, req, source, now):
         layer = self.layer
@@ -517,7 +541,10 @@ class ProxyCore:
 
     # -- relaying ------------------------------------------------------------------
     def relay(self, ctx):
-        """Forward ``ctx.request`` to its next hop (16.5 - 16.6)."""
+        """Forward ``ctx.request`` to its next hop (16.5 - 16.6); to every
+        branch a route function left in ``ctx.vars[BRANCHES]`` (forking)."""
+        if BRANCHES in ctx.vars:
+            return self.relay_branches(ctx, ctx.vars.pop(BRANCHES))
         req = ctx.request
         if req.method == "ACK":
             return self._relay_stateless(ctx)
@@ -538,7 +565,7 @@ class ProxyCore:
             return False
         listener = target.listener
         if ctx.do_record_route:
-            self._add_record_route(ctx, fwd, listener)
+            self._add_record_route(ctx, fwd, listener, target.conn)
         branch = self.new_branch()
         fwd.prepend("via", listener.via_prefix + branch, "Via")
         data = fwd.to_bytes()
@@ -552,6 +579,33 @@ class ProxyCore:
         client.start(ctx.now)
         return True
 
+    def relay_branches(self, ctx, branches):
+        """Parallel forking (RFC 3261 16.6): relay once per branch, each an
+        object with ``uri`` (the new Request-URI), ``dst`` ($du or None),
+        ``flow`` (a connection id or None) and ``routes`` (Route values to
+        put first, such as a registered Path). True if any branch went out."""
+        req = ctx.request
+        headers, dst, flow = req.headers, ctx.dst_uri, ctx.flow
+        sent = False
+        try:
+            for branch in branches:
+                req.uri = branch.uri
+                ctx.dst_uri = branch.dst
+                ctx.flow = branch.flow
+                if branch.routes:
+                    req.headers = list(headers)
+                    for value in reversed(branch.routes):
+                        req.prepend("route", value, "Route")
+                if self.relay(ctx):
+                    sent = True
+                req.headers = headers
+        finally:
+            req.headers = headers
+            if branches:
+                req.uri = branches[0].uri
+            ctx.dst_uri, ctx.flow = dst, flow
+        return sent
+
     def _relay_stateless(self, ctx):
         req = ctx.request
         fwd = req.copy()
@@ -562,7 +616,7 @@ class ProxyCore:
         if target is None:
             return False
         if ctx.do_record_route:
-            self._add_record_route(ctx, fwd, target.listener)
+            self._add_record_route(ctx, fwd, target.listener, target.conn)
         digest = hashlib.blake2s((req.via.branch or req.call_id).encode("utf-8", "surrogateescape"),
                                  digest_size=8).hexdigest()
         fwd.prepend("via", f"{target.listener.via_prefix}{BRANCH_PREFIX}a{digest}", "Via")
@@ -619,10 +673,11 @@ class ProxyCore:
                 fallback = fallback or lst
         return fallback
 
-    def _add_record_route(self, ctx, fwd, egress):
-        """Record-Route: one entry, or two when ingress and egress differ (RFC 5658)."""
+    def _add_record_route(self, ctx, fwd, egress, egress_conn=None):
+        """Record-Route: one entry, or two when ingress and egress differ (RFC 5658);
+        an egress on a connection (a registered flow) carries its flow token too."""
         ingress = ctx.source.listener
-        if ingress is None or ingress is egress:
+        if ingress is None or (ingress is egress and egress_conn in (None, ctx.source.conn)):
             uri = egress.rr_uri
             if ctx.source.conn is not None:
                 uri = f"sip:{FLOW_PREFIX}{ctx.source.conn}@{uri[4:]}"
@@ -631,6 +686,9 @@ class ProxyCore:
         in_uri = ingress.rr_uri
         if ctx.source.conn is not None:
             in_uri = f"sip:{FLOW_PREFIX}{ctx.source.conn}@{in_uri[4:]}"
+        out_uri = egress.rr_uri
+        if egress_conn is not None:
+            out_uri = f"sip:{FLOW_PREFIX}{egress_conn}@{out_uri[4:]}"
         fwd.prepend("record-route", f"<{in_uri};r2=on>", "Record-Route")
-        fwd.prepend("record-route", f"<{egress.rr_uri};r2=on>", "Record-Route")
+        fwd.prepend("record-route", f"<{out_uri};r2=on>", "Record-Route")
 

@@ -33,6 +33,7 @@ def init_schema(storage, tables=S.TABLES):
             if column.null or column.default is not S.NO_DEFAULT:
                 yield storage.run_query(S.add_column(storage.dialect, table, column))
                 added.append("%s.%s" % (table.name, column.name))
+    storage.schema_changed()
     return created, added
 
 

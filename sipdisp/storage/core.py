@@ -236,15 +236,17 @@ class Storage:
         else:
             self.log.info("storage {url}: connected", url=self.url)
         self.state = CONNECTED
-        self._resolve()
+        self._kick()
+
+    def schema_changed(self):
+        """Tell the storage its tables were (re)created (``db init``)."""
+        self._tokens = None
 
     def _resolve(self):
-        """Before writing again: learn whether batch tokens can be used, and
-        settle a batch whose COMMIT may or may not have happened."""
-        if self._tokens is not None and self._unsure is None:
-            self._kick()
-            return
-        self._writing = True          # hold the writer meanwhile
+        """Before writing: learn whether batch tokens can be used, and
+        settle a batch whose COMMIT may or may not have happened. Holds the
+        writer until done, then runs it."""
+        self._writing = True
         d = defer.succeed(None)
         if self._tokens is None:
             d.addCallback(lambda _: self.backend.describe(BATCH_TABLE))
@@ -254,7 +256,13 @@ class Storage:
         def done(result):
             self._writing = False
             if isinstance(result, failure.Failure):
-                self._transient_or_log(result)
+                if self.backend.is_transient(result):
+                    self._lost(result)
+                else:
+                    self.log.warn("storage {url}: cannot check {table}: "
+                                  "{error}", url=self.url, table=BATCH_TABLE,
+                                  error=result.getErrorMessage())
+                    self._tokens, self._unsure = False, None
             self._kick()
         d.addBoth(done)
 
@@ -304,12 +312,11 @@ class Storage:
                           "writes queued", url=self.url, n=len(self._queue),
                           error=self.last_error)
         self.state = DISCONNECTED
+        self._tokens = None           # look again after the reconnect
         if self._spool is not None:
             for op in self._queue:
                 if not op.spooled and op.table in self.spool_tables:
                     self._spool_op(op)
-            if self._unsure is not None and self._spool.is_open:
-                self._spool.note_batch(*self._unsure)
         self._schedule_retry()
 
     def _schedule_retry(self):
@@ -481,6 +488,9 @@ class Storage:
         self._kicking = True
         try:
             while (not self._writing and self._queue and self.state == CONNECTED):
+                if self._tokens is None or self._unsure is not None:
+                    self._resolve()
+                    continue
                 size = 1 if self._isolate else self.batch_max
                 batch = list(itertools.islice(self._queue, size))
                 ops, token = batch, None
@@ -530,9 +540,11 @@ class Storage:
     def _batch_failed(self, f, batch, token):
         self._writing = False
         if self.backend.is_transient(f):
+            self._lost(f)
             if token is not None:
                 self._unsure = (token, batch[-1].seq)
-            self._lost(f)
+                if self._spool is not None and self._spool.is_open:
+                    self._spool.note_batch(token, batch[-1].seq)
         elif len(batch) > 1:
             # one of these is bad: retry them one at a time to find it
             self._isolate = len(batch)

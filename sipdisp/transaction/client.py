@@ -81,10 +81,13 @@ class ClientTransaction:
                         self.state = PROCEEDING
                         timers.cancel(self, "A")
                         timers.cancel(self, "B")
-                    if not self.provisional and status > 100:
+                    if status > 100:
+                        # fr_inv from every 1xx but 100, even one after a 100
+                        # (Kamailio's restart_fr_on_each_reply): a ringing call
+                        # must not die at t_set_fr's short fr
                         self.provisional = True
                         timers.arm(self, "fr", now + self.fr_inv_timeout)
-                    elif not self.provisional and status == 100:
+                    elif not self.provisional:
                         self.provisional = True  # a CANCEL may now be sent
                     if self.cancel_pending:
                         self.cancel_pending = False

@@ -65,7 +65,7 @@ def test_counters_move_with_sip_traffic(root):
 
 
 def test_relayed_messages_are_counted_by_method_and_status(root):
-    """A relayed INVITE counts as sent; its 100 Trying as a reply sent; the reply back as received."""
+    """A relayed INVITE counts as sent, its 100 Trying as a reply sent, the answer as received."""
     invite = request("INVITE", "sip:bob@example.com")
     sent = feed(root, invite)
     samples = scrape(root)

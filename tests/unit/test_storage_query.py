@@ -3,8 +3,6 @@
 import datetime
 import sqlite3
 
-import pytest
-
 from sipdisp.storage import query as Q
 from sipdisp.storage.base import WriteOp, decode, encode
 

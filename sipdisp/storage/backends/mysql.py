@@ -33,7 +33,6 @@ class MySQLBackend(AdbapiBackend):
     dialect = "mysql"
 
     def _make_pool(self):
-        import pymysql
         from pymysql.constants import CLIENT
 
         u, p = self.url, self.url.params
