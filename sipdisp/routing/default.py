@@ -10,6 +10,7 @@ import yaml
 DEFAULT_ROUTING_YAML = """\
 request_route:
   - route: REQINIT                      # per request initial checks
+  - route: NATDETECT                    # sipdisp: NAT detection (Kamailio WITH_NAT)
   - if: {is_method: CANCEL}             # CANCEL processing (the core answers
     then:                               # CANCELs itself, RFC 3261 16.10)
       - if: t_check_trans
@@ -21,6 +22,7 @@ request_route:
         then: [t_check_trans, exit]
       - t_check_trans
   - route: WITHINDLG                    # requests within SIP dialogs
+  - route: AUTH                         # sipdisp: digest auth when auth.enabled
   - remove_hf: Route                    # initial requests: no preloaded Route
   - if: {is_method: "INVITE|SUBSCRIBE"}
     then: [record_route]
@@ -50,6 +52,10 @@ routes:
       then:
         - xlog: "Malformed SIP message from $si:$sp"
         - exit
+    - if: {all: [{is_method: OPTIONS}, is_myself, {eq: ["$rU", null]}]}
+      then:                            # keepalive pings to sipdisp itself
+        - sl_send_reply: [200, "Keepalive"]  # (Kamailio's default REQINIT)
+        - exit
 
   WITHINDLG:
     - if: {not: has_totag}
@@ -71,10 +77,42 @@ routes:
     - sl_send_reply: [404, "Not here"]
     - exit
 
-  REGISTRAR:
-    - if: {not: {is_method: REGISTER}}
+  NATDETECT:                            # Kamailio's route[NATDETECT]: a client
+    - force_rport                       # behind NAT registers its source address
+    - if: {nat_uac_test: 19}            # (received) and gets its Contact fixed
+      then:
+        - if: {is_method: REGISTER}
+          then: [fix_nated_register]
+          else: [fix_nated_contact]
+        - setflag: FLT_NATS
+
+  AUTH:                                 # Kamailio's route[AUTH] (WITH_AUTH)
+    - if: {eq: ["${auth.enabled}", false]}
       then: [return]
-    - sl_send_reply: [404, "No registrar"]   # until the registrar exists
+    - if: {is_method: "ACK|CANCEL"}
+      then: [return]
+    - if: is_trusted                    # FreeSWITCH nodes (ds_is_from_list) and
+      then: [return]                    # auth.trusted: never challenged
+    - if: {any: [{is_method: REGISTER}, is_from_local]}
+      then:
+        - if: {not: {auth_check: ["", subscriber]}}   # 401 REGISTER, 407 others
+          then: [{auth_challenge: ["", 0]}, exit]
+        - if: {is_method: REGISTER}
+          then:
+            - if: {not: db_check_to}
+              then: [{sl_send_reply: [403, "Forbidden auth ID"]}, exit]
+          else:
+            - if: {not: db_check_from}
+              then: [{sl_send_reply: [403, "Forbidden auth ID"]}, exit]
+            - consume_credentials
+        - return
+    - if: {not: is_uri_host_local}      # neither from nor to a local user
+      then: [{sl_send_reply: [403, "Relay Forbidden"]}, exit]
+
+  REGISTRAR:                            # save("location"): 200 listing the bindings
+    - if: {not: {is_method: REGISTER}}  # (registrar.enabled false: 404 No registrar)
+      then: [return]
+    - save: location
     - exit
 
   PRESENCE:
@@ -86,11 +124,19 @@ routes:
   FROMNODES:                            # sipdisp: ds_is_from_list, so calls from
     - if: {not: ds_is_from_list}        # a FreeSWITCH node are never dispatched
       then: [return]                    # back to the nodes
-    - if: is_myself                     # for a user here: lookup("location")
-      then:                             # once the registrar exists
-        - sl_send_reply: [404, "Not found"]
-        - exit
+    - if: is_myself                     # for a user here: her registered contacts
+      then: [{route: LOCATION}]
     - route: RELAY                      # elsewhere: to the Request-URI
+
+  LOCATION:                             # Kamailio's route[LOCATION]: fork in
+    - if: {lookup: location}            # parallel to every reachable contact
+      then: [{route: RELAY}]
+    - if: {registered: location}        # registered, but no contact reachable
+      then:
+        - sl_send_reply: [480, "Temporarily Unavailable"]
+        - exit
+    - sl_send_reply: [404, "Not found"]
+    - exit
 
   DISPATCH:
     - if: {not: {ds_select_dst: [0, 4]}}   # round robin over set 0
