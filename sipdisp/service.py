@@ -12,6 +12,9 @@ from .commands import CommandRegistry
 from .console import add_management
 from .dispatcher.service import DispatcherService
 from .registrar.service import RegistrarService
+from .dialog.service import DialogService
+from .loadbalancer.service import LoadBalancerService
+from .accounting.service import AccountingService
 from .routing import build_routing
 from .console.namespace import stat_name
 from .proxy import ProxyCore, make_seed_route
@@ -130,6 +133,13 @@ class SipdispService(MultiService):
         # registrar/ and auth/: usrloc, save/lookup and digest auth (before routing compiles)
         self.registrar = RegistrarService(self, reactor)
         self.registrar.setServiceParent(self)
+        # dialog/, loadbalancer/, accounting/: dialogs, resource-based balancing, acc and CDRs
+        self.dialogs = DialogService(self, reactor)
+        self.dialogs.setServiceParent(self)
+        self.load_balancer = LoadBalancerService(self, reactor)
+        self.load_balancer.setServiceParent(self)
+        self.accounting = AccountingService(self, reactor)
+        self.accounting.setServiceParent(self)
         if route is None:
             self.sip.core.route = build_routing(cfg, self.sip.core,
                                                 self.dispatcher.dispatcher).entry

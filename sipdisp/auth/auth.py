@@ -87,7 +87,8 @@ class Auth:
                       "replayed": 0, "unknown_user": 0, "db_errors": 0}
 
     # -- local domains and trusted peers ---------------------------------------------
-    def _my_hosts(self):
+    def my_hosts(self):
+        """The hosts and advertised hosts of the listeners (lower-case)."""
         listeners = self.core.listeners if self.core is not None else []
         cached_for, hosts = self._listener_hosts
         if cached_for is not listeners:
@@ -105,7 +106,7 @@ class Auth:
         if not host:
             return False
         host = host.lower()
-        return host in self.domains or host in self.table_domains or host in self._my_hosts()
+        return host in self.domains or host in self.table_domains or host in self.my_hosts()
 
     def is_from_local(self, ctx):
         """Kamailio ``is_from_local()``: the From URI's domain is local."""

@@ -304,12 +304,14 @@ class RouteSteps(_Type):
     expected = "a list of route steps"
 
     def parse(self, value, where):
+        """A deep copy of the list (the compiler checks the steps themselves)."""
         if not isinstance(value, list):
             raise self.wrong(value, where)
         import copy
         return copy.deepcopy(value)
 
     def describe(self):
+        """The type's name in docs/configuration.md."""
         return "list of steps"
 
 
@@ -319,12 +321,14 @@ class RouteTable(_Type):
     expected = "a mapping of route names to lists of steps"
 
     def parse(self, value, where):
+        """A copy of the mapping, each route checked to be a list."""
         if not isinstance(value, dict):
             raise self.wrong(value, where)
         steps = RouteSteps()
         return {str(name): steps.parse(body, f"{where}.{name}") for name, body in value.items()}
 
     def describe(self):
+        """The type's name in docs/configuration.md."""
         return "mapping of name -> steps"
 
 
@@ -348,3 +352,271 @@ def _routing_compiles(cfg):
     from sipdisp.routing import validate_routing
 
     validate_routing(cfg)
+
+
+# == registrar ===============================================================
+
+SCHEMA.section(
+    "registrar",
+    "REGISTER handling and lookup (Kamailio's registrar module, docs/registrar.md).",
+    Key("enabled", Bool(), True,
+        "Handle REGISTER with save(\"location\"); false answers 404 \"No registrar\" as the seed does."),
+    Key("default_expires", Int(min=1), 3600,
+        "Expiry of a contact whose REGISTER gives none, in seconds."),
+    Key("min_expires", Int(min=0), 60,
+        "Shortest expiry accepted; a shorter non-zero one is answered 423 Interval Too Brief with Min-Expires."),
+    Key("max_expires", Int(min=0), 3600,
+        "Longest expiry granted, in seconds (the seed's 3600); longer ones are cut to it; 0 = no maximum."),
+    Key("max_contacts", Int(min=0), 0,
+        "Most contacts per address-of-record (the OpenSIPS seed's 1); more are answered 503; 0 = no limit."),
+    Key("append_branches", Bool(), True,
+        "lookup forks to every reachable contact in parallel (by q-value); false: only the best one."),
+    Key("method_filtering", Bool(), False,
+        "lookup skips contacts whose Allow (or methods parameter) does not list the request's method."),
+    Key("use_path", Bool(), True,
+        "Store the REGISTER's Path (RFC 3327) and route requests to the contact through it."),
+)
+
+
+# == usrloc ==================================================================
+
+SCHEMA.section(
+    "usrloc",
+    "The location table of registered contacts (Kamailio's usrloc module).",
+    Key("db_mode", Int(min=0, max=3), 0,
+        "0 memory only; 1 write-through (every change queued to the location table at once); 2 write-back every timer_interval; 3 database only (shared by several proxies). 1-3 keep registrations across restarts."),
+    Key("use_domain", Bool(), False,
+        "Addresses-of-record are user@domain (multi-domain); false: the user part alone, as the seed's MULTIDOMAIN 0."),
+    Key("timer_interval", Seconds(positive=True), 60.0,
+        "Seconds between sweeps of expired contacts, write-backs (db_mode 2) and deletions of expired rows."),
+)
+
+
+# == auth ====================================================================
+
+SCHEMA.section(
+    "auth",
+    "Digest authentication against the subscriber table (Kamailio's auth and auth_db modules).",
+    Key("enabled", Bool(), False,
+        "The built-in route challenges REGISTERs (401) and requests from local users (407), refuses relaying for others (403) and trusts FreeSWITCH nodes; false: the seed's route, without authentication."),
+    Key("secret", Nullable(Str()), None,
+        "Secret signing the nonces; give every node the same one so any node accepts any node's nonces; null: random at each start."),
+    Key("nonce_expire", Seconds(positive=True), 300.0,
+        "Lifetime of a nonce; a right answer to an older one is challenged again with stale=true."),
+    Key("nonce_bind_address", Bool(), True,
+        "A nonce is valid only from the IP address it was given to."),
+    Key("algorithms", ListOf(Enum("MD5", "SHA-256", "SHA-512-256")), ["MD5"],
+        "Digest algorithms offered, one challenge header each, in order of preference (RFC 8760: list SHA-256 first for clients that have it)."),
+    Key("qop", Enum("auth", "auth-int", "auth,auth-int", ""), "auth",
+        "Quality of protection offered when the challenge's flags do not choose; '' offers none (each nonce then works once)."),
+    Key("realm", Nullable(Str()), None,
+        "Realm of the challenges; null uses the To (REGISTER) or From domain, as www_authorize(\"\", ...)."),
+    Key("calculate_ha1", Bool(), True,
+        "Compute H(A1) from the password column (the seeds' calculate_ha1 yes); false uses the ha1/ha1b columns."),
+    Key("use_domain", Bool(), False,
+        "Look subscribers up by username and domain (the realm); false: by username alone."),
+    Key("trusted", ListOf(Str()), [],
+        "Addresses or networks (such as FreeSWITCH nodes) never challenged, Kamailio's allow_source_address."),
+    Key("trust_dispatcher", Bool(), True,
+        "Requests from dispatcher destinations (ds_is_from_list: the FreeSWITCH nodes) are never challenged."),
+    Key("domain_table", Bool(), False,
+        "Also treat the domains of the domain table as local (loaded at start and by domain.reload)."),
+)
+
+
+@SCHEMA.check
+def _auth_networks(cfg):
+    """Every `auth.trusted` entry is an IP address or network, and `auth.algorithms` is not empty."""
+    import ipaddress
+
+    for item in cfg.auth.trusted:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError("auth.trusted", f"{item!r} is not an IP address or network") from None
+    if not cfg.auth.algorithms:
+        raise ConfigError("auth.algorithms", "must list at least one algorithm")
+
+
+# == nat =====================================================================
+
+SCHEMA.section(
+    "nat",
+    "Keepalives to registered contacts behind NAT (Kamailio's nathelper).",
+    Key("natping_interval", Seconds(min=0), 0.0,
+        "Seconds between keepalive rounds (the seeds' 30 and 10); 0 sends none."),
+    Key("natping_method", Enum("OPTIONS", "CRLF"), "OPTIONS",
+        "Keepalive for UDP contacts: an OPTIONS request (sipping) or a CRLF CRLF; TCP/TLS flows always get CRLF CRLF."),
+    Key("ping_nated_only", Bool(), True,
+        "Ping only contacts registered from behind NAT (fix_nated_register) and TCP/TLS flows."),
+    Key("sipping_from", SipUri(), "sip:pinger@localhost",
+        "From URI of the OPTIONS keepalives (Kamailio sipping_from)."),
+)
+
+
+# == dialog ==================================================================
+
+SCHEMA.section(
+    "dialog",
+    "Dialog tracking for INVITEs whose route calls create_dialog (OpenSIPS/Kamailio dialog module, docs/dialog.md).",
+    Key("default_timeout", Seconds(positive=True), 21600.0,
+        "Lifetime of an answered call (the OpenSIPS seed's 6 hours); when it passes the dialog ends."),
+    Key("bye_on_timeout", Bool(), True,
+        "At the timeout sipdisp sends a BYE to both parties (create_dialog flag B does it per call when false)."),
+    Key("early_timeout", Seconds(positive=True), 300.0,
+        "An INVITE still unanswered after this long stops being tracked (and counted by the load balancer)."),
+    Key("keepalive_interval", Seconds(min=0), 0.0,
+        "Seconds between in-dialog OPTIONS to the parties of dialogs created with flags P (caller) and p (callee); 0 sends none."),
+    Key("keepalive_timeout", Seconds(positive=True), 4.0,
+        "A keepalive unanswered after this long has failed."),
+    Key("keepalive_failed_limit", Int(min=1), 1,
+        "Failed keepalives in a row (no reply, 408 or 481) after which sipdisp ends the call with BYEs."),
+    Key("db_mode", Int(min=0, max=2), 0,
+        "0 memory only; 1 write answered dialogs to the dialog table at every change; 2 write them every db_update_period (the seed's db_mode 2); 1 and 2 keep calls across restarts."),
+    Key("db_update_period", Seconds(positive=True), 60.0,
+        "Seconds between the writes of db_mode 2."),
+    Key("profiles_with_value", ListOf(Str()), [],
+        "Dialog profiles counting calls per value (set_dlg_profile: [name, \"$fU\"]), such as calls per user."),
+    Key("profiles_no_value", ListOf(Str()), [],
+        "Dialog profiles counting calls without a value (set_dlg_profile: name)."),
+    Key("unmatched_reply", Nullable(Str()), None,
+        "Reply such as \"481 Call/Transaction Does Not Exist\" that validate_dialog sends (ending the route) to an in-dialog request of no dialog; null: it only returns false."),
+)
+
+
+def parse_status_line(text):
+    """``"481 Call/Transaction Does Not Exist"`` -> ``(481, "Call/...")``; ValueError if malformed."""
+    code, _, reason = str(text).strip().partition(" ")
+    if not (code.isdigit() and 300 <= int(code) <= 699) or not reason.strip():
+        raise ValueError(f"expected \"CODE reason\" with a code of 300..699, got {text!r}")
+    return int(code), reason.strip()
+
+
+@SCHEMA.check
+def _dialog_rules(cfg):
+    """`dialog.early_timeout` is at least `sip.fr_inv_timer`, profile names are unique, and `dialog.unmatched_reply` is "CODE reason"."""
+    d = cfg.dialog
+    if d.early_timeout < cfg.sip.fr_inv_timer:
+        raise ConfigError("dialog.early_timeout",
+                          f"must be >= sip.fr_inv_timer ({cfg.sip.fr_inv_timer:g}), got {d.early_timeout:g}")
+    names = list(d.profiles_with_value) + list(d.profiles_no_value)
+    for name in names:
+        if names.count(name) > 1 or name.startswith("lb-") or not name.strip():
+            raise ConfigError("dialog.profiles_with_value",
+                              f"profile {name!r} is empty, defined twice or uses the load balancer's lb- prefix")
+    if d.unmatched_reply is not None:
+        try:
+            parse_status_line(d.unmatched_reply)
+        except ValueError as exc:
+            raise ConfigError("dialog.unmatched_reply", str(exc)) from None
+
+
+# == accounting ==============================================================
+
+SCHEMA.section(
+    "accounting",
+    "Accounting records, missed calls and CDRs written through storage (Kamailio/OpenSIPS acc module, docs/accounting.md).",
+    Key("flag", Str(), "FLT_ACC",
+        "Request flag (setflag) that accounts a transaction in acc, as Kamailio's db_flag; do_accounting sets it too."),
+    Key("missed_flag", Str(), "FLT_ACCMISSED",
+        "Request flag that records a failed INVITE in missed_calls (do_accounting \"missed\")."),
+    Key("failed_transaction_flag", Str(), "FLT_ACCFAILED",
+        "Request flag that also accounts transactions ending with a failure (do_accounting \"failed\")."),
+    Key("extra", Str(), "src_user=$fU;src_domain=$fd;src_ip=$si;dst_ouser=$tU;dst_user=$rU;dst_domain=$rd",
+        "Extra columns of acc, missed_calls and cdrs, as column=$pseudo-variable pairs (the seeds' db_extra)."),
+    Key("cdr", Bool(), True,
+        "Write one CDR per answered call whose INVITE was accounted, when its dialog ends (create_dialog needed)."),
+    Key("cdr_table", Enum("cdrs", "acc_cdrs"), "cdrs",
+        "Table of the CDRs: sipdisp's cdrs (with setup time, identity and extras) or Kamailio's acc_cdrs (times only)."),
+    Key("local_bye", Bool(), True,
+        "Write an acc row '200 Dialog Timeout' for the BYEs sipdisp sends itself at a dialog's timeout (the OpenSIPS seed's local_route)."),
+)
+
+
+@SCHEMA.check
+def _accounting_extra(cfg):
+    """`accounting.extra` names columns that acc, missed_calls and cdrs have, with pseudo-variables sipdisp knows."""
+    from sipdisp.accounting.acc import parse_extra
+
+    tables = ("acc", "missed_calls") + (("cdrs",) if cfg.accounting.cdr_table == "cdrs" else ())
+    parse_extra(cfg.accounting.extra, "accounting.extra", tables)
+
+
+# == load_balancer ===========================================================
+
+class LbDestinations(_Type):
+    """Load balancer destinations: a list of mappings with the load_balancer table's columns."""
+
+    expected = "a list of destinations ({group, uri, resources[, id, probe_mode, description]})"
+    FIELDS = {"id", "group", "uri", "resources", "probe_mode", "description", "attrs"}
+
+    def parse(self, value, where):
+        """Each entry checked: known fields, a SIP URI, resources as name=capacity, unique ids."""
+        from sipdisp.loadbalancer.balancer import LbDestination
+
+        if not isinstance(value, list):
+            raise self.wrong(value, where)
+        out = []
+        ids = set()
+        for n, entry in enumerate(value):
+            here = f"{where}[{n}]"
+            if not isinstance(entry, dict):
+                raise ConfigError(here, "expected a mapping with group, uri and resources")
+            unknown = set(entry) - self.FIELDS
+            missing = {"group", "uri", "resources"} - set(entry)
+            if unknown or missing:
+                raise ConfigError(here, f"unknown field(s) {sorted(unknown)}" if unknown
+                                  else f"missing field(s) {sorted(missing)}")
+            item = dict(entry)
+            item.setdefault("id", n + 1)
+            item.setdefault("probe_mode", 0)
+            try:
+                LbDestination(item["id"], item["group"], str(item["uri"]), str(item["resources"]),
+                              item["probe_mode"], str(item.get("attrs") or ""),
+                              str(item.get("description") or ""))
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(here, str(exc)) from None
+            if item["id"] in ids:
+                raise ConfigError(here, f"id {item['id']} is given twice")
+            ids.add(item["id"])
+            out.append(item)
+        return out
+
+    def describe(self):
+        """The type's name in docs/configuration.md."""
+        return "list of {group, uri, resources, id, probe_mode, description}"
+
+
+SCHEMA.section(
+    "load_balancer",
+    "Resource-based load balancing over FreeSWITCH nodes (OpenSIPS load_balancer module, docs/loadbalancer.md).",
+    Key("source", Enum("config", "db"), "config",
+        "Where destinations come from: load_balancer.destinations, or the load_balancer table of storage.url (OpenSIPS' columns)."),
+    Key("destinations", LbDestinations(), [],
+        "Destinations when source is config: group, uri, resources such as 'vm=100;pstn=500', optional id, probe_mode (0 none, 1 while disabled, 2 always) and description."),
+    Key("probing_interval", Seconds(min=0), 30.0,
+        "Seconds between probing rounds (OpenSIPS probing_interval; the seed's 5); 0 stops probing."),
+    Key("probing_timeout", Seconds(positive=True), 1.0,
+        "A probe unanswered after this long has failed."),
+    Key("probing_method", Str(), "OPTIONS",
+        "Method of the probes (the seed's INFO)."),
+    Key("probing_from", SipUri(), "sip:prober@localhost",
+        "From URI of the probes."),
+    Key("probing_reply_codes", Str(), "",
+        "Replies besides 200 that count as up: OpenSIPS' '501, 403' or Kamailio's 'class=2;code=403' (a probe timeout never counts)."),
+)
+
+
+@SCHEMA.check
+def _load_balancer_probing(cfg):
+    """`load_balancer.probing_method` is a method other than INVITE, ACK and CANCEL, and `load_balancer.probing_reply_codes` parses."""
+    from sipdisp.loadbalancer.balancer import reply_codes
+
+    method = cfg.load_balancer.probing_method
+    if not method.isalpha() or method.upper() in ("INVITE", "ACK", "CANCEL"):
+        raise ConfigError("load_balancer.probing_method",
+                          f"must be a method such as OPTIONS or INFO, got {method!r}")
+    try:
+        reply_codes(cfg.load_balancer.probing_reply_codes)
+    except ValueError as exc:
+        raise ConfigError("load_balancer.probing_reply_codes", str(exc)) from None

@@ -113,6 +113,31 @@ class Dispatcher:
         """Disarm the timers (the core's heap forgets cancelled names)."""
         self.timers.clear()
 
+    def reconfigure(self, now, **params):
+        """Apply new parameters (the keyword arguments of the constructor) to
+        the running dispatcher; a new ping interval takes effect from ``now``."""
+        if params.get("probing_mode", self.probing_mode) not in MODES:
+            raise ValueError(f"probing_mode must be 0..3, got {params['probing_mode']!r}")
+        interval = params.get("ping_interval", self.ping_interval)
+        for name, value in params.items():
+            if name == "ping_reply_codes":
+                self.reply_codes = (value if isinstance(value, ReplyCodes)
+                                    else ReplyCodes(value))
+            elif name == "ping_method":
+                self.ping_method = value.upper()
+            elif name in ("probing_threshold", "inactive_threshold"):
+                setattr(self, name, max(1, value))
+            elif name in ("ping_interval", "ping_timeout", "ping_from", "probing_mode",
+                          "load_expire", "load_init_expire", "sweep_interval"):
+                setattr(self, name, value)
+            else:
+                raise TypeError(f"unknown dispatcher parameter {name!r}")
+        if self.core is not None:
+            if interval > 0:
+                self.core.layer.timers.arm(self, "ping", now + interval)
+            else:
+                self.core.layer.timers.cancel(self, "ping")
+
     def on_timer(self, name, now):
         """The core's timer heap fired one of ours."""
         timers = self.core.layer.timers

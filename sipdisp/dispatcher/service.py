@@ -16,18 +16,27 @@ from .sources import FileSource, TableSource
 log = Logger(namespace="sipdisp.dispatcher")
 
 #: seconds between attempts to read the dispatcher table while storage is down
-DB_RETRY = 5.0
+DB_RETRY = 2.0
+
+#: dispatcher keys a SIGHUP reload applies to the running dispatcher
+RELOADABLE = ("list_file", "ping_interval", "ping_timeout", "ping_method", "ping_from",
+              "ping_reply_codes", "probing_mode", "probing_threshold", "inactive_threshold",
+              "load_expire", "load_init_expire")
+
+
+def dispatcher_params(cfg):
+    """The Dispatcher keyword arguments of ``cfg.dispatcher``."""
+    d = cfg.dispatcher
+    return dict(ping_interval=d.ping_interval, ping_timeout=d.ping_timeout,
+                ping_method=d.ping_method, ping_from=d.ping_from,
+                ping_reply_codes=d.ping_reply_codes, probing_mode=d.probing_mode,
+                probing_threshold=d.probing_threshold, inactive_threshold=d.inactive_threshold,
+                load_expire=d.load_expire, load_init_expire=d.load_init_expire)
 
 
 def dispatcher_from_config(cfg, core=None):
     """A :class:`Dispatcher` with the parameters of ``cfg.dispatcher``."""
-    d = cfg.dispatcher
-    return Dispatcher(core, ping_interval=d.ping_interval, ping_timeout=d.ping_timeout,
-                      ping_method=d.ping_method, ping_from=d.ping_from,
-                      ping_reply_codes=d.ping_reply_codes, probing_mode=d.probing_mode,
-                      probing_threshold=d.probing_threshold,
-                      inactive_threshold=d.inactive_threshold, load_expire=d.load_expire,
-                      load_init_expire=d.load_init_expire)
+    return Dispatcher(core, **dispatcher_params(cfg))
 
 
 class DispatcherService(Service):
@@ -53,6 +62,16 @@ class DispatcherService(Service):
         else:
             self.source = None  # the table, once storage is known (startService)
         register_commands(root.registry, self)
+        # SIGHUP (sipdisp/reload.py): new probing parameters apply at once, and
+        # every reload re-reads the sets
+        hooks = getattr(root, "reload_hooks", None)
+        if hooks is None:
+            hooks = root.reload_hooks = {}
+        for key in RELOADABLE:
+            hooks[f"dispatcher.{key}"] = self.apply_config
+        if getattr(root, "always_hooks", None) is None:
+            root.always_hooks = []
+        root.always_hooks.append(self.reload_for_sighup)
 
     def _load_now(self):
         """Load the list file synchronously (its errors are ConfigErrors)."""
@@ -93,6 +112,7 @@ class DispatcherService(Service):
 
     # -- life cycle --------------------------------------------------------------
     def startService(self):
+        """Read the table (database source) and start probing."""
         super().startService()
         if self.source is None:
             self._storage = self._find_storage()
@@ -116,6 +136,7 @@ class DispatcherService(Service):
         return d.addErrback(failed)
 
     def stopService(self):
+        """Stop probing and any storage of our own."""
         super().stopService()
         self.dispatcher.stop()
         if self._retry is not None and self._retry.active():
@@ -124,11 +145,28 @@ class DispatcherService(Service):
             return self._own_storage.stop()
         return None
 
-    # -- commands -----------------------------------------------------------------
+    # -- commands and reloads ------------------------------------------------------
     def reload(self):
         """Re-read the source; a Deferred firing with the summary."""
         d = self.source.load()
         d.addCallback(self._apply)
+        return d
+
+    def apply_config(self, cfg):
+        """A SIGHUP changed ``dispatcher.*`` keys: apply them to the running dispatcher."""
+        self.cfg = cfg
+        self.dispatcher.reconfigure(self._reactor.seconds(), **dispatcher_params(cfg))
+        if isinstance(self.source, FileSource):
+            self.source = FileSource(cfg.dispatcher.list_file, cfg.proxy.next_hop)
+        self.root.sip.switchboard.wake()
+
+    def reload_for_sighup(self, cfg):
+        """On every SIGHUP: re-read the sets; fires with a phrase for the reload line."""
+        if self.source is None:
+            return None
+        d = self.reload()
+        d.addCallback(lambda summary: "dispatcher sets re-read ({kept} kept, {added} added, "
+                                      "{removed} removed)".format(**summary))
         return d
 
 

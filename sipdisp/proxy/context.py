@@ -15,7 +15,8 @@ class RequestContext:
 
     __slots__ = ("core", "request", "source", "server", "now", "dst_uri",
                  "fr_timeout", "fr_inv_timeout", "failure_route", "do_record_route",
-                 "handled", "flow", "proxy_txn", "failed_branch", "flags", "vars")
+                 "handled", "flow", "proxy_txn", "failed_branch", "flags", "vars",
+                 "reply_hooks")
 
     def __init__(self, core, request, source, server, now):
         self.core = core
@@ -34,6 +35,8 @@ class RequestContext:
         self.failed_branch = None
         self.flags = set()
         self.vars = {}
+        # hook(ctx, response, now) for each reply (dialogs, accounting); None: none
+        self.reply_hooks = None
 
     # -- reading the request ------------------------------------------------
     @property
@@ -143,6 +146,16 @@ class RequestContext:
         """True if the failed branch received any reply at all."""
         branch = self.failed_branch
         return branch is not None and (branch.provisional or not branch.local_reply)
+
+    def add_reply_hook(self, hook):
+        """Call ``hook(ctx, response, now)`` for every reply a branch receives
+        (status > 100) and for the route's own final reply when nothing was
+        relayed (the dialog and accounting modules use it)."""
+        hooks = self.reply_hooks
+        if hooks is None:
+            self.reply_hooks = [hook]
+        elif hook not in hooks:
+            hooks.append(hook)
 
     def __repr__(self):
         return f"<RequestContext {self.request.method} {self.request.uri}>"

@@ -42,6 +42,15 @@ COUNTED_METHODS = frozenset((
     "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"))
 
 
+def call_reply_hooks(ctx, response, now):
+    """Run ``ctx.reply_hooks`` (see RequestContext.add_reply_hook), each fenced."""
+    for hook in ctx.reply_hooks:
+        try:
+            hook(ctx, response, now)
+        except Exception:
+            log.failure("reply hook raised for {call_id}", call_id=ctx.request.call_id)
+
+
 class RouteSuspended(Exception):
     """Raised by a route function to stop the route quietly: the request was
     answered, or it waits for data (a database read) and the function's
@@ -52,7 +61,7 @@ class ProxyTransaction:
     """A response context (RFC 3261 16.7): one server transaction and its branches."""
 
     __slots__ = ("core", "ctx", "server", "request", "branches", "best", "canceled",
-                 "final_sent", "pending", "last_reply")
+                 "final_sent", "pending", "last_reply", "final_reply")
 
     def __init__(self, core, ctx):
         self.core = core
@@ -65,6 +74,7 @@ class ProxyTransaction:
         self.final_sent = False
         self.pending = 0
         self.last_reply = None  # the final that ended the latest failed branch
+        self.final_reply = None  # the final sent upstream, once the transaction ended
         ctx.proxy_txn = self
         if self.server is not None:
             self.server.owner = self
@@ -73,6 +83,8 @@ class ProxyTransaction:
     def on_branch_response(self, branch, response, now):
         """A response on one branch (16.7): forward 1xx/2xx, collect the rest."""
         status = response.status
+        if status > 100 and self.ctx.reply_hooks is not None:
+            call_reply_hooks(self.ctx, response, now)
         if status < 200:
             if status > 100 and not self.final_sent:
                 self.core.forward_response(self, response, now)
@@ -84,6 +96,7 @@ class ProxyTransaction:
             self._branch_done(branch)
             self._cancel_others(branch, now)
             if first:
+                self.final_reply = response
                 self._ended(status, now)
             return
         self.last_reply = response
@@ -151,6 +164,7 @@ class ProxyTransaction:
             best = make_response(self.request, 487, "Request Terminated",
                                  to_tag=self.core.local_tag(self.request))
         self.final_sent = True
+        self.final_reply = best
         if best.via is self.request.via:  # made by make_response here, not received
             self.core.respond(self.server, best, now)
         else:
@@ -174,9 +188,9 @@ class ProxyTransaction:
             branch.cancel(now)
         if not self.branches and not self.final_sent:
             self.final_sent = True
-            self.core.respond(self.server, make_response(
-                self.request, 487, "Request Terminated",
-                to_tag=self.core.local_tag(self.request)), now)
+            self.final_reply = make_response(self.request, 487, "Request Terminated",
+                                             to_tag=self.core.local_tag(self.request))
+            self.core.respond(self.server, self.final_reply, now)
             self._ended(487, now)
 
 
@@ -481,6 +495,10 @@ class ProxyCore:
         else:
             self.layer.send(resp.to_bytes(), self._response_target(req, ctx.source))
             self.stats["snd_reply", status] += 1
+        if status >= 200 and getattr(ctx, "reply_hooks", None) is not None:
+            txn = ctx.proxy_txn
+            if txn is None or not txn.branches:  # no transaction end will follow
+                call_reply_hooks(ctx, resp, ctx.now)
 
     @staticmethod
     def _pop_via(msg):

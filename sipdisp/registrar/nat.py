@@ -10,6 +10,7 @@ open with OPTIONS or CRLF keepalives every ``natping_interval`` seconds.
 import ipaddress
 import itertools
 import os
+import re
 
 from ..proxy.target import Target
 from ..sip.address import parse_address
@@ -33,8 +34,17 @@ NAT_WEBSOCKET = 64           # the request came over WebSocket
 NAT_CONTACT_PORT = 128       # the Contact port differs from the source port
 
 
+_PRIVATE_FIRST_OCTETS = frozenset(("10", "172", "192", "100"))
+
+
 def is_private(host):
     """True for an RFC 1918 / RFC 6598 / ULA address (False for names)."""
+    if host[:1].isdigit():
+        # most addresses are public IPv4: decide on the first octet before ipaddress
+        if host.split(".", 1)[0] not in _PRIVATE_FIRST_OCTETS:
+            return False
+    elif ":" not in host:
+        return False
     try:
         addr = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -42,15 +52,21 @@ def is_private(host):
     return any(addr in net for net in _PRIVATE if net.version == addr.version)
 
 
-def _contact_uri(req):
+# host and port of the first Contact, without parsing the whole header
+_CONTACT_HOSTPORT = re.compile(
+    r"""(?:[^<,]*<)?\s*sips?:(?:[^@<>;,]*@)?(\[[0-9A-Fa-f:.]+\]|[^:;>,?\s]+)(?::(\d+))?""")
+
+
+def _contact_hostport(req):
+    """``(host, port or None)`` of the first Contact, or None (``*``, absent, not SIP)."""
     value = req.get("contact")
-    if not value or value.strip() == "*":
+    if not value:
         return None
-    try:
-        uri = req.addresses("contact")[0].uri
-    except (SipParseError, IndexError):
+    m = _CONTACT_HOSTPORT.match(value)
+    if m is None:
         return None
-    return uri if uri.is_sip else None
+    host, port = m.group(1), m.group(2)
+    return host.strip("[]").lower(), int(port) if port else None
 
 
 def _sdp_private(body):
@@ -69,8 +85,8 @@ def nat_uac_test(ctx, flags):
     req, src = ctx.request, ctx.source
     via = req.via
     if flags & NAT_CONTACT_PRIVATE:
-        uri = _contact_uri(req)
-        if uri is not None and is_private(uri.host):
+        hp = _contact_hostport(req)
+        if hp is not None and is_private(hp[0]):
             return True
     if flags & NAT_VIA_RECEIVED and via is not None and via.host != src.host:
         return True
@@ -85,8 +101,8 @@ def nat_uac_test(ctx, flags):
     if flags & NAT_WEBSOCKET and src.proto in ("ws", "wss"):
         return True
     if flags & NAT_CONTACT_PORT:
-        uri = _contact_uri(req)
-        if uri is not None and uri.host_port[1] != src.port:
+        hp = _contact_hostport(req)
+        if hp is not None and (hp[1] or 5060) != src.port:
             return True
     return False
 

@@ -8,13 +8,15 @@ out. :class:`Registrar` wraps it for routes (Kamailio's ``save`` and
 """
 
 import email.utils
+import sys
 
 from ..proxy.core import BRANCHES
+from ..sip.address import parse_address
 from ..sip.errors import SipParseError
+from ..sip.headers import split_commas
 from ..sip.uri import parse_uri
 from .suspend import FetchFailed, stop_route
-from .usrloc import (FLAG_NAT, FLAG_SIPPING, STREAM_PROTOS, Binding, contact_key,
-                     methods_mask)
+from .usrloc import FLAG_NAT, FLAG_SIPPING, STREAM_PROTOS, Binding, methods_mask, uri_key
 
 # save() flags: Kamailio's numbers, and OpenSIPS' letters
 SAVE_MEMORY_ONLY = 0x01    # Kamailio 0x01, OpenSIPS "m": no database write
@@ -106,8 +108,21 @@ class RegisterResult:
             out.append(("path", value))
         if self.outbound:
             out.append(("require", "outbound"))
-        out.append(("date", email.utils.formatdate(now, usegmt=True)))
+        out.append(("date", _http_date(now)))
         return out
+
+
+_REGISTER_HEADERS = frozenset(("contact", "expires", "user-agent", "supported", "path", "allow"))
+_date_cache = [None, ""]
+
+
+def _http_date(now):
+    """The Date header value for ``now`` (RFC 3261 20.17), made once per second."""
+    second = int(now)
+    if _date_cache[0] != second:
+        _date_cache[0] = second
+        _date_cache[1] = email.utils.formatdate(second, usegmt=True)
+    return _date_cache[1]
 
 
 def _error(status, reason, headers=()):
@@ -134,24 +149,35 @@ def process_register(req, source, existing, now, params, location, username, dom
     ``socket`` the listener it came in on (``udp:127.0.0.1:5060``)."""
     p = params
     result = RegisterResult(200, "OK")
-    try:
-        contacts = req.addresses("contact")
-    except SipParseError:
-        return _error(400, "Bad Contact")
     callid, cseq = req.call_id, req.cseq
-    expires_hdr = _int(req.get("expires"))
     current = list(existing)
-    path = tuple(req.values("path")) if p.use_path and req.has("path") else ()
-    supported = [s.lower() for s in req.values("supported")]
+    # one pass over the headers this needs (the hot path of a registrar)
+    values, path, supported, allow = [], [], [], []
+    expires_text = user_agent = None
+    for key, _, value in req.headers:
+        if key in _REGISTER_HEADERS:
+            if key == "contact":
+                values.extend(v for v in split_commas(value) if v)
+            elif key == "expires":
+                expires_text = value
+            elif key == "user-agent":
+                user_agent = value
+            elif key == "supported":
+                supported.extend(v.lower() for v in split_commas(value))
+            elif key == "path":
+                path.extend(split_commas(value))
+            else:
+                allow.extend(split_commas(value))
+    expires_hdr = _int(expires_text)
+    path = tuple(path) if p.use_path else ()
     echo_path = path if "path" in supported else ()
-    if not contacts:
+    if not values:
         result.bindings = current
         result.path = echo_path
         return result
     # Contact: * (10.3 step 6): alone, with Expires: 0, removes every binding
-    star = [c for c in req.values("contact") if c.strip() == "*"]
-    if star:
-        if len(req.values("contact")) != 1 or expires_hdr != 0:
+    if any(v.strip() == "*" for v in values):
+        if len(values) != 1 or expires_hdr != 0:
             return _error(400, "Invalid Contact")
         for b in current:
             if b.callid == callid and cseq <= b.cseq:
@@ -159,9 +185,13 @@ def process_register(req, source, existing, now, params, location, username, dom
         result.deletes = current
         result.bindings = []
         return result
-    allow = req.values("allow")
+    try:
+        contacts = [parse_address(v, "Contact") for v in values]
+    except SipParseError:
+        return _error(400, "Bad Contact")
     default_methods = methods_mask(allow) if allow else None
-    user_agent = (req.get("user-agent") or "")[:255]
+    # a few values repeat across thousands of bindings: keep one copy of each
+    user_agent = sys.intern((user_agent or "")[:255])
     stream = source.proto in STREAM_PROTOS
     touched = []
     inserted = []
@@ -202,7 +232,7 @@ def process_register(req, source, existing, now, params, location, username, dom
                     match = b
                     break
         if match is None:
-            key = contact_key(text)
+            key = uri_key(uri)
             for b in current:
                 if b.key == key and (not instance or not b.instance or b.instance == instance):
                     match = b
@@ -223,18 +253,26 @@ def process_register(req, source, existing, now, params, location, username, dom
                       conn_id=source.conn if bound else None, proto=source.proto,
                       last_modified=now)
         if match is not None:
-            if match.callid == callid and cseq <= match.cseq:
+            fresh = match in touched  # the same contact twice in this REGISTER
+            if not fresh and match.callid == callid and cseq <= match.cseq:
                 return _error(400, "Invalid CSeq Number")
             current.remove(match)
+            if fresh:
+                touched.remove(match)
             if expires == 0:
                 if match in inserted:
                     inserted.remove(match)
                 else:
-                    result.deletes.append(match)
+                    stored = next((o for o, n in result.updates if n is match), match)
+                    result.updates = [(o, n) for o, n in result.updates if n is not match]
+                    result.deletes.append(stored)
                 continue
             if match in inserted:
                 new = match.copy(**fields)
                 inserted[inserted.index(match)] = new
+            elif fresh:
+                new = match.copy(**fields)
+                result.updates = [(o, new if n is match else n) for o, n in result.updates]
             elif bound and not location.owns(match.ruid):
                 # a connection id only means something with this run's ruid
                 result.deletes.append(match)
@@ -328,7 +366,7 @@ class Registrar:
         lst = source.listener
         if lst is None:
             return None
-        return f"{lst.proto}:{lst.host}:{lst.port}"
+        return sys.intern(f"{lst.proto}:{lst.host}:{lst.port}")
 
     # -- save ----------------------------------------------------------------------
     def save(self, ctx, flags=0):
@@ -340,12 +378,15 @@ class Registrar:
             return False
         result = ctx.vars.get("_reg")
         if result is None:
-            to = req.address("to")
-            uri = to.uri if to is not None else None
+            to = req.get("to")
+            try:
+                uri = parse_address(to, "To").uri if to is not None else None
+            except SipParseError:
+                uri = None
             if uri is None or not uri.is_sip or not uri.user:
                 ctx.reply(400, "Invalid AOR")
                 return False
-            username, domain = uri.user, uri.host
+            username, domain = uri.user, sys.intern(uri.host)
             aor = self.location.aor(username, domain)
             try:
                 existing = self._bindings(ctx, aor)

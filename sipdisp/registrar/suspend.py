@@ -14,6 +14,8 @@ and goes on. Route functions that change state keep their outcome in
 no further effect (an accepted nonce-count is not taken for a replay).
 """
 
+import itertools
+
 from twisted.python.failure import Failure
 
 from ..logs import Logger
@@ -31,15 +33,22 @@ class Suspender:
 
     ``clock()`` gives the current time for the resumed run (``ctx.now`` is
     kept when None); ``wake()`` sends what the resumed run queued (the
-    switchboard's ``wake``; tests drain the layer themselves).
+    switchboard's ``wake``; tests drain the layer themselves). A request
+    whose data has not come after ``timeout`` seconds is answered 500 (a
+    timer in the core's heap: this object is its owner) and never resumed.
     """
 
-    def __init__(self, core, clock=None, wake=None):
+    def __init__(self, core, clock=None, wake=None, timeout=10.0):
         self.core = core
         self.clock = clock
         self.wake = wake
+        self.timeout = timeout
+        self.timers = {}
+        self._pending = {}
+        self._ids = itertools.count(1)
         self.suspended = 0
         self.resumed = 0
+        self.timed_out = 0
 
     def fetch(self, ctx, key, start):
         """The result of ``start()`` (a Deferred) for this request, kept in
@@ -65,11 +74,32 @@ class Suspender:
             return _value(done[0])
         ctx.handled = True
         self.suspended += 1
-        d.addCallback(lambda _: self._resume(ctx, key, done[0]))
+        tid = next(self._ids)
+        self._pending[tid] = ctx
+        self.core.layer.timers.arm(self, tid, ctx.now + self.timeout)
+        d.addCallback(lambda _: self._resume(tid, ctx, key, done[0]))
         d.addErrback(lambda f: log.failure("resuming {ctx!r}", f, ctx=ctx))
         raise RouteSuspended()
 
-    def _resume(self, ctx, key, result):
+    def on_timer(self, tid, now):
+        """A suspended request waited ``timeout`` seconds: answer 500, forget it."""
+        ctx = self._pending.pop(tid, None)
+        if ctx is None:
+            return
+        self.timed_out += 1
+        log.warn("no answer from the database in {t} s for {ctx!r}: 500", t=self.timeout, ctx=ctx)
+        ctx.now = now
+        ctx.reply(500, "Server Internal Error")
+
+    @property
+    def pending(self):
+        """How many requests wait for data now."""
+        return len(self._pending)
+
+    def _resume(self, tid, ctx, key, result):
+        if self._pending.pop(tid, None) is None:
+            return  # timed out and answered already
+        self.timers.pop(tid, None)
         ctx.vars[key] = result
         self.resumed += 1
         now = self.clock() if self.clock is not None else ctx.now

@@ -73,7 +73,7 @@ class Binding:
     __slots__ = ("ruid", "aor", "username", "domain", "contact", "received", "path",
                  "expires", "q", "callid", "cseq", "flags", "cflags", "user_agent",
                  "socket", "methods", "instance", "reg_id", "conn_id", "proto",
-                 "last_modified", "in_db")
+                 "last_modified", "in_db", "_key")
 
     def __init__(self, ruid, aor, username, domain, contact, expires, q=1.0, callid="",
                  cseq=1, received=None, path=(), flags=0, cflags=0, user_agent="",
@@ -101,6 +101,7 @@ class Binding:
         self.proto = proto
         self.last_modified = last_modified
         self.in_db = False
+        self._key = None
 
     def copy(self, **changes):
         """A copy with some fields changed."""
@@ -109,12 +110,17 @@ class Binding:
             setattr(other, slot, getattr(self, slot))
         for name, value in changes.items():
             setattr(other, name, value)
+        if "contact" in changes:
+            other._key = None
         return other
 
     @property
     def key(self):
         """The contact URI normalised for comparison (RFC 3261 19.1.4, simplified)."""
-        return contact_key(self.contact)
+        key = self._key
+        if key is None:
+            key = self._key = contact_key(self.contact)
+        return key
 
     def allows(self, method):
         """True if the contact accepts ``method`` (no methods known: everything)."""
@@ -206,8 +212,15 @@ def contact_key(text):
         uri = parse_uri(text)
     except Exception:
         return text
+    return uri_key(uri)
+
+
+def uri_key(uri):
+    """:func:`contact_key` of an already parsed URI."""
     if not uri.is_sip:
-        return text.lower()
+        return str(uri).lower()
+    if not uri.params:
+        return f"{uri.scheme}:{uri.user or ''}@{uri.host}:{uri.port or ''};"
     params = ";".join(f"{n.lower()}={(v or '').lower()}" for n, v in sorted(uri.params)
                       if n.lower() in _KEY_PARAMS)
     return f"{uri.scheme}:{uri.user or ''}@{uri.host}:{uri.port or ''};{params}"
@@ -238,7 +251,7 @@ class Location:
         self.timers = {}
         self._heap = None
         self._dirty = {}       # db_mode 2: ruid -> Binding to write, or None to delete
-        self._ruid_prefix = f"uloc-{os.getpid():x}-{os.urandom(4).hex()}-"
+        self._ruid_prefix = f"ul{os.urandom(5).hex()}-"
         self._ruid_seq = itertools.count(1)
         self.stats = {"inserted": 0, "updated": 0, "deleted": 0, "expired": 0,
                       "db_errors": 0, "flushes": 0}
@@ -385,16 +398,6 @@ class Location:
             return None
         return self.apply(aor, deletes=record)
 
-    def remove_connection(self, conn_id):
-        """Drop bindings that were reachable only over a closed connection."""
-        removed = 0
-        for aor in list(self.records):
-            gone = [b for b in self.records[aor] if b.conn_id == conn_id]
-            if gone:
-                self.apply(aor, deletes=gone)
-                removed += len(gone)
-        return removed
-
     # -- time ---------------------------------------------------------------------
     def start(self, now, heap):
         """Arm the periodic timer in the core's timer heap ``heap``."""
@@ -486,7 +489,8 @@ class Location:
                 if b.proto in STREAM_PROTOS:
                     b.conn_id = -1  # its connection died with the previous run
                 record = self.records.setdefault(b.aor, [])
-                if any(x.ruid == b.ruid for x in record):
+                # a contact registered again while the table was loading wins
+                if any(x.ruid == b.ruid or x.key == b.key for x in record):
                     continue
                 record.append(b)
                 loaded += 1

@@ -15,6 +15,8 @@ from .compiler import (EXIT, FUNCTIONS, RETURN, Env, FailureRoute, Routing, comp
                        describe_functions, function)
 from .default import DEFAULT_ROUTING_YAML, default_routing
 from .pv import RouteError
+from ..registrar import routefuncs as _registrar_functions  # noqa: F401,E402 (save, lookup, auth_check ...)
+import sipdisp.dialog.routefuncs, sipdisp.loadbalancer.routefuncs, sipdisp.accounting.routefuncs  # noqa
 
 _MODULE_RE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*\Z")
 

@@ -18,7 +18,7 @@ route). Nothing is interpreted per message: the per-step cost is one call.
 import re
 
 from ..logs import LEVELS, Logger, get_level
-from .pv import RouteError, compile_pv, compile_setter, compile_template, compile_value
+from .pv import RouteError, compile_setter, compile_template, compile_value
 
 
 class _Signal:
@@ -123,10 +123,6 @@ def _str(value, where, what):
     return str(value)
 
 
-def _need_dispatcher(env, where, name):
-    return env.dispatcher  # None while validating: the closure is never run then
-
-
 # -- flow ----------------------------------------------------------------------------
 
 @function("exit")
@@ -160,9 +156,12 @@ def _reply(args, where, env):
     if not 100 <= code <= 699:
         raise RouteError(where, f"status code must be 100..699, got {code}")
     reason = compile_template(_str(args[1], where, "the reason"), where)
+    release = env.dispatcher.release if env.dispatcher is not None else None
 
     def reply(ctx):
         ctx.reply(code, reason(ctx))
+        if release is not None and ctx.proxy_txn is None and "_dsload_" in ctx.vars:
+            release(ctx)  # selected, then answered here: the call never reached a node
     return reply
 
 
@@ -286,7 +285,9 @@ def _make_xlog(default_level):
 for _name, _level in (("xlog", "error"), ("xdbg", "debug"), ("xinfo", "info"),
                       ("xnotice", "info"), ("xwarn", "warn"), ("xerr", "error")):
     function(_name)(_make_xlog(_level))
-FUNCTIONS["xlog"].doc = 'Log a line with pseudo-variables: xlog: "text" or [L_INFO, "text"] (default L_ERR).'
+    FUNCTIONS[_name].doc = f"Log a line with pseudo-variables at {_level} level: ``{_name}: \"text\"``."
+FUNCTIONS["xlog"].doc = ('Log a line with pseudo-variables: ``xlog: "text"`` or '
+                         '``[L_INFO, "text"]`` (default L_ERR, as Kamailio).')
 
 
 # -- request checks --------------------------------------------------------------------
@@ -352,8 +353,7 @@ def _sanity(args, where, env):
 
 @function(("t_check_trans", "t_lookup_request"), action=True, condition=True)
 def _t_check_trans(args, where, env):
-    """True if a transaction matches (a CANCEL's INVITE, an ACK's INVITE); the core
-    absorbs retransmissions before routing, so a new request never matches."""
+    """True if a CANCEL's or ACK's INVITE transaction exists (retransmissions never get here)."""
     _nargs("t_check_trans", args, where, 0)
 
     def t_check_trans(ctx):

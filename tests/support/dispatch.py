@@ -25,9 +25,11 @@ class Ctx:
         self.failed_branch = None
 
     def set_dst(self, uri):
+        """$du, as RequestContext.set_dst (a URI object here)."""
         self.dst_uri = uri
 
     def set_ruri(self, uri):
+        """The Request-URI, as RequestContext.set_ruri."""
         self.request.uri = uri
 
 

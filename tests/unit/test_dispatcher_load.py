@@ -165,3 +165,15 @@ def test_relay_failure_releases_the_load():
     out = p.send(request("INVITE", "sip:1000@127.0.0.1:5060"))
     assert responses(out, 503)
     assert loads(p) == [0]
+
+
+def test_a_reply_after_selection_releases_the_load():
+    """A route that selects a node and then answers itself leaves no load behind."""
+    route = [{"if": {"ds_select_dst": [0, 10]}, "then": [{"sl_send_reply": [480, "Closed"]}]},
+             "exit"]
+    p = Proxy({"dispatcher": {"list_file": "/nonexistent"},
+               "routing": {"routes": {"DISPATCH": route}}},
+              rows=["sip:127.0.0.1:5081", "sip:127.0.0.1:5082"])
+    out = p.send(request("INVITE", "sip:1000@127.0.0.1:5060"))
+    assert responses(out, 480)
+    assert loads(p) == [0, 0] and p.dispatcher.active_calls == (0, 0)

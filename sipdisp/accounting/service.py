@@ -1,0 +1,40 @@
+"""Accounting as a Twisted service: builds :class:`Accounting` from
+``cfg.accounting``, writing through the root's storage (queued in order,
+spooled to disk while the database is away), hooks it to the core and the
+dialog table, and registers ``acc.stats``.
+"""
+
+from twisted.application.service import Service
+
+from .acc import Accounting
+
+
+def accounting_from_config(cfg, write):
+    """An :class:`Accounting` with the parameters of ``cfg.accounting``."""
+    a = cfg.accounting
+    return Accounting(write, flag=a.flag, missed_flag=a.missed_flag,
+                      failed_flag=a.failed_transaction_flag, extra=a.extra, cdr=a.cdr,
+                      cdr_table=a.cdr_table, local_bye=a.local_bye)
+
+
+class AccountingService(Service):
+    """Owns the accounting module of the service tree ``root`` (after the dialog service)."""
+
+    name = "accounting"
+
+    def __init__(self, root, reactor=None):
+        self.root = root
+        storage = root.modules["storage"]
+        self.accounting = accounting_from_config(root.cfg, storage.insert)
+        self.accounting.attach(root.sip.core, root.modules.get("dialog"))
+        register_commands(root.registry, self)
+
+
+def register_commands(registry, service):
+    """``acc.stats``."""
+    acc = service.accounting
+
+    @registry.command("acc.stats")
+    def acc_stats() -> dict:
+        """Records queued for the database by table, and records that could not be written."""
+        return dict(acc.stats)

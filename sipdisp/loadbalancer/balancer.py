@@ -1,0 +1,424 @@
+"""The load balancer module, sans-IO (OpenSIPS load_balancer): groups of
+destinations with capacities per resource, selection by free capacity,
+failover, ``lb_is_destination`` and probing.
+
+Calls are counted in dialog profiles, one per resource (``lb-pstn`` with
+the destination id as value), so a call counts from the moment it is sent
+to a destination until its dialog ends: answered calls until the BYE (or the
+dialog timeout), failed and cancelled ones until the INVITE's final reply.
+Nothing else keeps load, so nothing can leak: the load of a destination is
+the number of live dialogs in its profile.
+
+Probing reuses the dispatcher's pinger and state machine: each destination
+has a dispatcher :class:`~sipdisp.dispatcher.destination.Destination` as its
+health state, pinged by a private :class:`~sipdisp.dispatcher.Dispatcher`
+whose client transactions, reply codes and state changes are the
+dispatcher's own. OpenSIPS' ``probe_mode`` per destination decides who is
+pinged: 0 never, 1 only while disabled (so probing re-enables it), 2 always
+(probing disables and re-enables it).
+
+Per-request state is ``ctx.vars["_lb_"]``: the group, the asked resources,
+the flags, the destinations tried and the one in use.
+"""
+
+import random
+
+from ..dispatcher.destination import DISABLED, INACTIVE, PROBING, Destination
+from ..dispatcher.dispatcher import Dispatcher
+from ..dispatcher.replycodes import ReplyCodes
+from ..logs import Logger
+from ..sip.uri import parse_uri
+from .resources import choose, format_resources, parse_resources
+
+#: ``ctx.vars`` key of the request's load balancing state
+LB = "_lb_"
+#: prefix of the dialog profiles that count calls per resource
+PROFILE_PREFIX = "lb-"
+PROBE_MODES = (0, 1, 2)
+
+
+def profile_name(resource):
+    """The dialog profile counting calls on ``resource``."""
+    return PROFILE_PREFIX + resource
+
+
+def reply_codes(text):
+    """OpenSIPS' ``probing_reply_codes`` (``"501, 403"``) or Kamailio's
+    ``class=2;code=403`` syntax, as the dispatcher's ReplyCodes."""
+    text = (text or "").strip()
+    if text and "=" not in text:
+        parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
+        for part in parts:
+            if not part.isdigit():
+                raise ValueError(f"{part!r} is not a reply code")
+        text = ";".join(f"code={p}" for p in parts)
+    return ReplyCodes(text)
+
+
+class LbDestination:
+    """One destination of a group: URI, resources, probe mode and its health
+    state (``probe``, a dispatcher Destination)."""
+
+    __slots__ = ("id", "group", "uri", "uri_obj", "resources", "probe_mode", "attrs",
+                 "description", "probe", "addrs", "port")
+
+    def __init__(self, id, group, uri, resources, probe_mode=0, attrs="", description=""):
+        if probe_mode not in PROBE_MODES:
+            raise ValueError(f"probe_mode must be 0, 1 or 2, got {probe_mode!r}")
+        self.id = int(id)
+        self.group = int(group)
+        self.uri = uri
+        self.uri_obj = parse_uri(uri)
+        if not self.uri_obj.is_sip or not self.uri_obj.host:
+            raise ValueError(f"{uri!r} is not a SIP URI")
+        self.resources = parse_resources(resources) if isinstance(resources, str) \
+            else dict(resources)
+        self.probe_mode = probe_mode
+        self.attrs = attrs or ""
+        self.description = description or ""
+        self.probe = Destination(self.group, uri, 0, 0, "", self.description)
+        self.addrs = self.probe.addrs
+        self.port = self.probe.port
+
+    @property
+    def enabled(self):
+        """True if calls may be sent to it (not disabled by probing, failover or an operator)."""
+        return not self.probe.state & (INACTIVE | DISABLED)
+
+    def __repr__(self):
+        return f"<LbDestination {self.id} group {self.group} {self.uri}>"
+
+
+class LbCall:
+    """What one request asked for and where it went (``ctx.vars["_lb_"]``)."""
+
+    __slots__ = ("group", "resources", "flags", "tried", "current")
+
+    def __init__(self, group, resources, flags):
+        self.group = group
+        self.resources = resources
+        self.flags = flags
+        self.tried = []
+        self.current = None
+
+
+class _StateLog:
+    """The pinger's log, with load balancer wording ("group" for "set")."""
+
+    def __init__(self, log):
+        self._log = log
+
+    def _wrap(self, level):
+        def emit(fmt, **kw):
+            fmt = fmt.replace("dispatcher:", "load_balancer:").replace("(set {setid})",
+                                                                         "(group {setid})")
+            getattr(self._log, level)(fmt, **kw)
+        return emit
+
+    def __getattr__(self, level):
+        return self._wrap(level)
+
+
+class LoadBalancer:
+    """Destinations by group and everything routes and operators do with them.
+
+    ``dialogs`` (a DialogTable) counts the calls; ``core`` (a ProxyCore) is
+    needed for probing. ``log`` is a Logger-like object.
+    """
+
+    def __init__(self, dialogs, core=None, *, probing_interval=30.0, probing_method="OPTIONS",
+                 probing_from="sip:prober@localhost", probing_reply_codes="",
+                 probing_timeout=1.0, rng=None, log=None):
+        self.dialogs = dialogs
+        self.log = log or Logger(namespace="sipdisp.loadbalancer")
+        self.probing_interval = probing_interval
+        self.destinations = []
+        self.by_id = {}
+        self.groups = {}
+        self.source = "none"
+        self.timers = {}
+        self._by_host = {}
+        self._rng = rng or random.Random()
+        self._defined = set()
+        # the dispatcher's pinger: its client transactions, reply codes and state machine
+        self.pinger = Dispatcher(None, ping_interval=probing_interval, ping_timeout=probing_timeout,
+                                 ping_method=probing_method, ping_from=probing_from,
+                                 ping_reply_codes=reply_codes(probing_reply_codes),
+                                 probing_mode=1, probing_threshold=1, inactive_threshold=1,
+                                 rng=self._rng, log=_StateLog(self.log))
+        self.core = None
+        if core is not None:
+            self.attach(core)
+
+    # -- wiring --------------------------------------------------------------------
+    def attach(self, core):
+        """Register as ``core.modules["load_balancer"]``; pings go through ``core``."""
+        self.core = core
+        self.pinger.core = core  # not pinger.attach: it is no dispatcher of the core
+        core.modules["load_balancer"] = self
+
+    def start_probing(self, now):
+        """Arm the probing round in the core's timer heap."""
+        if self.core is not None and self.probing_interval > 0:
+            self.core.layer.timers.arm(self, "probe", now + self.probing_interval)
+
+    def stop_probing(self):
+        """Disarm the probing round."""
+        self.timers.clear()
+
+    def on_timer(self, name, now):
+        """The core's heap fired the probing round."""
+        try:
+            self.probe_round(now)
+        finally:
+            if self.probing_interval > 0:
+                self.core.layer.timers.arm(self, "probe", now + self.probing_interval)
+
+    # -- destinations --------------------------------------------------------------------
+    def load(self, rows, source=None):
+        """Replace the destinations with ``rows`` (``load_balancer`` table
+        columns: id, group_id, dst_uri, resources, probe_mode, attrs,
+        description). A destination keeping its id and URI keeps its health
+        state; its calls stay counted (they are counted by id). Returns a summary."""
+        old = {d.id: d for d in self.destinations}
+        dests = []
+        kept = added = 0
+        seen = set()
+        for row in rows:
+            dest = LbDestination(row["id"], row["group_id"], row["dst_uri"], row["resources"],
+                                 int(row.get("probe_mode") or 0), row.get("attrs") or "",
+                                 row.get("description") or "")
+            if dest.id in seen:
+                raise ValueError(f"destination id {dest.id} is given twice")
+            seen.add(dest.id)
+            previous = old.pop(dest.id, None)
+            if previous is not None and previous.uri == dest.uri:
+                dest.probe = previous.probe
+                kept += 1
+            else:
+                added += 1
+            self._initial_state(dest, previous is None or previous.uri != dest.uri)
+            for resource in dest.resources:
+                self._define(resource)
+            dests.append(dest)
+        self.destinations = dests
+        self.by_id = {d.id: d for d in dests}
+        groups = {}
+        for dest in dests:
+            groups.setdefault(dest.group, []).append(dest)
+        self.groups = groups
+        by_host = {}
+        for dest in dests:
+            for addr in dest.addrs:
+                by_host.setdefault(addr, []).append(dest)
+        self._by_host = by_host
+        if source is not None:
+            self.source = source
+        return {"groups": len(groups), "destinations": len(dests), "kept": kept,
+                "added": added, "removed": len(old)}
+
+    def _initial_state(self, dest, new):
+        if new:
+            dest.probe.state = 0
+        if dest.probe_mode == 2:
+            dest.probe.state |= PROBING
+
+    def _define(self, resource):
+        if resource not in self._defined:
+            self.dialogs.profiles.define(profile_name(resource), True)
+            self._defined.add(resource)
+
+    def load_of(self, dest, resource):
+        """Calls counted on ``resource`` of ``dest`` (its dialog profile size)."""
+        if resource not in self._defined:
+            return 0
+        return self.dialogs.profiles.size(profile_name(resource), str(dest.id))
+
+    # -- selection (route functions) --------------------------------------------------------
+    def start(self, ctx, group, resources, flags=frozenset()):
+        """OpenSIPS ``lb_start(group, resources[, flags])``: send the call to
+        the destination of ``group`` with the most free capacity on the asked
+        ``resources`` (a tuple) and count it there. False if none can take it."""
+        call = LbCall(int(group), tuple(resources), frozenset(flags))
+        ctx.vars[LB] = call
+        return self._pick(ctx, call)
+
+    def next(self, ctx):
+        """OpenSIPS ``lb_next()``: move the call to the best destination not
+        tried yet (failover); False when none is left."""
+        call = ctx.vars.get(LB)
+        if call is None:
+            return False
+        return self._pick(ctx, call)
+
+    def start_or_next(self, ctx, group, resources, flags=frozenset()):
+        """OpenSIPS ``lb_start_or_next``: ``next`` if this request already
+        started load balancing, else ``start``."""
+        if LB in ctx.vars:
+            return self.next(ctx)
+        return self.start(ctx, group, resources, flags)
+
+    def _pick(self, ctx, call):
+        dests = [d for d in self.groups.get(call.group, ())
+                 if d.enabled and d not in call.tried
+                 and all(r in d.resources for r in call.resources)]
+        candidates = [[(d.resources[r], self.load_of(d, r)) for r in call.resources]
+                      for d in dests]
+        index = choose(candidates, call.flags, self._rng.random)
+        if index is None:
+            return False
+        dest = dests[index]
+        dlg = self._dialog(ctx)
+        if dlg is not None:
+            if call.current is not None:
+                self._uncount(dlg, call.current, call.resources)
+            for resource in call.resources:
+                self.dialogs.profiles.add(dlg, profile_name(resource), str(dest.id))
+        call.tried.append(dest)
+        call.current = dest
+        ctx.set_dst(dest.uri_obj)
+        return True
+
+    def _dialog(self, ctx):
+        """The dialog that counts this call, created here if the route did not
+        (as OpenSIPS does); None for requests other than an initial INVITE."""
+        from ..dialog.table import DLG
+        dlg = ctx.vars.get(DLG)
+        if dlg is None and ctx.request.method == "INVITE" and ctx.request.to_tag is None:
+            dlg = self.dialogs.create(ctx)
+        return dlg
+
+    def _uncount(self, dlg, dest, resources):
+        for resource in resources:
+            self.dialogs.profiles.remove(dlg, profile_name(resource), str(dest.id))
+
+    def current(self, ctx):
+        """The destination the request was sent to, or None."""
+        call = ctx.vars.get(LB)
+        return None if call is None else call.current
+
+    def disable_current(self, ctx):
+        """OpenSIPS ``lb_disable_dst()``: take the destination in use out of
+        selection; probing (modes 1 and 2) brings it back when it answers."""
+        dest = self.current(ctx)
+        if dest is None:
+            return False
+        self._set_state(dest, (dest.probe.state | INACTIVE | PROBING) & ~DISABLED,
+                        "lb_disable_dst after a failure")
+        return True
+
+    def is_destination(self, host, port=0, group=-1, active=False):
+        """OpenSIPS ``lb_is_destination(ip, port[, group[, active]])``: is
+        ``host:port`` a destination (of ``group``; -1 any)? Port 0 matches any."""
+        for dest in self._by_host.get(host, ()):
+            if group != -1 and dest.group != group:
+                continue
+            if port and dest.port != int(port):
+                continue
+            if active and not dest.enabled:
+                continue
+            return True
+        return False
+
+    # -- operators --------------------------------------------------------------------------
+    def set_status(self, dest_id, enabled):
+        """``lb.status ID 0|1``: disable (administratively: probing leaves it
+        alone) or enable a destination. KeyError for an unknown id."""
+        dest = self.by_id[int(dest_id)]
+        if enabled:
+            state = dest.probe.state & ~(INACTIVE | DISABLED)
+            dest.probe.failures = 0
+        else:
+            state = (dest.probe.state | DISABLED) & ~PROBING
+        self._set_state(dest, state, f"lb.status {int(bool(enabled))}")
+        return dest
+
+    def resize(self, dest_id, resource, capacity):
+        """``lb.resize ID RESOURCE CAPACITY``: change one capacity at run time
+        (until the next reload). KeyError for an unknown id or resource."""
+        dest = self.by_id[int(dest_id)]
+        if resource not in dest.resources:
+            raise KeyError(f"destination {dest.id} has no resource {resource!r}")
+        if int(capacity) < 0:
+            raise ValueError("the capacity must be >= 0")
+        dest.resources[resource] = int(capacity)
+        return dest
+
+    def _set_state(self, dest, state, why):
+        old = dest.probe.letters
+        dest.probe.state = state
+        if dest.probe.letters != old:
+            emit = self.log.warn if not dest.enabled else self.log.info
+            emit("load_balancer: {uri} (group {group}, id {id}) {old} -> {new}: {why}",
+                 uri=dest.uri, group=dest.group, id=dest.id, old=old,
+                 new=dest.probe.letters, why=why)
+
+    # -- probing ------------------------------------------------------------------------------
+    def probe_round(self, now):
+        """Ping the destinations their probe_mode asks for (one ping in flight each)."""
+        if self.core is None:
+            return 0
+        sent = 0
+        for dest in self.destinations:
+            probe = dest.probe
+            if probe.pinging or probe.state & DISABLED or dest.probe_mode == 0:
+                continue
+            if dest.probe_mode == 1 and not probe.state & INACTIVE:
+                continue
+            self.pinger.send_ping(probe, now)
+            sent += 1
+        return sent
+
+    # -- listing and metrics --------------------------------------------------------------------
+    def listing(self):
+        """``lb.list``: every destination with its resources, capacities and loads."""
+        out = []
+        for dest in self.destinations:
+            out.append({
+                "id": dest.id, "group": dest.group, "uri": dest.uri,
+                "enabled": "yes" if dest.enabled else "no",
+                "state": dest.probe.letters,
+                "auto-re": "on" if dest.probe_mode else "off", "probe_mode": dest.probe_mode,
+                "description": dest.description,
+                "resources": [{"name": name, "max": cap, "load": self.load_of(dest, name)}
+                              for name, cap in dest.resources.items()],
+            })
+        return {"source": self.source, "destinations": out}
+
+    def row_of(self, dest):
+        """The ``load_balancer`` row of a destination (for tools and tests)."""
+        return {"id": dest.id, "group_id": dest.group, "dst_uri": dest.uri,
+                "resources": format_resources(dest.resources), "probe_mode": dest.probe_mode,
+                "attrs": dest.attrs, "description": dest.description}
+
+    def metrics(self):
+        """Prometheus families: load and capacity per destination and resource, and health."""
+        load, cap, up = [], [], []
+        for dest in self.destinations:
+            base = {"id": str(dest.id), "group": str(dest.group), "uri": dest.uri}
+            for name, capacity in dest.resources.items():
+                labels = dict(base, resource=name)
+                load.append((labels, self.load_of(dest, name)))
+                cap.append((labels, capacity))
+            up.append((base, 1 if dest.enabled else 0))
+        yield ("sipdisp_lb_load", "gauge", "Calls counted on a load balancer destination, "
+               "by resource.", load)
+        yield ("sipdisp_lb_capacity", "gauge", "Capacity of a load balancer destination, "
+               "by resource.", cap)
+        yield ("sipdisp_lb_destination_up", "gauge", "1 when a load balancer destination "
+               "takes calls.", up)
+
+
+def rows_from_config(entries):
+    """``load_balancer.destinations`` entries as table rows (ids 1, 2 ... when not given)."""
+    rows = []
+    for n, entry in enumerate(entries, 1):
+        rows.append({"id": entry.get("id", n), "group_id": entry["group"],
+                     "dst_uri": entry["uri"], "resources": entry["resources"],
+                     "probe_mode": entry.get("probe_mode", 0),
+                     "attrs": entry.get("attrs", ""), "description": entry.get("description", "")})
+    return rows
+
+
+__all__ = ["LB", "LbCall", "LbDestination", "LoadBalancer", "profile_name", "reply_codes",
+           "rows_from_config"]

@@ -1,0 +1,130 @@
+"""The load balancer as a Twisted service: builds it from
+``cfg.load_balancer`` on the dialog table, loads the destinations (from the
+config at once, from the ``load_balancer`` table once storage answers,
+retrying), starts probing, and registers ``lb.list``, ``lb.status``,
+``lb.reload`` and ``lb.resize``.
+"""
+
+from twisted.application.service import Service
+from twisted.internet import defer
+
+from ..commands import CommandError
+from ..logs import Logger
+from .balancer import LoadBalancer, rows_from_config
+
+log = Logger(namespace="sipdisp.loadbalancer")
+
+#: seconds between attempts to read the load_balancer table while storage is down
+DB_RETRY = 2.0
+
+
+def balancer_from_config(cfg, dialogs, core=None):
+    """A :class:`LoadBalancer` with the parameters of ``cfg.load_balancer``."""
+    c = cfg.load_balancer
+    return LoadBalancer(dialogs, core, probing_interval=c.probing_interval,
+                        probing_method=c.probing_method, probing_from=c.probing_from,
+                        probing_reply_codes=c.probing_reply_codes,
+                        probing_timeout=c.probing_timeout)
+
+
+class LoadBalancerService(Service):
+    """Owns the load balancer of the service tree ``root`` (after the dialog service)."""
+
+    name = "load_balancer"
+
+    def __init__(self, root, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self.root = root
+        self.cfg = root.cfg
+        self.balancer = balancer_from_config(self.cfg, root.modules["dialog"], root.sip.core)
+        self.storage = root.modules.get("storage")
+        self._retry = None
+        self.loaded = False
+        if self.cfg.load_balancer.source == "config":
+            self._apply(rows_from_config(self.cfg.load_balancer.destinations), "config")
+        register_commands(root.registry, self)
+
+    def _apply(self, rows, source):
+        summary = self.balancer.load(rows, source)
+        self.loaded = True
+        log.info("load_balancer: loaded {groups} group(s), {destinations} destination(s) from "
+                 "{source} ({kept} kept, {added} added, {removed} removed)",
+                 source=source, **summary)
+        return summary
+
+    def reload(self):
+        """Re-read the destinations (the table, or the running configuration);
+        a Deferred firing with the summary."""
+        if self.cfg.load_balancer.source == "config":
+            rows = rows_from_config(self.root.cfg.load_balancer.destinations)
+            return defer.succeed(self._apply(rows, "config"))
+        if self.storage is None:
+            return defer.fail(CommandError("lb.reload: no storage for the load_balancer table"))
+        d = self.storage.select("load_balancer", order_by=["id"])
+        return d.addCallback(self._apply, "the load_balancer table")
+
+    def startService(self):
+        """Read the table (source db) and start probing."""
+        super().startService()
+        if self.cfg.load_balancer.source == "db":
+            self._load_table()
+        self.balancer.start_probing(self._reactor.seconds())
+        self.root.sip.switchboard.wake()
+
+    def _load_table(self):
+        self._retry = None
+        if not self.running:
+            return None
+
+        def failed(f):
+            log.warn("load_balancer: cannot read the load_balancer table yet ({err}); "
+                     "retrying in {s} s", err=f.getErrorMessage(), s=DB_RETRY)
+            if not self.loaded and self.running:
+                self._retry = self._reactor.callLater(DB_RETRY, self._load_table)
+        return self.reload().addErrback(failed)
+
+    def stopService(self):
+        """Stop probing."""
+        super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self.balancer.stop_probing()
+
+
+def register_commands(registry, service):
+    """``lb.list``, ``lb.status``, ``lb.reload`` and ``lb.resize`` (OpenSIPS' lb_* MI commands)."""
+    balancer = service.balancer
+
+    @registry.command("lb.list")
+    def lb_list() -> dict:
+        """Destinations with group, URI, enabled, probe mode and each resource's capacity (max) and load."""
+        return balancer.listing()
+
+    @registry.command("lb.status")
+    def lb_status(id: int, status: int = None) -> dict:
+        """A destination's status (1 enabled, 0 disabled); with a status, set it."""
+        dest = balancer.by_id.get(id)
+        if dest is None:
+            raise CommandError(f"lb.status: no destination {id}")
+        if status is not None:
+            if status not in (0, 1):
+                raise CommandError("lb.status: status must be 0 or 1")
+            balancer.set_status(id, bool(status))
+        return {"id": id, "uri": dest.uri, "enabled": int(dest.enabled)}
+
+    @registry.command("lb.reload")
+    def lb_reload() -> dict:
+        """Re-read the destinations, keeping the calls counted on each (by id) and their health."""
+        return service.reload()
+
+    @registry.command("lb.resize")
+    def lb_resize(id: int, resource: str, capacity: int) -> dict:
+        """Change a destination's capacity of one resource (until the next reload)."""
+        try:
+            dest = balancer.resize(id, resource, capacity)
+        except (KeyError, ValueError) as exc:
+            raise CommandError(f"lb.resize: {exc.args[0]}") from None
+        return {"id": dest.id, "resource": resource, "max": dest.resources[resource],
+                "load": balancer.load_of(dest, resource)}
