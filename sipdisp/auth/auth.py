@@ -32,6 +32,7 @@ _RESULT = "_auth_result"
 _USER = "_auth_user"
 _STALE = "_auth_stale"
 _HEADER = "_auth_header"
+_CREDS = "_auth_creds"
 
 
 class Auth:
@@ -180,19 +181,23 @@ class Auth:
         cached = ctx.vars.get(_RESULT)
         if cached is not None:
             return cached
-        realm = self.realm_for(ctx, realm, register)
-        creds = None
-        for value in ctx.request.get_all(header):
-            try:
-                candidate = parse_credentials(value)
-            except DigestError:
-                continue
-            if candidate.realm == realm:
-                candidate.header = value
-                creds = candidate
-                break
-        if creds is None:
-            return False  # no credentials for us: challenge (not cached: a resumed run sees the same)
+        found = ctx.vars.get(_CREDS)  # parsed already by a run the storage suspended
+        if found is None:
+            realm = self.realm_for(ctx, realm, register)
+            creds = None
+            for value in ctx.request.get_all(header):
+                try:
+                    candidate = parse_credentials(value)
+                except DigestError:
+                    continue
+                if candidate.realm == realm:
+                    candidate.header = value
+                    creds = candidate
+                    break
+            if creds is None:
+                return False  # no credentials for us: challenge
+            ctx.vars[_CREDS] = found = (creds, realm)
+        creds, realm = found
         ok = self._verify(ctx, creds, realm)
         ctx.vars[_RESULT] = ok
         if ok:

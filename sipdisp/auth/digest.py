@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import struct
 
 #: algorithm name (as written in the challenge) -> hashlib name; RFC 8760
@@ -125,43 +126,29 @@ def parse_credentials(value):
     return Credentials(params)
 
 
+_AUTH_PARAM = re.compile(r"""[\s,]*([^\s=,"]+)[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))[ \t]*""")
+_ESCAPE = re.compile(r"\\(.)")
+
+
 def parse_auth_params(text):
     """``a=1, b="x, y"`` -> ``{"a": "1", "b": "x, y"}`` (names lower-cased,
-    quotes and backslash escapes removed)."""
+    quotes and backslash escapes removed); DigestError when malformed."""
     params = {}
-    i, n = 0, len(text)
-    while i < n:
-        while i < n and text[i] in " \t,":
-            i += 1
-        if i >= n:
+    pos, n = 0, len(text)
+    match = _AUTH_PARAM.match
+    while pos < n:
+        m = match(text, pos)
+        if m is None:
+            if text[pos:].strip(" \t,"):
+                raise DigestError("malformed auth-param")
             break
-        eq = text.find("=", i)
-        if eq < 0:
-            raise DigestError("malformed auth-param")
-        name = text[i:eq].strip().lower()
-        if not name or any(c in name for c in ' \t",'):
-            raise DigestError("malformed auth-param name")
-        i = eq + 1
-        while i < n and text[i] in " \t":
-            i += 1
-        if i < n and text[i] == '"':
-            i += 1
-            out = []
-            while i < n and text[i] != '"':
-                if text[i] == "\\" and i + 1 < n:
-                    i += 1
-                out.append(text[i])
-                i += 1
-            if i >= n:
-                raise DigestError("unterminated quoted auth-param")
-            i += 1
-            value = "".join(out)
+        name, quoted, token = m.groups()
+        if quoted is not None:
+            value = _ESCAPE.sub(r"\1", quoted) if "\\" in quoted else quoted
         else:
-            start = i
-            while i < n and text[i] != ",":
-                i += 1
-            value = text[start:i].strip()
-        params[name] = value
+            value = token
+        params[name.lower()] = value
+        pos = m.end()
     return params
 
 

@@ -48,14 +48,16 @@ def save(ctx, table="location", flags=0):
     return registrar.save(ctx, parse_save_flags(flags))
 
 
-def lookup(ctx, table="location", uri=None):
+def lookup(ctx, table="location", uri=None, flags=""):
     """Point the request at the AOR's contacts (forking to all with
-    append_branches); False when none is registered or reachable."""
+    append_branches); False when none is registered or reachable. ``flags``
+    are OpenSIPS': ``m`` method filtering, ``b`` no branches (best contact)."""
     registrar = _registrar(ctx)
     if registrar is None:
         ctx.vars["lookup_rc"] = -1
         return False
-    return registrar.lookup(ctx, uri)
+    return registrar.lookup(ctx, uri, True if "m" in flags else None,
+                            False if "b" in flags else None)
 
 
 def registered(ctx, table="location", uri=None):

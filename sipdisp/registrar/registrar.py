@@ -417,7 +417,7 @@ class Registrar:
         return True
 
     # -- lookup ---------------------------------------------------------------------
-    def contacts(self, ctx, uri=None):
+    def contacts(self, ctx, uri=None, method_filtering=None):
         """``(code, bindings)``: the AOR's live bindings for the Request-URI
         (or ``uri``), best first, those that cannot be reached dropped."""
         uri = uri if uri is not None else ctx.request.uri
@@ -433,7 +433,9 @@ class Registrar:
         if not bindings:
             return LOOKUP_NOT_FOUND, []
         method = ctx.request.method
-        if self.params.method_filtering:
+        if method_filtering is None:
+            method_filtering = self.params.method_filtering
+        if method_filtering:
             bindings = [b for b in bindings if b.allows(method)]
             if not bindings:
                 return LOOKUP_METHOD, []
@@ -444,19 +446,23 @@ class Registrar:
         reachable.sort(key=lambda b: (-b.q, -b.last_modified))
         return LOOKUP_FOUND, reachable
 
-    def lookup(self, ctx, uri=None):
+    def lookup(self, ctx, uri=None, method_filtering=None, append_branches=None):
         """Kamailio ``lookup("location"[, uri])``: point the request at the
         AOR's contacts: the Request-URI (and $du) become the best one's, and
         with ``append_branches`` every other reachable contact becomes a
         branch, so ``t_relay`` forks in parallel. False (with
         ``$var(lookup_rc)``: -1 unknown, -2 method, -3 error, -4 none
-        reachable) when there is nobody to send to."""
+        reachable) when there is nobody to send to. ``method_filtering`` and
+        ``append_branches`` override the parameters for this call (OpenSIPS'
+        lookup flags ``m`` and ``b``)."""
         self.stats["lookups"] += 1
-        code, bindings = self.contacts(ctx, uri)
+        code, bindings = self.contacts(ctx, uri, method_filtering)
         ctx.vars["lookup_rc"] = code
         if code != LOOKUP_FOUND:
             return False
-        if not self.params.append_branches:
+        if append_branches is None:
+            append_branches = self.params.append_branches
+        if not append_branches:
             bindings = bindings[:1]
         branches = [self.branch(b) for b in bindings]
         branches = [b for b in branches if b is not None]

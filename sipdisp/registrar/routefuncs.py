@@ -57,15 +57,21 @@ def _save(args, where, env):
 
 @function("lookup", action=True, condition=True)
 def _lookup(args, where, env):
-    """Point the request at the R-URI user's contacts, forking to all: ``[location(, uri)]``."""
+    """Point the request at the R-URI user's contacts, forking to all: ``[location(, uri or flags m/b)]``."""
     _nargs("lookup", args, where, 0, 2)
     _table(args, where, "lookup", "location")
-    uri = None
-    if len(args) > 1 and str(args[1]).startswith(("sip:", "sips:", "$")):
-        uri = compile_value(str(args[1]), where)
+    uri, flags = None, ""
+    if len(args) > 1:
+        second = str(args[1])
+        if second.startswith(("sip:", "sips:", "$")):
+            uri = compile_value(second, where)
+        elif set(second) <= {"m", "b"}:
+            flags = second  # OpenSIPS: m method filtering, b no branches
+        else:
+            raise RouteError(where, f"lookup: {second!r} is neither a URI nor flags (m, b)")
     if uri is None:
-        return lambda ctx: api.lookup(ctx)
-    return lambda ctx: api.lookup(ctx, "location", uri(ctx))
+        return lambda ctx: api.lookup(ctx, "location", None, flags)
+    return lambda ctx: api.lookup(ctx, "location", uri(ctx), flags)
 
 
 @function("registered", action=False, condition=True)

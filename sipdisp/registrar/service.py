@@ -24,8 +24,9 @@ log = Logger(namespace="sipdisp.registrar")
 #: seconds between sweeps of the replay table of expired nonces
 NONCE_SWEEP = 60.0
 #: loading the location table at start: attempts, and seconds between them
-LOAD_ATTEMPTS = 60
+LOAD_ATTEMPTS = 100
 LOAD_RETRY = 1.0
+LOAD_WAIT = 0.2
 
 
 class _Housekeeping:
@@ -38,9 +39,11 @@ class _Housekeeping:
         self.timers = {}
 
     def start(self, now):
+        """Arm the first sweep."""
         self.heap.arm(self, "nonces", now + self.interval)
 
     def on_timer(self, name, now):
+        """Sweep, then re-arm."""
         self.auth.expire(now)
         self.heap.arm(self, "nonces", now + self.interval)
 
@@ -123,6 +126,7 @@ class RegistrarService(Service):
 
     # -- life cycle ---------------------------------------------------------------------
     def startService(self):
+        """Arm the timers, then load the tables (db_mode 1, 2; domain table)."""
         super().startService()
         now = self._reactor.seconds()
         heap = self.core.layer.timers
@@ -144,8 +148,9 @@ class RegistrarService(Service):
         d.addBoth(lambda _: self._load(LOAD_ATTEMPTS))
 
     def _prepare_tables(self):
-        """On the embedded SQLite default, create missing tables (sipdisp db init)."""
-        if self.storage.dialect != "sqlite":
+        """On an embedded SQLite storage of our own, create missing tables
+        (the root's storage service does it for the shared one)."""
+        if self._own_storage is None or self.storage.dialect != "sqlite":
             return None
         from ..storage.admin import init_schema
         return init_schema(self.storage)
@@ -155,6 +160,11 @@ class RegistrarService(Service):
         retrying every LOAD_RETRY seconds while the storage is not ready."""
         self._retry = None
         if not self.running:
+            return None
+        if getattr(self.storage, "state", "connected") in ("stopped", "connecting") \
+                and attempts > 1:
+            # the shared storage is still connecting (and creating the embedded tables)
+            self._retry = self._reactor.callLater(LOAD_WAIT, self._load, attempts - 1)
             return None
         d = defer.succeed(None)
         if self.location.db_mode in (1, 2):
@@ -193,6 +203,7 @@ class RegistrarService(Service):
         return d.addCallbacks(apply, failed)
 
     def stopService(self):
+        """Disarm, write back what db_mode 2 still holds, stop our own storage."""
         super().stopService()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()

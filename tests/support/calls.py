@@ -105,15 +105,18 @@ class Switch(Link):
     two nodes (``fs1``, ``fs2``: group 1, ``pstn=<capacity>``) and accounting."""
 
     def __init__(self, route=None, capacity=5, dialog=None, lb=None, accounting=None,
-                 destinations=None, storage=None, now=1000.0):
+                 destinations=None, storage=None, config=None, now=1000.0):
         listener = Listener("udp0", "udp", "127.0.0.1", 5060)
         core = ProxyCore([listener], None, fr_timer=4.0, fr_inv_timer=30.0)
         super().__init__(core, now)
         self.listener = listener
         self.storage = storage if storage is not None else FakeStorage()
-        dialog = dict(dialog or {})
-        profiles = Profiles(dialog.pop("with_value", ()), dialog.pop("without_value", ()))
-        self.dialogs = DialogTable(core, storage=self.storage, profiles=profiles, **dialog)
+        raw = {"console": {"enabled": False}, "http": {"enabled": False}}
+        raw.update(config or {})
+        cfg = config_from_dict(raw)
+        profiles = Profiles(cfg.dialog.profiles_with_value, cfg.dialog.profiles_no_value)
+        self.dialogs = DialogTable(core, storage=self.storage, profiles=profiles,
+                                   **(dialog or {}))
         self.lb = LoadBalancer(self.dialogs, core, **(lb or {}))
         if destinations is None:
             destinations = [{"group": 1, "uri": f"sip:127.0.0.1:{port}",
@@ -122,7 +125,6 @@ class Switch(Link):
         self.lb.load(rows_from_config(destinations), "config")
         self.acc = Accounting(self.storage.insert, **(accounting or {}))
         self.acc.attach(core, self.dialogs)
-        cfg = config_from_dict({"console": {"enabled": False}, "http": {"enabled": False}})
         self.routing = compile_routing(route or ROUTE, Env(None, cfg, core))
         core.route = self.routing.request_route
         self.dialogs.start(now)

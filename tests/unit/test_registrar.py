@@ -306,3 +306,18 @@ def test_a_contact_listed_twice_in_one_register_is_one_binding():
     assert contacts(ua.register(contact=twice)) == {"sip:alice@10.0.0.1:5070": 200}
     assert contacts(ua.register(contact=twice)) == {"sip:alice@10.0.0.1:5070": 200}
     assert s.location.count == 1
+
+
+def test_lookup_flags_m_and_b_choose_method_filtering_and_one_branch():
+    """OpenSIPS' lookup("location", "m") filters by method; "b" sends to the best contact only."""
+    route = [{"if": {"not": {"is_method": "REGISTER"}}, "then": ["return"]},
+             {"save": "location"}, "exit"]
+    for flags, expected in (("m", ["10.0.0.2"]), ("b", ["10.0.0.2"])):
+        s = stack(routing={"routes": {"REGISTRAR": route, "LOCATION": [
+            {"if": {"lookup": ["location", flags]}, "then": [{"route": "RELAY"}]},
+            {"sl_send_reply": [404, "Not found"]}, "exit"]}})
+        s.ua("alice", host="10.0.0.1").register(
+            contact="<sip:alice@10.0.0.1:5070>;q=0.5", extra=["Allow: INVITE"])
+        s.ua("alice", host="10.0.0.2").register(extra=["Allow: INVITE, MESSAGE"])
+        out = s.send(invite("sip:alice@example.com", method="MESSAGE"), source=NODE)
+        assert [t.host for _, t in requests(out, "MESSAGE")] == expected
