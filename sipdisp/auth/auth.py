@@ -71,23 +71,27 @@ class Auth:
         self.domains = {d.lower() for d in domains}
         self.table_domains = set()
         self.trust_dispatcher = trust_dispatcher
-        self._trusted_hosts = set()
-        self._trusted_nets = []
-        for item in trusted:
-            try:
-                net = ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                self._trusted_hosts.add(item.lower())
-                continue
-            if net.num_addresses == 1:
-                self._trusted_hosts.add(str(net.network_address))
-            else:
-                self._trusted_nets.append(net)
+        self.set_trusted(trusted)
         self._listener_hosts = (None, frozenset())
         self.stats = {"challenges": 0, "authorized": 0, "failed": 0, "stale": 0,
                       "replayed": 0, "unknown_user": 0, "db_errors": 0}
 
     # -- local domains and trusted peers ---------------------------------------------
+    def set_trusted(self, trusted):
+        """Replace the trusted addresses, networks or host names (also on SIGHUP)."""
+        hosts, nets = set(), []
+        for item in trusted:
+            try:
+                net = ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                hosts.add(item.lower())
+                continue
+            if net.num_addresses == 1:
+                hosts.add(str(net.network_address))
+            else:
+                nets.append(net)
+        self._trusted_hosts, self._trusted_nets = hosts, nets
+
     def my_hosts(self):
         """The hosts and advertised hosts of the listeners (lower-case)."""
         listeners = self.core.listeners if self.core is not None else []

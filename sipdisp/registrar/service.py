@@ -95,6 +95,10 @@ class RegistrarService(Service):
         self._housekeeping = _Housekeeping(self.auth, core.layer.timers, NONCE_SWEEP)
         core.modules["usrloc"] = self.location
         core.modules["auth"] = self.auth
+        # SIGHUP (sipdisp/reload.py) may change who is trusted without a restart
+        if not hasattr(root, "reload_hooks"):
+            root.reload_hooks = {}
+        root.reload_hooks["auth.trusted"] = lambda new: self.auth.set_trusted(new.auth.trusted)
         if self.registrar is not None:
             core.modules["registrar"] = self.registrar
         self.ready = defer.Deferred()

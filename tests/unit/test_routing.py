@@ -84,10 +84,9 @@ def test_kamailio_seed_example_loads_and_compiles():
     ({"request_route": [{"ds_mark_dst": "zp"}]},
      "routing.request_route[0].ds_mark_dst: state must be a, i, t or d, optionally followed "
      "by p (d never with p), got 'zp'"),
+    # the list of known variables grows with each subsystem: only its start is fixed
     ({"request_route": [{"if": {"eq": ["$nope", 1]}, "then": []}]},
-     "routing.request_route[0].if.eq: unknown pseudo-variable $nope (known: $ru, $rU, $rd, "
-     "$rp, $rm, $du, $ci, $cs, $si, $sp, $pr, $proto, $fu, $fU, $fd, $tu, $tU, $td, $ua, "
-     "$T_reply_code, $T_reply_reason, $null)"),
+     "routing.request_route[0].if.eq: unknown pseudo-variable $nope (known: $ru, $rU, $rd, ..."),
     ({"request_route": [{"t_check_status": "${proxy.nothing}"}]},
      "routing.request_route[0].t_check_status: t_check_status is a condition; use it under if:"),
     ({"request_route": [{"if": {"t_check_status": "${proxy.nothing}"}, "then": []}]},
@@ -103,7 +102,10 @@ def test_route_errors_are_one_line_naming_the_key(routing, message):
     """Every mistake in the route is a one-line ConfigError at load time naming its key."""
     with pytest.raises(ConfigError) as info:
         cfg(routing)
-    assert str(info.value) == message
+    if message.endswith("..."):
+        assert str(info.value).startswith(message[:-3])
+    else:
+        assert str(info.value) == message
     assert "\n" not in str(info.value)
 
 
