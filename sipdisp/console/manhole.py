@@ -17,7 +17,6 @@ import os
 import pprint
 
 import bcrypt
-from twisted.application.service import Service
 from twisted.conch import error as conch_error
 from twisted.conch import manhole, manhole_ssh
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker
@@ -34,7 +33,9 @@ from zope.interface import implementer
 
 from .. import __version__
 from ..logs import Logger
+from .listening import ListeningService
 from .namespace import build_namespace
+
 
 log = Logger()
 
@@ -374,30 +375,14 @@ def make_portal(root, authorized_keys, password_file=None, run=None):
     return Portal(ConsoleRealm(lambda: build_namespace(root)), checkers)
 
 
-class ConsoleService(Service):
+class ConsoleService(ListeningService):
     """Listens for SSH logins to the console (``console.*`` in the config)."""
 
     name = "console"
 
     def __init__(self, root, cfg, reactor=None):
-        if reactor is None:
-            from twisted.internet import reactor
-        self._reactor = reactor
-        self.root = root
-        self.cfg = cfg
-        self.port = None
+        super().__init__(root, cfg, reactor)
         self.factory = None
-
-    def privilegedStartService(self):
-        """Load or make the host key and bind (before twistd drops privileges)."""
-        self._listen()
-        super().privilegedStartService()
-
-    def startService(self):
-        """Start, binding first if privilegedStartService did not run."""
-        if self.port is None:
-            self._listen()
-        super().startService()
 
     def _listen(self):
         cfg = self.cfg
@@ -416,10 +401,3 @@ class ConsoleService(Service):
         if not AuthorizedKeysFile(cfg.authorized_keys).keys() and cfg.password_file is None:
             log.warn("console: no keys in {path}; nobody can log in until one is added",
                      path=cfg.authorized_keys)
-
-    def stopService(self):
-        """Stop listening (open sessions end with the process)."""
-        super().stopService()
-        port, self.port = self.port, None
-        if port is not None:
-            return defer.maybeDeferred(port.stopListening)

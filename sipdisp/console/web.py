@@ -5,13 +5,13 @@ bearer token whose SHA-256 is in ``http.token_sha256``."""
 import hashlib
 import hmac
 
-from twisted.application.service import Service
-from twisted.internet import defer
 from twisted.web import pages, resource, server
 
 from ..logs import Logger
+from .listening import ListeningService
 from .jsonrpc import INVALID_REQUEST, JsonRpcResource, dumps, error_response
 from .metrics import CONTENT_TYPE, MetricsCollector
+
 
 log = Logger()
 
@@ -105,39 +105,13 @@ def make_site(root):
                                          cfg.token_sha256, cfg.metrics_need_token))
 
 
-class HttpService(Service):
+class HttpService(ListeningService):
     """Listens for JSON-RPC and metrics requests (``http.*`` in the config)."""
 
     name = "http"
-
-    def __init__(self, root, cfg, reactor=None):
-        if reactor is None:
-            from twisted.internet import reactor
-        self._reactor = reactor
-        self.root = root
-        self.cfg = cfg
-        self.port = None
-
-    def privilegedStartService(self):
-        """Bind the listener (before twistd drops privileges)."""
-        self._listen()
-        super().privilegedStartService()
-
-    def startService(self):
-        """Start, binding first if privilegedStartService did not run."""
-        if self.port is None:
-            self._listen()
-        super().startService()
 
     def _listen(self):
         host, port = self.cfg.listen
         self.port = self._reactor.listenTCP(port, make_site(self.root), interface=host)
         bound = self.port.getHost()
         log.info("listening on http:{host}:{port}", host=bound.host, port=bound.port)
-
-    def stopService(self):
-        """Stop listening."""
-        super().stopService()
-        port, self.port = self.port, None
-        if port is not None:
-            return defer.maybeDeferred(port.stopListening)
