@@ -83,7 +83,9 @@ routes:
       then:
         - if: {is_method: REGISTER}
           then: [fix_nated_register]
-          else: [fix_nated_contact]
+        - if: {all: [{not: {is_method: REGISTER}}, {ne: ["$proto", ws]}, {ne: ["$proto", wss]}]}
+          then: [fix_nated_contact]     # not for WebSocket clients: their flow
+                                          # token reaches them (RFC 7118)
         - setflag: FLT_NATS
 
   AUTH:                                 # Kamailio's route[AUTH] (WITH_AUTH)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.support.peers import JS_DIR, node_available
+from tests.support.peers import JS_DIR, close_peer_process, node_available
 from tests.support.processes import ROOT, Sipdisp, Sipp, free_port, sipp_available
 from tests.support.registrar import rpc
 
@@ -78,18 +78,7 @@ class JsSipPeer:
 
     def close(self):
         """Stop the peer (bounded) and reap it."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        close_peer_process(self.proc)
 
 
 def test_jssip_registers_over_websocket_receives_a_call_and_sends_a_message(tmp_path):

@@ -98,18 +98,7 @@ class WsPeer:
 
     def close(self):
         """Close stdin (the peer closes the WebSocket) and reap the process."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            stream.close()
+        close_peer_process(self.proc)
 
     def __enter__(self):
         return self
@@ -380,3 +369,20 @@ def answer(request, status=200, reason="OK", to_tag=None, contact=None):
     if contact:
         resp.add("contact", f"<{contact}>")
     return resp.to_bytes().decode()
+
+
+def close_peer_process(proc):
+    """End a Node peer driven over stdin: close stdin, wait (bounded), kill if
+    it lingers, and close its pipes."""
+    if proc.poll() is None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    for stream in (proc.stdout, proc.stderr):
+        stream.close()
