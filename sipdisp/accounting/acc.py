@@ -2,11 +2,12 @@
 transaction, missed calls, failed transactions on request, and one CDR per
 call from its dialog.
 
-What is accounted is decided per request, by flags (Kamailio's
-``setflag(FLT_ACC)``; the names are ``accounting.flag``, ``missed_flag`` and
-``failed_transaction_flag``) or by ``do_accounting("db", "cdr|missed|failed")``
-(OpenSIPS), which sets the same flags. At the end of the transaction (the
-core's hook):
+What is accounted is decided per request, by ``do_accounting("db",
+"cdr|missed|failed")`` (OpenSIPS), or by Kamailio's ``setflag(FLT_ACC)``
+when ``accounting.flag``, ``missed_flag`` and ``failed_transaction_flag``
+name those flags (the Kamailio seed's WITH_ACCDB; unset by default, so the
+built-in route's ``setflag: FLT_ACC`` writes nothing). At the end of the
+transaction (the core's hook):
 
 * ``acc`` gets a row when the final reply was a 2xx, or any final with the
   failed-transaction flag (the seed's BYE "even if the transaction fails");
@@ -28,6 +29,10 @@ from ..logs import Logger
 from ..routing.pv import RouteError, compile_value
 from ..storage.schema import SCHEMA
 
+#: the request flags ``do_accounting`` sets (names no route can clash with)
+ACC_FLAG = "acc:db"
+MISSED_FLAG = "acc:missed"
+FAILED_FLAG = "acc:failed"
 #: ``ctx.vars`` key: OpenSIPS do_accounting's "cdr" flag for this request
 CDR_WANTED = "_acc_cdr_"
 #: dialog variables holding what the CDR needs (they survive a restart)
@@ -70,6 +75,10 @@ def parse_extra(text, where="accounting.extra", tables=("acc", "missed_calls", "
     return out
 
 
+def _names(own, configured):
+    return frozenset((own,) if configured in (None, "") else (own, str(configured)))
+
+
 def to_datetime(now):
     """A timestamp (seconds since the epoch) as the naive local datetime of the
     DATETIME/TIMESTAMP columns (Kamailio writes local time too)."""
@@ -91,13 +100,14 @@ class Accounting:
     """The acc module: hooks for the core and the dialog table, and the
     writer of records. ``write(table, row)`` returns a Deferred (or None)."""
 
-    def __init__(self, write, *, flag="FLT_ACC", missed_flag="FLT_ACCMISSED",
-                 failed_flag="FLT_ACCFAILED", extra=SEED_EXTRA, cdr=True, cdr_table="cdrs",
+    def __init__(self, write, *, flag=None, missed_flag=None, failed_flag=None,
+                 extra=SEED_EXTRA, cdr=True, cdr_table="cdrs",
                  local_bye=True, log=None):
         self.write_record = write
-        self.flag = str(flag)
-        self.missed_flag = str(missed_flag)
-        self.failed_flag = str(failed_flag)
+        # each kind: do_accounting's own flag, plus the configured Kamailio flag if any
+        self.acc_flags = _names(ACC_FLAG, flag)
+        self.missed_flags = _names(MISSED_FLAG, missed_flag)
+        self.failed_flags = _names(FAILED_FLAG, failed_flag)
         self.cdr = cdr
         self.cdr_table = cdr_table
         self.local_bye = local_bye
@@ -122,25 +132,28 @@ class Accounting:
                 dialogs.callbacks["confirmed"].append(self.on_dialog_confirmed)
                 dialogs.callbacks["ended"].append(self.on_dialog_ended)
 
-    def has(self, ctx, name):
-        """True if flag ``name`` is set on the request (numbers and names compare as text)."""
+    @staticmethod
+    def has(ctx, names):
+        """True if one of the flag ``names`` is set on the request (numbers and
+        names compare as text: ``setflag: 1`` matches ``flag: "1"``)."""
         flags = ctx.flags
         if not flags:
             return False
-        if name in flags:
-            return True
-        return any(str(f) == name for f in flags)
+        for f in flags:
+            if (f if isinstance(f, str) else str(f)) in names:
+                return True
+        return False
 
     # -- do_accounting (OpenSIPS) ------------------------------------------------------
     def do_accounting(self, ctx, kinds=()):
         """``do_accounting("db", "cdr|missed|failed")``: account this request
         (and its CDR, missed call or failed transaction)."""
-        ctx.flags.add(self.flag)
+        ctx.flags.add(ACC_FLAG)
         for kind in kinds:
             if kind == "missed":
-                ctx.flags.add(self.missed_flag)
+                ctx.flags.add(MISSED_FLAG)
             elif kind == "failed":
-                ctx.flags.add(self.failed_flag)
+                ctx.flags.add(FAILED_FLAG)
             elif kind == "cdr":
                 ctx.vars[CDR_WANTED] = True
         ctx.add_reply_hook(self.on_local_reply)
@@ -165,13 +178,13 @@ class Accounting:
 
     def account(self, ctx, status, reason, to_tag, now):
         """Write the acc and missed_calls rows a final reply calls for."""
-        acc = self.has(ctx, self.flag)
+        acc = self.has(ctx, self.acc_flags)
         failed = status >= 300
         wrote = False
-        if acc and (not failed or self.has(ctx, self.failed_flag)):
+        if acc and (not failed or self.has(ctx, self.failed_flags)):
             self._emit("acc", self.row(ctx, status, reason, to_tag, now))
             wrote = True
-        if failed and ctx.request.method == "INVITE" and self.has(ctx, self.missed_flag):
+        if failed and ctx.request.method == "INVITE" and self.has(ctx, self.missed_flags):
             self._emit("missed_calls", self.row(ctx, status, reason, to_tag, now))
             wrote = True
         return wrote
@@ -208,7 +221,7 @@ class Accounting:
     def on_dialog_confirmed(self, dlg, ctx, now):
         """A dialog was answered: if its INVITE is accounted, keep what its CDR
         (and sipdisp's own BYE record) will need in the dialog's variables."""
-        if not (self.has(ctx, self.flag) or ctx.vars.get(CDR_WANTED)):
+        if not (self.has(ctx, self.acc_flags) or ctx.vars.get(CDR_WANTED)):
             return
         dlg.vars[DV_CDR] = "1" if (self.cdr or ctx.vars.get(CDR_WANTED)) else "0"
         dlg.vars[DV_CODE] = str(dlg.answer_code or 200)

@@ -166,6 +166,26 @@ class LoadBalancer:
         """Disarm the probing round."""
         self.timers.clear()
 
+    def reconfigure(self, now, probing_interval=None, probing_method=None, probing_from=None,
+                    probing_reply_codes=None, probing_timeout=None):
+        """Apply new probing parameters to the running balancer (SIGHUP)."""
+        pinger = self.pinger
+        if probing_method is not None:
+            pinger.ping_method = probing_method.upper()
+        if probing_from is not None:
+            pinger.ping_from = probing_from
+        if probing_reply_codes is not None:
+            pinger.reply_codes = reply_codes(probing_reply_codes)
+        if probing_timeout is not None:
+            pinger.ping_timeout = probing_timeout
+        if probing_interval is not None and probing_interval != self.probing_interval:
+            self.probing_interval = probing_interval
+            if self.core is not None:
+                if probing_interval > 0:
+                    self.core.layer.timers.arm(self, "probe", now + probing_interval)
+                else:
+                    self.core.layer.timers.cancel(self, "probe")
+
     def on_timer(self, name, now):
         """The core's heap fired the probing round."""
         try:

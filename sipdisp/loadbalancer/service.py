@@ -40,11 +40,34 @@ class LoadBalancerService(Service):
         self.cfg = root.cfg
         self.balancer = balancer_from_config(self.cfg, root.modules["dialog"], root.sip.core)
         self.storage = root.modules.get("storage")
+        self._source = self.cfg.load_balancer.source  # kept until a restart
         self._retry = None
         self.loaded = False
-        if self.cfg.load_balancer.source == "config":
+        if self._source == "config":
             self._apply(rows_from_config(self.cfg.load_balancer.destinations), "config")
         register_commands(root.registry, self)
+        # SIGHUP (sipdisp/reload.py): new destinations and probing parameters apply at once
+        hooks = getattr(root, "reload_hooks", None)
+        if hooks is None:
+            hooks = root.reload_hooks = {}
+        hooks["load_balancer"] = self.apply_config
+
+    def apply_config(self, cfg):
+        """A SIGHUP changed ``load_balancer.*``: new probing parameters, and the
+        destinations re-read (from the new config, or the table); a Deferred.
+        A new ``source`` waits for a restart."""
+        c = cfg.load_balancer
+        if c.source != self._source:
+            log.warn("load_balancer: source {new} applies at the next restart; still {old}",
+                     new=c.source, old=self._source)
+        self.balancer.reconfigure(self._reactor.seconds(), probing_interval=c.probing_interval,
+                                  probing_method=c.probing_method, probing_from=c.probing_from,
+                                  probing_reply_codes=c.probing_reply_codes,
+                                  probing_timeout=c.probing_timeout)
+        self.cfg = cfg
+        d = self.reload()
+        self.root.sip.switchboard.wake()
+        return d
 
     def _apply(self, rows, source):
         summary = self.balancer.load(rows, source)
@@ -55,10 +78,10 @@ class LoadBalancerService(Service):
         return summary
 
     def reload(self):
-        """Re-read the destinations (the table, or the running configuration);
-        a Deferred firing with the summary."""
-        if self.cfg.load_balancer.source == "config":
-            rows = rows_from_config(self.root.cfg.load_balancer.destinations)
+        """Re-read the destinations (the table, or the configuration as last
+        loaded); a Deferred firing with the summary."""
+        if self._source == "config":
+            rows = rows_from_config(self.cfg.load_balancer.destinations)
             return defer.succeed(self._apply(rows, "config"))
         if self.storage is None:
             return defer.fail(CommandError("lb.reload: no storage for the load_balancer table"))
@@ -68,7 +91,7 @@ class LoadBalancerService(Service):
     def startService(self):
         """Read the table (source db) and start probing."""
         super().startService()
-        if self.cfg.load_balancer.source == "db":
+        if self._source == "db":
             self._load_table()
         self.balancer.start_probing(self._reactor.seconds())
         self.root.sip.switchboard.wake()

@@ -99,7 +99,8 @@ class Sipdisp:
             self._log.close()
 
     def __enter__(self):
-        return self.start()
+        # already started (e.g. by a helper that waited for it): do not start twice
+        return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc):
         self.stop()

@@ -82,13 +82,17 @@ def test_bye_with_failed_flag_is_accounted_even_when_it_fails():
     assert methods(sw.rows("acc"))[-1] == ("BYE", "481", "No Such Call")
 
 
+KAMAILIO = {"flag": "FLT_ACC", "missed_flag": "FLT_ACCMISSED",
+            "failed_flag": "FLT_ACCFAILED"}
+
+
 def test_kamailio_flags_account_without_do_accounting():
-    """setflag FLT_ACC on the INVITE (Kamailio's style) accounts it; FLT_ACCMISSED records a
-    failure in missed_calls; without the flags nothing is written."""
+    """With accounting.flag FLT_ACC (WITH_ACCDB), setflag FLT_ACC on the INVITE accounts it;
+    FLT_ACCMISSED records a failure in missed_calls; without the flags nothing is written."""
     route = copy.deepcopy(ROUTE)
     block = route["request_route"][1]["then"]
     block[block.index({"do_accounting": ["db", "missed"]})] = {"setflag": "FLT_ACC"}
-    sw = Switch(route=route)
+    sw = Switch(route=route, accounting=KAMAILIO)
     call = sw.call()
     call.start()
     call.answer()
@@ -98,11 +102,38 @@ def test_kamailio_flags_account_without_do_accounting():
     assert methods(sw.rows("acc")) == [("INVITE", "200", "OK")]
     assert sw.rows("missed_calls") == []
     route["request_route"][1]["then"].insert(0, {"setflag": "FLT_ACCMISSED"})
-    sw2 = Switch(route=route)
+    sw2 = Switch(route=route, accounting=KAMAILIO)
     again = sw2.call()
     again.start()
     again.answer(486, "Busy Here")
     assert methods(sw2.rows("missed_calls")) == [("INVITE", "486", "Busy Here")]
+
+
+def test_kamailio_flags_write_nothing_unless_configured():
+    """By default (accounting.flag null) the built-in route's setflag FLT_ACC writes no record."""
+    route = copy.deepcopy(ROUTE)
+    block = route["request_route"][1]["then"]
+    block[block.index({"do_accounting": ["db", "missed"]})] = {"setflag": "FLT_ACC"}
+    route["request_route"][0]["then"][0]["then"][0]["then"] = [{"setflag": "FLT_ACC"}]
+    sw = Switch(route=route)
+    call = sw.call()
+    call.start()
+    call.answer()
+    call.hangup()
+    assert sw.storage.tables["acc"] == [] and sw.storage.tables["cdrs"] == []
+    assert sw.rows("acc") == []
+
+
+def test_numeric_flags_match_their_configured_text():
+    """setflag: 1 matches accounting.flag "1", as Kamailio's #!define FLT_ACC 1."""
+    route = copy.deepcopy(ROUTE)
+    block = route["request_route"][1]["then"]
+    block[block.index({"do_accounting": ["db", "missed"]})] = {"setflag": 1}
+    sw = Switch(route=route, accounting={"flag": "1"})
+    call = sw.call()
+    call.start()
+    call.answer()
+    assert methods(sw.rows("acc")) == [("INVITE", "200", "OK")]
 
 
 def test_route_reply_after_do_accounting_is_accounted():

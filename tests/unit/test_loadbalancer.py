@@ -327,3 +327,20 @@ def test_service_commands_reach_a_running_balancer():
     listed = root.registry.call("lb.list").result
     assert [d["uri"] for d in listed["destinations"]] == ["sip:127.0.0.1:5080"]
     assert root.registry.call("lb.reload").result["destinations"] == 1
+
+
+def test_sighup_applies_new_destinations_and_probing_parameters():
+    """The load_balancer reload hook (SIGHUP) loads the new destinations and probing method."""
+    from sipdisp.service import make_service
+    base = {"console": {"enabled": False}, "http": {"enabled": False},
+            "storage": {"url": "memory://lbsighup"}}
+    dests = [{"group": 1, "uri": "sip:127.0.0.1:5080", "resources": SEED}]
+    root = make_service(config_from_dict(dict(base, load_balancer={"destinations": dests})),
+                        reactor=Clock())
+    new = config_from_dict(dict(base, load_balancer={
+        "probing_method": "INFO",
+        "destinations": dests + [{"group": 1, "uri": "sip:127.0.0.1:5090", "resources": SEED}]}))
+    root.reload_hooks["load_balancer"](new)
+    lb = root.modules["load_balancer"]
+    assert [d.uri for d in lb.destinations] == ["sip:127.0.0.1:5080", "sip:127.0.0.1:5090"]
+    assert lb.pinger.ping_method == "INFO"
