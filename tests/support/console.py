@@ -3,6 +3,7 @@ requests through a real twisted.web Site over a StringTransport, SSH keys."""
 
 import os
 
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from sipdisp.config import config_from_dict
@@ -57,10 +58,14 @@ class HttpClient:
 
     def __init__(self, site):
         self.site = site
+        self.clock = Clock()
 
     def open(self, method, path, body=b"", headers=()):
         """Send a request; returns (channel, transport) so a late answer can be read."""
         channel = self.site.buildProtocol(None)
+        # the channel's idle and abort timers would otherwise land on the global
+        # reactor and be found pending by later trial tests ("reactor unclean")
+        channel.callLater = self.clock.callLater
         transport = StringTransport()
         channel.makeConnection(transport)
         lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1",
