@@ -371,7 +371,7 @@ class DialogTable:
             return False
         try:
             proto, host, port, conn = next_hop(dlg, side)
-            listener = _listener_for(core.listeners, proto, host)
+            listener = core.listener_for(proto, host)
             if listener is None:
                 self.log.warn("dialog {id}: no {proto} listener to send {method} to the {side}",
                               id=dlg.id, proto=proto, method=method, side=side)
@@ -697,14 +697,3 @@ def _sock(listener):
         return ""
     return f"{listener.proto}:{listener.host}:{listener.port}"
 
-
-def _listener_for(listeners, proto, host):
-    """A listener of ``proto`` in the address family of ``host``."""
-    v6 = ":" in host
-    fallback = None
-    for lst in listeners:
-        if lst.proto == proto:
-            if (":" in lst.host) == v6:
-                return lst
-            fallback = fallback or lst
-    return fallback

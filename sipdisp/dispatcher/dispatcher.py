@@ -516,7 +516,7 @@ class Dispatcher:
         """Send one ping to ``dest`` as a client transaction of the core whose
         final-response timer is ``ping_timeout``."""
         core = self.core
-        listener = _listener_for(core.listeners, dest.proto, dest.host)
+        listener = core.listener_for(dest.proto, dest.host)
         if listener is None:
             self.ping_result(dest, False, now, f"no {dest.proto} listener to ping from")
             return
@@ -628,14 +628,3 @@ def _failure_text(ctx):
         return "branch timeout"
     return f"{reply.status} {reply.reason}"
 
-
-def _listener_for(listeners, proto, host):
-    """A listener of ``proto`` matching the address family of ``host``."""
-    v6 = ":" in host
-    fallback = None
-    for lst in listeners:
-        if lst.proto == proto:
-            if (":" in lst.host) == v6:
-                return lst
-            fallback = fallback or lst
-    return fallback

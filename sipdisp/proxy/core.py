@@ -669,7 +669,7 @@ class ProxyCore:
             conn_target = self.flow_target(ctx.flow)
             if conn_target is not None:
                 return conn_target
-        listener = self._listener_for(proto, host)
+        listener = self.listener_for(proto, host)
         if listener is None:
             return None
         return Target(proto, host, port, None, listener)
@@ -681,7 +681,8 @@ class ProxyCore:
             return None
         return lookup(conn_id)
 
-    def _listener_for(self, proto, host):
+    def listener_for(self, proto, host):
+        """A listener of ``proto`` in the address family of ``host`` (any of ``proto`` else)."""
         v6 = ":" in host
         fallback = None
         for lst in self.listeners:
