@@ -117,6 +117,14 @@ def _int(value, where, what):
         raise RouteError(where, f"{what} must be an integer, got {value!r}") from None
 
 
+def _ms(value, where, what):
+    """Milliseconds as Kamailio writes them; a float is a configuration time
+    (``${proxy.branch_timeout}``: the config keeps every time in seconds)."""
+    if isinstance(value, float):
+        return int(round(value * 1000))
+    return _int(value, where, what)
+
+
 def _str(value, where, what):
     if not isinstance(value, (str, int)) or isinstance(value, bool):
         raise RouteError(where, f"{what} must be a string, got {value!r}")
@@ -414,10 +422,10 @@ def _t_relay(args, where, env):
 
 @function("t_set_fr")
 def _t_set_fr(args, where, env):
-    """Per-branch final reply timers in ms: ``[fr_inv, fr]`` (0 keeps the default)."""
+    """Per-branch final reply timers in ms: ``[fr_inv, fr]`` (0 keeps the default; a ``${...}`` time key gives seconds)."""
     _nargs("t_set_fr", args, where, 1, 2)
-    inv = _int(args[0], where, "fr_inv_timeout")
-    nin = _int(args[1], where, "fr_timeout") if len(args) > 1 else 0
+    inv = _ms(args[0], where, "fr_inv_timeout")
+    nin = _ms(args[1], where, "fr_timeout") if len(args) > 1 else 0
     if inv < 0 or nin < 0:
         raise RouteError(where, "timeouts must be >= 0 ms")
     inv_s = inv / 1000.0 if inv else None

@@ -146,7 +146,7 @@ routes:
         - send_reply: [404, "No destination"]
         - exit
     - xdbg: "--- SCRIPT: going to <$ru> via <$du> (attrs: $xavp(_dsdst_=>attrs))"
-    - t_set_fr: [0, 2000]               # 2 s per branch, then the next node
+    - t_set_fr: [0, "${proxy.branch_timeout}"]  # 2 s per branch, then the next node
     - t_on_failure: RTF_DISPATCH
     - route: RELAY
     - exit
@@ -164,7 +164,7 @@ failure_routes:
         - if: ds_next_dst
           then:
             - xdbg: "--- SCRIPT: retrying to <$ru> via <$du> (attrs: $xavp(_dsdst_=>attrs))"
-            - t_set_fr: [0, 2000]
+            - t_set_fr: [0, "${proxy.branch_timeout}"]
             - t_on_failure: RTF_DISPATCH
             - route: RELAY
             - exit

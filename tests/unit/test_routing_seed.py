@@ -133,6 +133,17 @@ def test_rtf_dispatch_fails_over_after_a_two_second_silent_timeout():
     assert [to for _, to in requests(out, "INVITE")] == [NODE2]
 
 
+def test_proxy_branch_timeout_sets_the_failover_timer_of_the_builtin_route():
+    """proxy.branch_timeout (seconds) is what the built-in route's t_set_fr uses."""
+    shipped = load_config(os.path.join(ROOT, "etc", "sipdisp.yaml")).as_dict()
+    p = Proxy({"routing": shipped["routing"], "proxy": {"branch_timeout": 0.8},
+               "dispatcher": dict(shipped["dispatcher"], list_file="/nonexistent")}, rows=NODES)
+    requests(p.send(request("INVITE", "sip:1000@127.0.0.1:5060")), "INVITE")
+    assert NODE2 not in [to for _, to in requests(p.advance(0.79), "INVITE")]
+    out = p.advance(0.02)
+    assert [to for _, to in requests(out, "INVITE")] == [NODE2]
+
+
 def test_a_ringing_node_that_times_out_is_not_failed_over():
     """After a 180 the branch is 'replied': a later timeout is not a node failure (t_branch_replied)."""
     p = seed_proxy()
