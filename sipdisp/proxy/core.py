@@ -7,6 +7,7 @@ clock and never touches a socket.
 """
 
 import hashlib
+import hmac
 import itertools
 import random
 from collections import Counter
@@ -31,6 +32,10 @@ SUPPORTED_SCHEMES = frozenset(("sip", "sips", "tel"))
 BRANCH_PREFIX = MAGIC_COOKIE + "sd"
 FRAMED_PROTOS = frozenset(("tcp", "tls"))
 FLOW_PREFIX = "sdf-"
+#: Record-Route parameter carrying the dialog's signature: an in-dialog
+#: request is relayed only when its Route (or strict-routed Request-URI)
+#: names this proxy with a valid one, i.e. the proxy record-routed the dialog
+RR_SIGNATURE = "sdsig"
 #: ``ctx.vars`` key where a route function (the registrar's ``lookup``)
 #: leaves the branches ``relay`` forks to (RFC 3261 16.6, parallel forking)
 BRANCHES = "_branches"
@@ -118,6 +123,19 @@ class ProxyTransaction:
     def on_server_timeout(self, server, now):
         """Timer H: the upstream never ACKed our final; nothing more to do."""
 
+    def on_server_terminated(self, server):
+        """The server transaction ended: break the references that tie this
+        response context, its request context and its branches into cycles,
+        so the call is freed by reference counting as soon as its last
+        transaction goes (a cycle would wait for a full collection, which
+        stalls a loaded proxy). Branches still alive keep this object as
+        their owner and can still report late replies to it."""
+        ctx = self.ctx
+        ctx.proxy_txn = None
+        ctx.failed_branch = None
+        ctx.server = None
+        self.branches = []
+
     # -- helpers --------------------------------------------------------------
     def _branch_done(self, branch):
         if not branch.done:  # 2xx retransmissions arrive on a finished branch
@@ -199,7 +217,7 @@ class ProxyCore:
 
     def __init__(self, listeners, route, *, t1=0.5, t2=4.0, t4=5.0, fr_timer=30.0,
                  fr_inv_timer=120.0, max_message_size=65535, domains=(),
-                 max_forwards=10, server_header="sipdisp", rng=None):
+                 max_forwards=10, server_header="sipdisp", rng=None, secret=None):
         self.listeners = list(listeners)
         self.route = route
         self.layer = TransactionLayer(t1, t2, t4)
@@ -217,6 +235,14 @@ class ProxyCore:
         self._branch_prefix = f"{BRANCH_PREFIX}{rng.getrandbits(32):08x}."
         self._branch_counter = itertools.count(1)
         self._tag_secret = f"{rng.getrandbits(64):016x}"
+        # signs Record-Route (RR_SIGNATURE); shared by the nodes of a cluster
+        # and kept across restarts (service.py reads it from proxy.secret /
+        # proxy.secret_file), random only for a core built without one
+        if secret is None:
+            secret = rng.getrandbits(256).to_bytes(32, "big")
+        elif isinstance(secret, str):
+            secret = secret.encode("utf-8")
+        self._rr_key = hashlib.blake2s(secret, digest_size=32).digest()
         self._refresh_myself()
 
     # -- identity ------------------------------------------------------------
@@ -230,6 +256,17 @@ class ProxyCore:
             ports.add(lst.advertised_port)
         self._my_hosts = hosts
         self._my_ports = ports
+        # (host, port) pairs a request must never be sent to: the proxy itself
+        addresses = set()
+        for lst in self.listeners:
+            for host in (lst.host, lst.advertised_host):
+                host = host.lower()
+                if host in ("0.0.0.0", "::"):
+                    addresses.update((h, lst.port) for h in hosts)
+                    addresses.update((h, lst.port) for h in ("127.0.0.1", "::1", "localhost"))
+                addresses.add((host, lst.port))
+                addresses.add((host, lst.advertised_port))
+        self._my_addresses = addresses
 
     def set_listeners(self, listeners):
         """Replace the listener list (after the edge bound its sockets)."""
@@ -255,9 +292,56 @@ class ProxyCore:
         seed = f"{self._tag_secret}{request.call_id}{request.via.branch}"
         return hashlib.blake2s(seed.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
 
+    def rr_signature(self, call_id, tag):
+        """The RR_SIGNATURE value for the dialog of ``call_id`` and one party's ``tag``."""
+        data = f"{call_id}\x00{tag or ''}".encode("utf-8", "surrogateescape")
+        return hashlib.blake2s(data, key=self._rr_key, digest_size=9).hexdigest()
+
+    def _signed_by_us(self, uri, request):
+        """True if ``uri`` (one of our Record-Route entries, as sent back in
+        Route or a strict-routed Request-URI) carries a valid signature for
+        ``request``'s dialog. The caller's tag is in From on requests from
+        the caller and in To on requests from the callee: either may match."""
+        sig = uri.param(RR_SIGNATURE)
+        if not sig:
+            return False
+        call_id = request.call_id
+        return (hmac.compare_digest(sig, self.rr_signature(call_id, request.from_tag))
+                or hmac.compare_digest(sig, self.rr_signature(call_id, request.to_tag)))
+
     def new_branch(self):
         """A unique RFC 3261 branch for a new client transaction."""
         return f"{self._branch_prefix}{next(self._branch_counter):x}"
+
+    def _loop_hash(self, request):
+        """RFC 3261 16.6 step 8's loop-detection part of a relayed request's
+        branch: what must differ when the request comes back to this proxy
+        for it to be a spiral (a new Request-URI or route) and not a loop."""
+        data = "\x00".join((str(request.uri), request.get("route") or "", request.call_id,
+                            request.get("cseq") or "", request.from_tag or ""))
+        return hashlib.blake2s(data.encode("utf-8", "surrogateescape"), key=self._rr_key,
+                               digest_size=6).hexdigest()
+
+    def _is_looping(self, request):
+        """RFC 3261 16.3 step 4: True if a Via of ours carries the loop hash
+        this request would get again, i.e. it came back unchanged."""
+        prefix = self._branch_prefix
+        for key, _name, value in request.headers:
+            if key == "via" and prefix in value:
+                break
+        else:
+            return False
+        mine = self._loop_hash(request)
+        for via in request.values("via"):
+            branch = parse_via(via).branch or ""
+            if branch.startswith(prefix) and branch.rpartition(".")[2] == mine:
+                return True
+        return False
+
+    def _is_own_address(self, host, port):
+        """True if sending to ``host``:``port`` would reach this proxy itself."""
+        host = host.lower()
+        return (host, port) in self._my_addresses or (host in self.domains and port in self._my_ports)
 
     # -- entry points ----------------------------------------------------------
     def receive(self, data, source, now):
@@ -368,6 +452,9 @@ class ProxyCore:
             self.stats["absorbed_retransmissions"] += 1
             return
         status = self._sanity(req)
+        if status is None and self._is_looping(req):
+            self.stats["loops_detected"] += 1
+            status = 482, "Loop Detected", ()
         server = layer.create_server(req, self._response_target(req, source), source.proto in STREAM_PROTOS)
         ctx = RequestContext(self, req, source, server, now)
         if status is not None:
@@ -518,28 +605,42 @@ class ProxyCore:
 
     # -- routing helpers -----------------------------------------------------------
     def loose_route(self, ctx):
-        """RFC 3261 16.4 and 16.12; True if the request carried a route set."""
+        """RFC 3261 16.4 and 16.12 for an in-dialog request: True when it
+        follows a route set this proxy record-routed (and should be relayed).
+
+        Every consecutive Route entry naming this proxy is removed (as Kamailio
+        does for double Record-Route), so a request listing the proxy many
+        times is not bounced through it once per entry. Only a request whose
+        removed entry (or strict-routed Request-URI) carries a valid
+        RR_SIGNATURE for its dialog is followed: anything else is refused
+        (False, counted as ``route_unsigned``), so a stranger cannot make the
+        proxy relay a request by writing its address into Route."""
         req = ctx.request
-        if self.is_myself(req.uri) and req.has("route"):
+        if not req.has("route"):
+            return False
+        signed = None  # an entry of ours whose signature proves the dialog
+        last = None  # the last entry of ours: its flow token (if any) leads on
+        if self.is_myself(req.uri) and req.uri.param(RR_SIGNATURE) is not None:
             # the previous hop was a strict router: R-URI is our RR entry,
             # the real target is the last Route (16.4).
+            last = req.uri
+            if self._signed_by_us(last, req):
+                signed = last
             routes = req.values("route")
-            last = routes[-1]
-            req.uri = parse_address(last, "Route").uri
+            req.uri = parse_address(routes[-1], "Route").uri
             req.remove("route")
             for value in routes[:-1]:
                 req.add("route", value)
-            return True
         routes = req.addresses("route") if req.has("route") else []
-        popped = None
         while routes and self.is_myself(routes[0].uri):
-            popped = routes.pop(0)
+            last = routes.pop(0).uri
             req.pop_first("route")
-        if popped is None:
-            # a route set whose first hop is not us is still followed (16.12,
-            # like Kamailio's loose_route): relay picks the top Route as next hop
-            return bool(routes)
-        user = popped.uri.user
+            if signed is None and self._signed_by_us(last, req):
+                signed = last
+        if signed is None:
+            self.stats["route_unsigned"] += 1
+            return False
+        user = last.user
         if user and user.startswith(FLOW_PREFIX):
             flow = user[len(FLOW_PREFIX):]
             if flow.isdigit() and int(flow) != ctx.source.conn:
@@ -581,10 +682,17 @@ class ProxyCore:
             if not proxy_txn.branches and not proxy_txn.final_sent:
                 ctx.reply(503, "No Transport For Next Hop")
             return False
+        if target.conn is None and self._is_own_address(target.host, target.port):
+            # to itself: at best a wasted round trip, at worst (a Route or
+            # R-URI naming the proxy again and again) an amplifier
+            self.stats["loops_refused"] += 1
+            if not proxy_txn.branches and not proxy_txn.final_sent:
+                ctx.reply(482, "Loop Detected")
+            return False
         listener = target.listener
         if ctx.do_record_route:
             self._add_record_route(ctx, fwd, listener, target.conn)
-        branch = self.new_branch()
+        branch = f"{self.new_branch()}.{self._loop_hash(fwd)}"
         fwd.prepend("via", listener.via_prefix + branch, "Via")
         data = fwd.to_bytes()
         client = self.layer.new_client(fwd, data, target, target.reliable, branch,
@@ -632,6 +740,9 @@ class ProxyCore:
             fwd.set("max-forwards", str(max(int(mf) - 1, 0)))
         target = self._next_hop(ctx, fwd)
         if target is None:
+            return False
+        if target.conn is None and self._is_own_address(target.host, target.port):
+            self.stats["loops_refused"] += 1
             return False
         if ctx.do_record_route:
             self._add_record_route(ctx, fwd, target.listener, target.conn)
@@ -694,13 +805,16 @@ class ProxyCore:
 
     def _add_record_route(self, ctx, fwd, egress, egress_conn=None):
         """Record-Route: one entry, or two when ingress and egress differ (RFC 5658);
-        an egress on a connection (a registered flow) carries its flow token too."""
+        an egress on a connection (a registered flow) carries its flow token too.
+        Each entry is signed for the dialog (RR_SIGNATURE, see loose_route)."""
+        req = ctx.request
+        sig = f";{RR_SIGNATURE}={self.rr_signature(req.call_id, req.from_tag)}>"
         ingress = ctx.source.listener
         if ingress is None or (ingress is egress and egress_conn in (None, ctx.source.conn)):
             uri = egress.rr_uri
             if ctx.source.conn is not None:
                 uri = f"sip:{FLOW_PREFIX}{ctx.source.conn}@{uri[4:]}"
-            fwd.prepend("record-route", f"<{uri}>", "Record-Route")
+            fwd.prepend("record-route", f"<{uri}{sig}", "Record-Route")
             return
         in_uri = ingress.rr_uri
         if ctx.source.conn is not None:
@@ -708,6 +822,5 @@ class ProxyCore:
         out_uri = egress.rr_uri
         if egress_conn is not None:
             out_uri = f"sip:{FLOW_PREFIX}{egress_conn}@{out_uri[4:]}"
-        fwd.prepend("record-route", f"<{in_uri};r2=on>", "Record-Route")
-        fwd.prepend("record-route", f"<{out_uri};r2=on>", "Record-Route")
-
+        fwd.prepend("record-route", f"<{in_uri};r2=on{sig}", "Record-Route")
+        fwd.prepend("record-route", f"<{out_uri};r2=on{sig}", "Record-Route")

@@ -122,6 +122,12 @@ class ServerTransaction:
         for name in list(self.timers):
             timers.cancel(self, name)
         self.layer.remove_server(self)
+        owner = self.owner
+        if owner is not None:
+            # the TU and this transaction point at each other: let go here so
+            # reference counting frees a finished call, not a full GC pass
+            self.owner = None
+            owner.on_server_terminated(self)
 
     def __repr__(self):
         return f"<ServerTransaction {self.request.method} {self.key[0]} {self.state}>"

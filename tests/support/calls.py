@@ -107,7 +107,9 @@ class Switch(Link):
     def __init__(self, route=None, capacity=5, dialog=None, lb=None, accounting=None,
                  destinations=None, storage=None, config=None, now=1000.0):
         listener = Listener("udp0", "udp", "127.0.0.1", 5060)
-        core = ProxyCore([listener], None, fr_timer=4.0, fr_inv_timer=30.0)
+        # one node secret across "restarts", as proxy.secret_file keeps it
+        core = ProxyCore([listener], None, fr_timer=4.0, fr_inv_timer=30.0,
+                         secret=b"calls test node secret")
         super().__init__(core, now)
         self.listener = listener
         self.storage = storage if storage is not None else FakeStorage()

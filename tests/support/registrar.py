@@ -297,13 +297,13 @@ class UA:
 
 
 def invite(ruri, from_user="bob", from_domain="fs.example.net", via=("127.0.0.1", 5080),
-           call_id=None, extra=(), method="INVITE", to_tag=None):
+           call_id=None, extra=(), method="INVITE", to_tag=None, from_tag=None):
     """An initial request (INVITE by default) as bytes."""
     n = next(_ids)
     to = f"<{ruri}>" + (f";tag={to_tag}" if to_tag else "")
     lines = [f"{method} {ruri} SIP/2.0",
              f"Via: SIP/2.0/UDP {via[0]}:{via[1]};branch=z9hG4bKinv{n}",
-             f"From: <sip:{from_user}@{from_domain}>;tag=i{n}", f"To: {to}",
+             f"From: <sip:{from_user}@{from_domain}>;tag={from_tag or f'i{n}'}", f"To: {to}",
              f"Call-ID: {call_id or f'inv-{n}@test'}", f"CSeq: 1 {method}", "Max-Forwards: 70",
              f"Contact: <sip:{from_user}@{via[0]}:{via[1]}>", *extra]
     return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()

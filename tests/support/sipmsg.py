@@ -52,3 +52,9 @@ def route_set(raw_message, reverse=False):
     from sipdisp.sip import parse_message
     entries = parse_message(raw_message).values("record-route")
     return list(reversed(entries)) if reverse else entries
+
+
+def signed_rr(core, uri, call_id, from_tag="ftag"):
+    """``<uri;sdsig=...>``: a Record-Route entry of ``core`` as it signs it for
+    the dialog of ``call_id`` and the caller's ``from_tag`` (``uri`` without brackets)."""
+    return f"<{uri};sdsig={core.rr_signature(call_id, from_tag)}>"

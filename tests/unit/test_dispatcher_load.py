@@ -2,11 +2,11 @@
 503 with Retry-After takes a node out: through the real core, explicit clock."""
 
 from tests.support.dispatch import Ctx, Proxy, requests, responses
-from tests.support.sipmsg import request, response_to
+from tests.support.sipmsg import request, response_to, signed_rr
 
 NODE1 = ("127.0.0.1", 5081)
 NODE2 = ("127.0.0.1", 5082)
-RR = "Route: <sip:127.0.0.1:5060;lr>"
+RR = "sip:127.0.0.1:5060;lr"
 
 DISPATCH10 = [
     {"if": {"not": {"ds_select_dst": [0, 10]}},
@@ -42,7 +42,7 @@ def reply(p, fwd, node, status, reason="OK", extra=()):
 
 def bye(p, n, node):
     raw = request("BYE", f"sip:fs@{node[0]}:{node[1]}", call_id=f"c{n}@t", to_tag="uastag",
-                  cseq=2, extra=[RR])
+                  cseq=2, extra=[f"Route: {signed_rr(p.core, RR, f'c{n}@t')}"])
     fwd = requests(p.send(raw), "BYE")
     assert fwd and fwd[0][1] == node
     return reply(p, fwd[0][0], node, 200)

@@ -11,7 +11,12 @@ from sipdisp.sip import parse_message
 from tests.support import sipmsg
 from tests.support.harness import Link
 
-PROXY_RR = "<sip:127.0.0.1:5060;lr>"
+PROXY_RR = "sip:127.0.0.1:5060;lr"
+
+
+def proxy_rr(link, call_id):
+    """The proxy's Record-Route entry for the dialog of ``call_id``, signed."""
+    return sipmsg.signed_rr(link.core, PROXY_RR, call_id)
 UAS_CONTACT = "<sip:bob@127.0.0.1:5080>"
 
 
@@ -54,7 +59,7 @@ def test_full_call_with_record_route_and_loose_routing():
     assert fwd.via.host == "127.0.0.1" and fwd.via.port == 5060
     assert fwd.via.branch.startswith("z9hG4bK") and fwd.via.branch != up.via.branch
     assert fwd.values("via")[1] == up.values("via")[0]
-    assert fwd.values("record-route") == [PROXY_RR]
+    assert fwd.values("record-route") == [proxy_rr(link, up.call_id)]
     assert fwd.get("max-forwards") == "69"
     assert str(fwd.uri) == "sip:bob@example.com"
 
@@ -64,7 +69,7 @@ def test_full_call_with_record_route_and_loose_routing():
     answer(link.uas, fwd_invite, 200, "OK")
     ok_raw = link.uac.expect(200)
     ok = parse_message(ok_raw)
-    assert ok.values("record-route") == [PROXY_RR]
+    assert ok.values("record-route") == [proxy_rr(link, up.call_id)]
     assert ok.to_tag == "uastag"
 
     routes = sipmsg.route_set(ok_raw, reverse=True)
@@ -308,7 +313,8 @@ def test_branch_timeout_fails_over_to_a_second_destination():
     link.uas.expect("CANCEL")
     fwd2 = second.expect("INVITE")
     assert parse_message(fwd2).via.branch != parse_message(fwd).via.branch
-    assert parse_message(fwd2).values("record-route") == [PROXY_RR]
+    assert parse_message(fwd2).values("record-route") == [
+        proxy_rr(link, parse_message(fwd2).call_id)]
     link.uac.expect_nothing()
     answer(second, fwd2, 200, "OK")
     assert parse_message(link.uac.expect(200)).get("contact") == UAS_CONTACT
@@ -513,7 +519,9 @@ def test_strict_router_upstream_request_uri_is_ours():
     """A request from a strict router (R-URI is our RR entry) is sent to the last Route,
     which becomes the Request-URI (RFC 3261 16.4)."""
     link = Link.udp()
-    bye = sipmsg.in_dialog("BYE", "sip:127.0.0.1:5060;lr", ["<sip:bob@127.0.0.1:5080>"],
+    sig = link.core.rr_signature("strict@test", "ftag")
+    bye = sipmsg.in_dialog("BYE", f"sip:127.0.0.1:5060;lr;sdsig={sig}",
+                           ["<sip:bob@127.0.0.1:5080>"], call_id="strict@test",
                            via_host="10.0.0.1", via_port=5070)
     link.uac.send(bye)
     fwd = parse_message(link.uas.expect("BYE"))
@@ -525,25 +533,26 @@ def test_strict_router_downstream_gets_the_route_in_the_request_uri():
     """When the next Route has no ;lr the proxy puts it in the R-URI and appends the old
     R-URI as the last Route (RFC 3261 16.6 step 6)."""
     link = Link.udp()
-    bye = sipmsg.in_dialog("BYE", "sip:carol@192.0.2.99", [PROXY_RR, "<sip:127.0.0.1:5080>"],
-                           via_host="10.0.0.1", via_port=5070)
+    bye = sipmsg.in_dialog("BYE", "sip:carol@192.0.2.99",
+                           [proxy_rr(link, "strict@test"), "<sip:127.0.0.1:5080>"],
+                           call_id="strict@test", via_host="10.0.0.1", via_port=5070)
     link.uac.send(bye)
     fwd = parse_message(link.uas.expect("BYE"))
     assert str(fwd.uri) == "sip:127.0.0.1:5080"
     assert fwd.values("route") == ["<sip:carol@192.0.2.99>"]
 
 
-def test_in_dialog_request_with_a_foreign_route_set_follows_it():
-    """An in-dialog request whose first Route is another proxy is relayed there (16.12),
-    not refused."""
+def test_in_dialog_request_with_a_foreign_route_set_is_not_relayed():
+    """An in-dialog request whose first Route is another proxy never went through a
+    Record-Route of ours: it is answered 404, not relayed there (no open relay)."""
     link = Link.udp()
     other = link.add_peer("p2", "udp", "192.0.2.50", 5060, link.listener)
     bye = sipmsg.in_dialog("BYE", "sip:bob@127.0.0.1:5080", ["<sip:192.0.2.50;lr>"],
                            via_host="10.0.0.1", via_port=5070)
     link.uac.send(bye)
-    fwd = parse_message(other.expect("BYE"))
-    assert fwd.values("route") == ["<sip:192.0.2.50;lr>"]
-    link.uac.expect_nothing()
+    link.uac.expect(404)
+    other.expect_nothing()
+    assert link.core.stats["route_unsigned"] == 1
 
 
 def test_in_dialog_request_without_route_set_is_404():
@@ -577,8 +586,10 @@ def test_double_record_route_across_transports_and_loose_routing_back():
     link.uac.expect(100)
     fwd = link.uas.expect("INVITE")
     rr = parse_message(fwd).values("record-route")
-    assert rr == ["<sip:127.0.0.1:5060;lr;r2=on>",
-                  "<sip:sdf-7@127.0.0.1:5060;transport=tcp;lr;r2=on>"]
+    call_id = parse_message(sent).call_id
+    assert rr == [sipmsg.signed_rr(link.core, "sip:127.0.0.1:5060;lr;r2=on", call_id),
+                  sipmsg.signed_rr(link.core, "sip:sdf-7@127.0.0.1:5060;transport=tcp;lr;r2=on",
+                                   call_id)]
     ok_raw = answer(link.uas, fwd, 200, "OK")
     assert parse_message(link.uac.expect(200)).values("record-route") == rr
     call_id = parse_message(sent).call_id
@@ -607,12 +618,13 @@ def test_flow_token_returns_in_dialog_requests_on_the_same_connection():
                                         via_host="10.0.0.1", via_port=40000))
     link.uac.expect(100)
     fwd = link.uas.expect("INVITE")
-    assert parse_message(fwd).values("record-route") == [
-        "<sip:sdf-7@127.0.0.1:5060;transport=tcp;lr>"]
+    flow_rr = sipmsg.signed_rr(link.core, "sip:sdf-7@127.0.0.1:5060;transport=tcp;lr",
+                               parse_message(sent).call_id)
+    assert parse_message(fwd).values("record-route") == [flow_rr]
     assert link.sent_by_core[-1][1].proto == "tcp"
     # the UA advertised a Contact it cannot be reached at (NAT): only the flow works
     bye = sipmsg.in_dialog("BYE", "sip:alice@192.168.1.10:5060;transport=tcp",
-                           ["<sip:sdf-7@127.0.0.1:5060;transport=tcp;lr>"],
+                           [flow_rr],
                            call_id=parse_message(sent).call_id, proto="TCP",
                            via_host="127.0.0.1", via_port=5080)
     link.uas.send(bye)

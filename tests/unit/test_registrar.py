@@ -253,12 +253,13 @@ def test_websocket_contact_is_reached_over_its_connection_with_flow_record_route
     # caller -> callee: the caller's route set is the reversed Record-Route
     routes = list(reversed(caller_ok.values("record-route")))
     bye = invite("sip:h7kjh@df7jal23ls0d.invalid;transport=ws", method="BYE", to_tag="uastag",
+                 call_id=fwd.call_id, from_tag=fwd.from_tag,
                  extra=[f"Route: {r}" for r in routes])
     (_, t), = requests(s.send(bye, source=NODE), "BYE")
     assert t.conn == conn
     # callee -> caller over the WebSocket, back to the UDP caller
-    bye2 = invite("sip:bob@127.0.0.1:5080", method="BYE", to_tag="x", via=("127.0.0.1", 51000),
-                  extra=[f"Route: {r}" for r in fwd.values("record-route")])
+    bye2 = invite("sip:bob@127.0.0.1:5080", method="BYE", to_tag=fwd.from_tag,
+                  from_tag="uastag", call_id=fwd.call_id, via=("127.0.0.1", 51000), extra=[f"Route: {r}" for r in fwd.values("record-route")])
     (_, t2), = requests(s.send(bye2, source=("127.0.0.1", 51000), proto="ws", conn=conn), "BYE")
     assert (t2.proto, t2.host, t2.port) == ("udp", "127.0.0.1", 5080)
 

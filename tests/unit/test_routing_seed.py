@@ -6,13 +6,13 @@ import os
 
 from sipdisp.config import load_config
 from tests.support.dispatch import Proxy, requests, responses
-from tests.support.sipmsg import request, response_to
+from tests.support.sipmsg import request, response_to, signed_rr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODE1 = ("127.0.0.1", 5081)
 NODE2 = ("127.0.0.1", 5082)
 NODES = ["sip:127.0.0.1:5081", "sip:127.0.0.1:5082"]
-RR = "Route: <sip:127.0.0.1:5060;lr>"
+RR = "sip:127.0.0.1:5060;lr"
 
 
 def seed_proxy(rows=NODES, **dispatcher):
@@ -62,7 +62,8 @@ def test_cancel_is_relayed_and_a_cancelled_call_does_not_fail_over():
 def test_withindlg_follows_the_route_set_or_answers_not_here():
     """In-dialog: with our Route it is relayed to the R-URI; without, 404 Not here; a stray ACK is dropped."""
     p = seed_proxy()
-    bye = request("BYE", "sip:fs@127.0.0.1:5081", to_tag="t1", extra=[RR])
+    bye = request("BYE", "sip:fs@127.0.0.1:5081", to_tag="t1", call_id="dlg@t",
+                  extra=[f"Route: {signed_rr(p.core, RR, 'dlg@t')}"])
     out = p.send(bye)
     assert requests(out, "BYE")[0][1] == NODE1
     assert only(p.send(request("BYE", "sip:fs@127.0.0.1:5081", to_tag="t1")), 404).reason == "Not here"
@@ -75,7 +76,7 @@ def test_initial_invite_is_record_routed_and_preloaded_route_removed():
     out = p.send(request("INVITE", "sip:1000@127.0.0.1:5060",
                          extra=["Route: <sip:10.9.9.9;lr>"]))
     fwd, node = requests(out, "INVITE")[0]
-    assert fwd.get("record-route") == "<sip:127.0.0.1:5060;lr>"
+    assert fwd.get("record-route") == signed_rr(p.core, RR, fwd.call_id)
     assert fwd.get("route") is None and fwd.get("max-forwards") == "69"
     assert node == NODE1
 

@@ -47,9 +47,11 @@ SOURCE_HOST, SOURCE_PORT = "198.51.100.7", 5062
 SEED_POLICY = [
     (404, "No registrar", lambda req: req.method == "REGISTER",
      "REGISTER: the seed's REGISTRAR block answers 404 until the registrar exists"),
-    (404, "Not here", lambda req: req.to_tag is not None and not any(req.values("route")),
-     "an in-dialog request (To tag) with no route set through sipdisp: the seed's "
-     "WITHINDLG block answers 404, as Kamailio's default configuration does"),
+    (404, "Not here", lambda req: req.to_tag is not None and not any(
+        "sdsig=" in route for route in req.values("route")),
+     "an in-dialog request (To tag) with no route set sipdisp record-routed (no "
+     "signed Route of ours; torture files cannot carry one): the seed's WITHINDLG "
+     "block answers 404, as Kamailio's default configuration does, and relays nothing"),
     (484, "Address Incomplete", lambda req: req.uri.user is None,
      "a Request-URI without user part: the seed's 484 check"),
     (403, "Preloaded Route Not Allowed",

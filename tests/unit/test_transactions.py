@@ -27,6 +27,7 @@ class Owner:
         self.responses = []
         self.timeouts = []
         self.server_timeouts = []
+        self.server_ends = []
 
     def on_branch_response(self, txn, response, now):
         self.responses.append((now, response.status))
@@ -36,6 +37,9 @@ class Owner:
 
     def on_server_timeout(self, txn, now):
         self.server_timeouts.append(now)
+
+    def on_server_terminated(self, txn):
+        self.server_ends.append(txn)
 
 
 class Clock:
@@ -296,18 +300,22 @@ def test_invite_server_non_2xx_final_is_retransmitted_by_timer_g_until_timer_h()
     """Without an ACK the final is re-sent at 0.5, 1.5, 3.5, 7.5, then every T2, and
     Timer H (64*T1) tells the owner and ends the transaction."""
     txn, clock = new_server()
+    owner = txn.owner
     txn.respond(response_bytes(486), 486, 0.0)
     clock.collect()
     clock.run_until(40.0)
     assert clock.times("SIP/2.0 486") == [0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5,
                                           27.5, 31.5]
-    assert txn.owner.server_timeouts == [32.0]
+    assert owner.server_timeouts == [32.0]
     assert txn.state == S.TERMINATED and clock.layer.servers == {}
+    # the owner heard of the end and the transaction let go of it (no cycle left)
+    assert owner.server_ends == [txn] and txn.owner is None
 
 
 def test_invite_server_ack_stops_timer_g_and_timer_i_ends_it():
     """The ACK moves Completed to Confirmed (no more re-sends); Timer I = T4 ends it."""
     txn, clock = new_server()
+    owner = txn.owner
     txn.respond(response_bytes(486), 486, 0.0)
     clock.collect()
     clock.run_until(2.0)
@@ -322,7 +330,7 @@ def test_invite_server_ack_stops_timer_g_and_timer_i_ends_it():
     clock.run_until(2.1 + T4)
     assert txn.state == S.TERMINATED
     assert clock.times("SIP/2.0 486") == [0.0, 0.5, 1.5, 2.0]
-    assert txn.owner.server_timeouts == []
+    assert owner.server_timeouts == []
 
 
 def test_invite_server_2xx_enters_accepted_and_absorbs_retransmitted_invites():
@@ -367,9 +375,10 @@ def test_reliable_invite_server_skips_timer_g_and_timer_i():
 def test_reliable_invite_server_still_has_timer_h():
     """Timer H applies on every transport: no ACK in 64*T1 over TCP ends it too."""
     txn, clock = new_server(reliable=True)
+    owner = txn.owner
     txn.respond(response_bytes(500), 500, 0.0)
     clock.run_until(40.0)
-    assert txn.owner.server_timeouts == [32.0] and txn.state == S.TERMINATED
+    assert owner.server_timeouts == [32.0] and txn.state == S.TERMINATED
 
 
 # -- non-INVITE server --------------------------------------------------------------------
