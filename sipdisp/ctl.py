@@ -83,7 +83,9 @@ def call(url, method, params, token=None, timeout=10.0, opener=urllib.request.ur
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
             raise CtlError(UNAUTHORIZED, f"{url}: unauthorized (token missing or wrong)") from None
-        raise CtlError(UNREACHABLE, f"{url}: HTTP {exc.code} {exc.reason}") from None
+        # the listener's refusals (421 Host, 403 Origin, 413, 415) say why in a JSON body
+        raise CtlError(UNREACHABLE,
+                       f"{url}: HTTP {exc.code} {exc.reason}{_refusal_detail(exc)}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise CtlError(UNREACHABLE, f"cannot reach sipdisp at {url}: {reason}") from None
@@ -99,6 +101,15 @@ def call(url, method, params, token=None, timeout=10.0, opener=urllib.request.ur
         detail = f": {data}" if data not in (None, "") else ""
         raise CtlError(FAILED, f"error {error.get('code')}: {error.get('message')}{detail}")
     return reply.get("result")
+
+
+def _refusal_detail(exc):
+    """``": why"`` from the JSON-RPC error body of an HTTP error, or ""."""
+    try:
+        data = json.loads(exc.read(4096) or b"null")["error"]["data"]
+    except Exception:  # noqa: BLE001 (no body, not JSON, another shape: no detail)
+        return ""
+    return f": {data}" if isinstance(data, str) and data else ""
 
 
 def build_parser():

@@ -14,7 +14,7 @@ import signal
 from twisted.internet.defer import gatherResults, maybeDeferred
 
 from .config import ConfigError, load_config
-from .logs import Logger, get_level, set_level
+from .logs import Logger, get_level, set_level, set_repeat_limit
 
 log = Logger()
 
@@ -41,6 +41,9 @@ class Reloader:
         if hooks is None:
             hooks = root.reload_hooks = {}
         hooks.setdefault("log.level", lambda cfg: set_level(cfg.log.level))
+        repeat = lambda cfg: set_repeat_limit(cfg.log.repeat_limit, cfg.log.repeat_interval)  # noqa: E731
+        hooks.setdefault("log.repeat_limit", repeat)
+        hooks.setdefault("log.repeat_interval", repeat)
         if not hasattr(root, "always_hooks"):
             root.always_hooks = []
 

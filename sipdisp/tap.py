@@ -3,7 +3,7 @@
 from twisted.python import usage
 
 from .config import ConfigError, load_config
-from .logs import set_level
+from .logs import set_level, set_repeat_limit
 from .reload import Reloader
 from .service import make_service
 
@@ -28,6 +28,7 @@ def makeService(options):
     except OSError as exc:
         raise SystemExit(f"sipdisp: cannot read {path}: {exc.strerror}")
     set_level(cfg.log.level)
+    set_repeat_limit(cfg.log.repeat_limit, cfg.log.repeat_interval)
     try:
         root = make_service(cfg)
     except ConfigError as exc:  # e.g. a bad dispatcher list file or routing.module

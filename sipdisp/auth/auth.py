@@ -13,13 +13,16 @@ in ``ctx.vars`` so the second run neither reads nor counts the nonce again.
 
 import ipaddress
 
-from ..logs import Logger
+from ..logs import Logger, RepeatLimiter
 from ..registrar.suspend import FetchFailed, stop_route
 from .digest import (ALGORITHMS, HEX_LENGTH, INVALID, STALE, DigestError, NonceFactory,
-                     ReplayGuard, calc_ha1, challenge, check_response, parse_credentials,
-                     parse_nc)
+                     NotDigest, ReplayGuard, calc_ha1, challenge, check_credentials,
+                     check_response, parse_credentials, parse_nc)
 
 log = Logger(namespace="sipdisp.auth")
+
+#: the width of subscriber.username: a longer name is nobody, not read
+MAX_USERNAME = 64
 
 TABLE = "subscriber"
 
@@ -74,7 +77,9 @@ class Auth:
         self.set_trusted(trusted)
         self._listener_hosts = (None, frozenset())
         self.stats = {"challenges": 0, "authorized": 0, "failed": 0, "stale": 0,
-                      "replayed": 0, "unknown_user": 0, "db_errors": 0}
+                      "replayed": 0, "unknown_user": 0, "db_errors": 0, "malformed": 0}
+        # a peer can cause these lines once per request: rate-limited
+        self.log = RepeatLimiter(log, stats=core.stats if core is not None else None)
 
     # -- local domains and trusted peers ---------------------------------------------
     def set_trusted(self, trusted):
@@ -192,8 +197,12 @@ class Auth:
             for value in ctx.request.get_all(header):
                 try:
                     candidate = parse_credentials(value)
-                except DigestError:
+                    if candidate.realm == realm:
+                        check_credentials(candidate)
+                except NotDigest:
                     continue
+                except DigestError as exc:
+                    self._malformed(ctx, header, exc)
                 if candidate.realm == realm:
                     candidate.header = value
                     creds = candidate
@@ -232,13 +241,16 @@ class Auth:
             nc = 1
         username = creds.username
         domain = realm
+        if len(username) > MAX_USERNAME:
+            self.stats["unknown_user"] += 1
+            return False
         key = f"_auth_cred:{username}@{domain}"
         try:
             row = self.suspender.fetch(ctx, key, lambda: self.lookup(username, domain))
         except FetchFailed as exc:
             self.stats["db_errors"] += 1
-            log.warn("auth: cannot read {table} for {user}: {err}", table=TABLE, user=username,
-                     err=exc)
+            self.log.warn("auth.db_error", "auth: cannot read {table} for {user!r}: {err}",
+                          table=TABLE, user=username, err=exc)
             ctx.reply(500, "Server Internal Error")
             stop_route()
         if row is None:
@@ -257,6 +269,17 @@ class Auth:
             return False
         ctx.vars[_USER] = (username, domain)
         return True
+
+    def _malformed(self, ctx, header, exc):
+        """Credentials that cannot be parsed or checked: 400 Bad Request,
+        stateless (Kamailio's pre_auth), and the route stops."""
+        self.stats["malformed"] += 1
+        if self.core is not None:
+            self.core.stats["auth_malformed_credentials"] += 1
+        self.log.info("auth.malformed", "auth: malformed {header} from {host}:{port}: {why}",
+                      header=header, host=ctx.source.host, port=ctx.source.port, why=exc)
+        ctx.reply_stateless(400, "Bad Request")
+        stop_route()
 
     def ha1_for(self, row, algorithm, username, realm):
         """``H(A1)`` for a subscriber row: computed from ``password`` with
@@ -307,10 +330,13 @@ class Auth:
             return
         headers = self.challenge_headers(ctx, realm, flags, proxy)
         self.stats["challenges"] += 1
+        # stateless, as Kamailio sends challenges: a transaction would
+        # retransmit a 407 to an INVITE until the ACK (about 11 datagrams for
+        # one from a stranger who never ACKs) and keep it for 32 s
         if proxy:
-            ctx.reply(407, "Proxy Authentication Required", headers)
+            ctx.reply_stateless(407, "Proxy Authentication Required", headers)
         else:
-            ctx.reply(401, "Unauthorized", headers)
+            ctx.reply_stateless(401, "Unauthorized", headers)
 
     # -- after authorization ---------------------------------------------------------
     def consume_credentials(self, ctx):

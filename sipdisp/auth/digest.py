@@ -41,6 +41,10 @@ class DigestError(ValueError):
     """Credentials that cannot be parsed or use something unsupported."""
 
 
+class NotDigest(DigestError):
+    """Credentials of another scheme (Basic, Bearer ...): not ours to judge."""
+
+
 def hash_hex(algorithm, text):
     """``H(text)`` as lower-case hex for a challenge algorithm name (``-sess``
     variants use the same hash)."""
@@ -118,12 +122,34 @@ def parse_credentials(value):
     text = value.strip()
     scheme, _, rest = text.partition(" ")
     if scheme.lower() != "digest":
-        raise DigestError(f"not a Digest credential: {scheme[:20]!r}")
+        raise NotDigest(f"not a Digest credential: {scheme[:20]!r}")
     params = parse_auth_params(rest)
     for required in ("username", "realm", "nonce", "uri", "response"):
         if required not in params:
             raise DigestError(f"credentials without {required}")
     return Credentials(params)
+
+
+def check_credentials(creds):
+    """Raise DigestError unless ``creds`` is well formed enough to look up
+    and verify (Kamailio's check_dig_cred): a username of valid UTF-8 text
+    without control characters (a NUL or a lone surrogate from invalid
+    UTF-8 makes database drivers fail), and with a qop, a cnonce and an
+    8-hex-digit nc (RFC 7616 section 3.4)."""
+    username = creds.params["username"]
+    if not username:
+        raise DigestError("empty username")
+    if not username.isprintable():
+        # not printable: control characters (NUL included), lone surrogates
+        # (the parser's stand-ins for bytes that were not UTF-8), separators
+        # other than the space
+        raise DigestError("username with control characters or invalid UTF-8")
+    qop = creds.params.get("qop")
+    if qop:
+        if not creds.params.get("cnonce"):
+            raise DigestError("qop without cnonce")
+        if parse_nc(creds.params.get("nc")) is None:
+            raise DigestError("qop without a valid nc")
 
 
 _AUTH_PARAM = re.compile(r"""[\s,]*([^\s=,"]+)[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))[ \t]*""")

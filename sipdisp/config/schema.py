@@ -109,12 +109,41 @@ SCHEMA.section(
     "connections",
     "Limits for stream connections (TCP, TLS, WS, WSS).",
     Key("max", Int(min=1), 2048,
-        "Most open connections at once, incoming and outgoing (Kamailio tcp_max_connections)."),
+        "Most open incoming connections at once; more are refused at accept "
+        "(Kamailio tcp_max_connections). Outgoing ones count against max_outgoing."),
+    Key("max_outgoing", Int(min=1), 1024,
+        "Most open outgoing connections (to next hops and other TCP/TLS targets) at once, "
+        "apart from max so that a flood of clients cannot lock the proxy out of its next hop."),
+    Key("max_per_source", Int(min=0), 64,
+        "Most open incoming connections from one IP address; more are refused at accept "
+        "(0: no limit; raise it for clients behind one NAT)."),
     Key("idle_timeout", Seconds(positive=True), 3605,
-        "Close a connection idle for this long (Kamailio tcp_connection_lifetime)."),
+        "Close a connection idle for this long once it has sent a valid SIP message "
+        "(Kamailio tcp_connection_lifetime)."),
+    Key("first_message_timeout", Seconds(positive=True), 10,
+        "Close an incoming connection that has not sent a complete message this long after "
+        "accept (for WS and WSS: handshake and first message; for TLS: with the handshake)."),
+    Key("idle_timeout_before_message", Seconds(positive=True), 30,
+        "Close an incoming connection that has not yet sent a valid SIP message after this "
+        "long without a complete message (bytes alone, such as CRLF pings, do not count)."),
+    Key("max_write_buffer", Int(min=65536), 1048576,
+        "Most bytes waiting to be sent on one connection (a peer not reading); past it the "
+        "connection is aborted (Kamailio tcp_conn_wq_max). Meanwhile reading from it stops "
+        "and keep-alives are not answered."),
+    Key("send_timeout", Seconds(positive=True), 10,
+        "Abort a connection whose write buffer has not drained for this long "
+        "(Kamailio tcp_send_timeout)."),
     Key("connect_timeout", Seconds(positive=True), 5,
         "Give up an outgoing connection attempt after this long."),
 )
+
+
+@SCHEMA.check
+def _connections_write_buffer(cfg):
+    """connections.max_write_buffer holds at least one message of sip.max_message_size."""
+    if cfg.connections.max_write_buffer < cfg.sip.max_message_size:
+        raise ConfigError("connections.max_write_buffer",
+                          "must be at least sip.max_message_size")
 
 
 # == sip =====================================================================
@@ -163,6 +192,10 @@ SCHEMA.section(
         "Per-branch final reply timeout before failing over (Kamailio t_set_fr(0, 2000))."),
     Key("failover_codes", ListOf(Int(min=300, max=699)), [500, 502, 503, 504, 408],
         "Final response codes from a destination that make the proxy try the next one."),
+    Key("secret", Nullable(Str()), None,
+        "Node secret signing Record-Route, so only dialogs the proxy record-routed are relayed in-dialog; the same on every node; null reads (or creates) proxy.secret_file."),
+    Key("secret_file", Path(), "var/node_secret",
+        "File holding the node secret when proxy.secret is null, created (mode 0600) with a random one on first start and kept across restarts."),
 )
 
 
@@ -187,6 +220,10 @@ SCHEMA.section(
     "Logging.",
     Key("level", Enum("debug", "info", "warn", "error"), "info",
         "Least severe level that is logged."),
+    Key("repeat_limit", Int(min=0), 10,
+        "Most lines of one kind a peer can cause (a malformed message, bad credentials) per repeat_interval; the rest are counted and their number logged; 0 = no limit."),
+    Key("repeat_interval", Seconds(positive=True), 10.0,
+        "The interval of log.repeat_limit, in seconds."),
 )
 
 
@@ -205,6 +242,10 @@ SCHEMA.section(
         "Ed25519 host key of the console, generated (mode 0600, with a .pub beside it) on first start and kept."),
     Key("password_file", Nullable(Path()), None,
         "File of user:bcrypt-hash lines also allowing password logins; null (the default) allows keys only."),
+    Key("max_connections", Int(min=1), 16,
+        "Open SSH connections at most; past it new ones are closed at accept (counted, logged once a minute)."),
+    Key("login_timeout", Seconds(positive=True), 10.0,
+        "Seconds a connection may take from accept to a successful login before it is closed."),
 )
 
 
@@ -221,6 +262,20 @@ SCHEMA.section(
         "Hex SHA-256 of the bearer token clients must send (python -m sipdisp.console.credentials token); null: no token."),
     Key("metrics_need_token", Bool(), True,
         "Whether /metrics also requires the bearer token when http.token_sha256 is set."),
+    Key("allowed_hosts", ListOf(Str()), [],
+        "Host names accepted in the Host header besides the listen address (and localhost, 127.0.0.1, ::1 on loopback); others get 421 (DNS rebinding)."),
+    Key("allowed_origins", ListOf(Str()), [],
+        "Origins (scheme://host[:port]) whose requests are served; any other request carrying Origin gets 403 (cross-site requests)."),
+    Key("max_body_size", Int(min=1), 1048576,
+        "Largest request body in bytes; a larger Content-Length gets 413 before any body is read, a chunked body is cut off at it."),
+    Key("max_json_depth", Int(min=1), 32,
+        "Deepest nesting of arrays and objects in a JSON-RPC request; deeper gets 400 (-32700)."),
+    Key("max_connections", Int(min=1), 64,
+        "Open HTTP connections at most; past it new ones are closed at accept (counted, logged once a minute)."),
+    Key("request_timeout", Seconds(positive=True), 10.0,
+        "Seconds a client has to send a whole request (headers and body); slower ones get 408 and are closed."),
+    Key("idle_timeout", Seconds(positive=True), 30.0,
+        "Seconds an HTTP connection may stay idle between requests before it is closed."),
 )
 
 
@@ -375,6 +430,8 @@ SCHEMA.section(
         "lookup skips contacts whose Allow (or methods parameter) does not list the request's method."),
     Key("use_path", Bool(), True,
         "Store the REGISTER's Path (RFC 3327) and route requests to the contact through it."),
+    Key("accept_any_domain", Bool(), False,
+        "Bind addresses-of-record of any domain; false: a REGISTER the route did not authenticate is answered 403 \"Domain not served\" unless its To domain is local (proxy.domains, a listen or advertised address, the domain table with auth.domain_table)."),
 )
 
 

@@ -10,7 +10,13 @@ Built from Twisted's public conch API rather than ``manhole_tap.makeService``
   password USER``); plain-text lines are ignored;
 - the host key is Ed25519, generated on first start (mode 0600, with a
   ``.pub`` beside it) and kept;
-- each session gets a fresh namespace (``namespace.build_namespace``).
+- each session gets a fresh namespace (``namespace.build_namespace``);
+- at most ``console.max_connections`` connections are open at once (more
+  are closed at accept), and one that has not logged in within
+  ``console.login_timeout`` seconds is disconnected (Twisted's own default
+  is 10 hours: 1,100 idle connections used to exhaust the descriptors of the
+  whole process, SIP over TCP included).  Both are counted in ``core.stats``
+  and logged when they first happen, then at most once a minute.
 """
 
 import os
@@ -21,19 +27,20 @@ from twisted.conch import error as conch_error
 from twisted.conch import manhole, manhole_ssh
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker
 from twisted.conch.insults import insults
-from twisted.conch.ssh import keys, transport
+from twisted.conch.ssh import keys, transport, userauth
 from twisted.cred import credentials as cred_credentials
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import defer, threads
 from twisted.internet.error import ConnectionDone, ProcessDone
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import __version__
 from ..logs import Logger
-from .listening import ListeningService
+from .listening import ConnectionCap, ListeningService, core_stats, make_alarms
 from .namespace import build_namespace
 
 
@@ -344,8 +351,85 @@ class ConsoleRealm(manhole_ssh.TerminalRealm):
         self.chainedProtocolFactory = lambda: ConsoleTerminal(ConsoleManhole, namespace_factory())
 
 
+class _QuietConchLog(Logger):
+    """Conch's per-connection chatter ("connection lost", disconnect reasons)
+    at info level would write a line per connection a stranger opens: only
+    its warnings and errors are kept."""
+
+    def emit(self, level, format=None, **kwargs):
+        if level < LogLevel.warn:
+            return
+        super().emit(level, format, **kwargs)
+
+
+class ConsoleUserAuth(userauth.SSHUserAuthServer):
+    """The userauth service with the console's login timeout and clock
+    (the transport's own deadline, from accept, normally fires first)."""
+
+    def serviceStarted(self):
+        """Take the login timeout and clock from the factory, then start."""
+        factory = self.transport.factory
+        self.loginTimeout = factory.login_timeout
+        self.clock = factory.clock
+        super().serviceStarted()
+
+
 class ConsoleTransport(transport.SSHServerTransport):
-    """The SSH server transport; a client's ordinary goodbye is not an error."""
+    """The SSH server transport; a client's ordinary goodbye is not an error.
+    Counts itself against the factory's connection cap and is disconnected if
+    it has not logged in ``factory.login_timeout`` seconds after accept."""
+
+    _log = _QuietConchLog()
+    _login_deadline = None
+    _abort_call = None
+    _counted = False
+    # seconds a timed-out client gets to take the DISCONNECT before the socket is dropped
+    ABORT_GRACE = 2.0
+
+    def connectionMade(self):
+        """Count the connection and start its login deadline."""
+        super().connectionMade()
+        factory = getattr(self, "factory", None)
+        if isinstance(factory, ConsoleFactory):
+            factory.connections.opened()
+            self._counted = True
+            self._login_deadline = factory.clock.callLater(factory.login_timeout,
+                                                           self._login_too_slow)
+
+    def setService(self, service):
+        """Start ``service``; reaching ssh-connection means the login succeeded."""
+        super().setService(service)
+        if service.name == b"ssh-connection":
+            self._cancel_login_deadline()
+
+    def connectionLost(self, reason=None):
+        """Release the connection's place and timers."""
+        self._cancel_login_deadline()
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        if self._counted:
+            self._counted = False
+            self.factory.connections.closed()
+        super().connectionLost(reason)
+
+    def _cancel_login_deadline(self):
+        if self._login_deadline is not None:
+            if self._login_deadline.active():
+                self._login_deadline.cancel()
+            self._login_deadline = None
+
+    def _login_too_slow(self):
+        self._login_deadline = None
+        factory = self.factory
+        peer = self.transport.getPeer()
+        factory.alarms["login_timeout"].trip(timeout=factory.login_timeout,
+                                             peer=f"{getattr(peer, 'host', '?')}:"
+                                                  f"{getattr(peer, 'port', '?')}")
+        self.sendDisconnect(transport.DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE,
+                            b"login timeout")
+        # a peer that does not read could hold the close: drop it after a grace
+        self._abort_call = factory.clock.callLater(self.ABORT_GRACE,
+                                                   self.transport.abortConnection)
 
     def receiveError(self, reasonCode, description):
         """Log a client's disconnect message; an ordinary goodbye only at debug level."""
@@ -355,16 +439,45 @@ class ConsoleTransport(transport.SSHServerTransport):
         super().receiveError(reasonCode, description)
 
 
+# refusal kind -> (core.stats counter, the warning written when it first trips)
+_ALARMS = {
+    "connections": ("console_refused_connections",
+                    "console: {limit} SSH connections open (console.max_connections); "
+                    "closing new ones at accept, from {peer}"),
+    "login_timeout": ("console_login_timeouts",
+                      "console: disconnected {peer}, not logged in within {timeout:g} s "
+                      "(console.login_timeout)"),
+}
+
+
 class ConsoleFactory(manhole_ssh.ConchFactory):
-    """The SSH server factory with the console's own host key."""
+    """The SSH server factory with the console's own host key, a cap on open
+    connections (checked at accept) and a login timeout."""
 
     noisy = False
+    _log = _QuietConchLog()  # "cannot find moduli file" at info, for every connection
     protocol = ConsoleTransport
+    services = dict(manhole_ssh.ConchFactory.services)
+    services[b"ssh-userauth"] = ConsoleUserAuth
 
-    def __init__(self, portal, host_key):
+    def __init__(self, portal, host_key, max_connections=16, login_timeout=10.0,
+                 clock=None, stats=None):
         super().__init__(portal)
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.privateKeys = {host_key.sshType(): host_key}
         self.publicKeys = {host_key.sshType(): host_key.public()}
+        self.clock = clock
+        self.login_timeout = login_timeout
+        stats = stats if stats is not None else core_stats(None)
+        self.alarms = make_alarms(stats, clock, _ALARMS)
+        self.connections = ConnectionCap(max_connections, self.alarms["connections"])
+
+    def buildProtocol(self, addr):
+        """A transport, or None (the socket is closed at accept) past the cap."""
+        if not self.connections.admit(addr):
+            return None
+        return super().buildProtocol(addr)
 
 
 def make_portal(root, authorized_keys, password_file=None, run=None):
@@ -393,7 +506,8 @@ class ConsoleService(ListeningService):
                 return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
                                                  f, *args)
         portal = make_portal(self.root, cfg.authorized_keys, cfg.password_file, run)
-        self.factory = ConsoleFactory(portal, host_key)
+        self.factory = ConsoleFactory(portal, host_key, cfg.max_connections, cfg.login_timeout,
+                                      self._reactor, core_stats(self.root))
         host, port = cfg.listen
         self.port = self._reactor.listenTCP(port, self.factory, interface=host)
         bound = self.port.getHost()

@@ -72,6 +72,22 @@ class RequestContext:
         self.handled = True
         self.core.reply(self, status, reason, headers)
 
+    def reply_stateless(self, status, reason, headers=()):
+        """Answer once, without a transaction (Kamailio's ``sl_send_reply``):
+        the reply is never retransmitted and nothing is kept, so a
+        retransmitted request runs the route again. Used for challenges, as
+        Kamailio sends them, so an unauthenticated INVITE draws one reply and
+        holds no memory. Once the request was relayed (a failure route) the
+        reply stays stateful."""
+        server = self.server
+        if server is not None and self.proxy_txn is None:
+            core = self.core
+            core.layer.remove_server(server)
+            self.server = None
+            if core.server_header:
+                headers = (*headers, ("server", core.server_header))
+        self.reply(status, reason, headers)
+
     def record_route(self):
         """Insert Record-Route when the request is relayed (two entries when the
         ingress and egress sockets differ, RFC 5658)."""

@@ -12,7 +12,7 @@ import itertools
 import random
 from collections import Counter
 
-from sipdisp.logs import Logger, msg_prefix
+from sipdisp.logs import Logger, RepeatLimiter, msg_prefix
 
 from ..sip.address import parse_address
 from ..sip.errors import SipParseError
@@ -228,6 +228,8 @@ class ProxyCore:
         self.server_header = server_header
         self.domains = set(d.lower() for d in domains)
         self.stats = Counter()
+        # lines a stranger can trigger per message, rate-limited (log.repeat_limit)
+        self.limited_log = RepeatLimiter(log, stats=self.stats)
         self.modules = {}  # subsystems routes may call: dispatcher, registrar ...
         # hook(proxy_txn, status, now) when a proxied request's final reply is sent
         self.txn_end_hooks = []
@@ -392,9 +394,10 @@ class ProxyCore:
         self.stats["parse_errors"] += 1
         msg = exc.message
         # the seed's REQINIT: xlog("Malformed SIP message from $si:$sp")
-        log.info("malformed SIP message from {proto}:{host}:{port}: {status} {reason}",
-                 proto=source.proto, host=source.host, port=source.port,
-                 status=exc.status, reason=exc.reason)
+        self.limited_log.info("core.malformed",
+                              "malformed SIP message from {proto}:{host}:{port}: {status} {reason}",
+                              proto=source.proto, host=source.host, port=source.port,
+                              status=exc.status, reason=exc.reason)
         # Only a Via is needed to answer: RFC 4475 3.3.1 (no Call-ID, From or
         # To) still deserves its 400.
         if msg is not None and msg.is_request and msg.method != "ACK" and msg.has("via"):
@@ -460,8 +463,6 @@ class ProxyCore:
         if status is not None:
             ctx.reply(*status)
             return
-        if method == "INVITE":
-            self.respond(server, make_response(req, 100, "Trying"), now)
         self._run_route(ctx)
         if not ctx.handled:
             layer.remove_server(server)  # the route dropped the request silently
@@ -667,7 +668,15 @@ class ProxyCore:
         req = ctx.request
         if req.method == "ACK":
             return self._relay_stateless(ctx)
-        proxy_txn = ctx.proxy_txn or ProxyTransaction(self, ctx)
+        proxy_txn = ctx.proxy_txn
+        if proxy_txn is None:
+            proxy_txn = ProxyTransaction(self, ctx)
+            server = ctx.server
+            if req.method == "INVITE" and server is not None and server.last_response is None:
+                # 100 Trying once the INVITE is relayed (as Kamailio's t_relay):
+                # a request the route answers itself (a challenge, a 404) gets
+                # just that answer, no 100 before it
+                self.respond(server, make_response(req, 100, "Trying"), ctx.now)
         if proxy_txn.canceled:
             return False
         fwd = req.copy()

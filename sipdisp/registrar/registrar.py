@@ -10,6 +10,7 @@ out. :class:`Registrar` wraps it for routes (Kamailio's ``save`` and
 import email.utils
 import sys
 
+from ..logs import Logger, RepeatLimiter
 from ..proxy.core import BRANCHES
 from ..sip.address import parse_address
 from ..sip.errors import SipParseError
@@ -27,6 +28,11 @@ _SAVE_LETTERS = {"m": SAVE_MEMORY_ONLY, "r": SAVE_NO_REPLY, "f": SAVE_FORCE}
 
 MAX_CONTACT_LENGTH = 512   # the width of location.contact
 MAX_EXPIRES = 2 ** 32 - 1
+
+#: where Auth leaves the authenticated user (see sipdisp/auth/auth.py)
+AUTH_USER = "_auth_user"
+
+log = Logger(namespace="sipdisp.registrar")
 
 
 def parse_save_flags(value):
@@ -344,15 +350,22 @@ class Registrar:
 
     ``core`` gives ``flow_target`` (live connections) and the listeners;
     ``suspender`` suspends the route while the table is read (db_mode 3).
+    ``is_local_domain(host)``, when given, says which To domains ``save``
+    accepts from a REGISTER the route did not authenticate (the others get
+    403 "Domain not served", so a stranger cannot fill the location table
+    with addresses-of-record of any domain); None accepts every domain.
     """
 
-    def __init__(self, location, params=None, core=None, suspender=None):
+    def __init__(self, location, params=None, core=None, suspender=None,
+                 is_local_domain=None):
         self.location = location
         self.params = params or RegistrarParams()
         self.core = core
         self.suspender = suspender
+        self.is_local_domain = is_local_domain
         self.stats = {"registers": 0, "accepted": 0, "rejected": 0, "lookups": 0,
-                      "lookups_found": 0}
+                      "lookups_found": 0, "foreign_domain": 0}
+        self.log = RepeatLimiter(log, stats=core.stats if core is not None else None)
 
     # -- helpers ----------------------------------------------------------------
     def _bindings(self, ctx, aor):
@@ -386,6 +399,9 @@ class Registrar:
             if uri is None or not uri.is_sip or not uri.user:
                 ctx.reply(400, "Invalid AOR")
                 return False
+            if not self.serves(ctx, uri.host):
+                self._refuse_domain(ctx, uri.host)
+                return False
             username, domain = uri.user, sys.intern(uri.host)
             aor = self.location.aor(username, domain)
             try:
@@ -415,6 +431,25 @@ class Registrar:
         if not flags & SAVE_NO_REPLY:
             ctx.reply(200, "OK", result.reply_headers(ctx.now))
         return True
+
+    def serves(self, ctx, domain):
+        """True if ``save`` may store an AOR of ``domain`` for this request:
+        a local domain, any domain once the route authenticated the request,
+        or every domain without ``is_local_domain``."""
+        check = self.is_local_domain
+        return check is None or AUTH_USER in ctx.vars or check(domain)
+
+    def _refuse_domain(self, ctx, domain):
+        self.stats["rejected"] += 1
+        self.stats["foreign_domain"] += 1
+        if self.core is not None:
+            self.core.stats["register_domain_refused"] += 1
+        self.log.info("registrar.foreign_domain",
+                      "registrar: REGISTER from {host}:{port} for {domain!r}, not a local "
+                      "domain: 403 (proxy.domains, registrar.accept_any_domain)",
+                      host=ctx.source.host, port=ctx.source.port, domain=domain)
+        # stateless: no transaction kept 32 s (Timer J) per refused REGISTER
+        ctx.reply_stateless(403, "Domain not served")
 
     # -- lookup ---------------------------------------------------------------------
     def contacts(self, ctx, uri=None, method_filtering=None):

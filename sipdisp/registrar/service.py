@@ -80,8 +80,12 @@ class RegistrarService(Service):
                                  use_path=r.use_path,
                                  append_branches=r.append_branches,
                                  method_filtering=r.method_filtering)
-        self.registrar = Registrar(self.location, params, core, self.suspender) \
-            if r.enabled else None
+        # unless told otherwise, an unauthenticated REGISTER may only bind an
+        # AOR of a local domain (proxy.domains, the listen and advertised
+        # addresses, the domain table): Auth knows them, and is built below
+        local = None if r.accept_any_domain else (lambda host: self.auth.is_domain_local(host))
+        self.registrar = Registrar(self.location, params, core, self.suspender,
+                                   is_local_domain=local) if r.enabled else None
         a = cfg.auth
         self.subscribers = Subscribers(self.storage, a.use_domain) if self.storage else None
         self.auth = Auth(core, self._lookup_subscriber, self.suspender, secret=a.secret,
@@ -143,7 +147,10 @@ class RegistrarService(Service):
             return
         if self.cfg.registrar.enabled and not self.cfg.auth.enabled:
             log.warn("registrar without authentication (auth.enabled is false): anyone can "
-                     "register any address-of-record")
+                     "register any address-of-record of {domains}",
+                     domains="any domain (registrar.accept_any_domain)"
+                     if self.cfg.registrar.accept_any_domain
+                     else "the local domains (proxy.domains and the listen addresses)")
         if not (self.location.db_mode in (1, 2) or self.cfg.auth.domain_table):
             self.ready.callback(None)
             return

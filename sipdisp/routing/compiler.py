@@ -156,10 +156,16 @@ def _return(args, where, env):
 
 # -- replies -------------------------------------------------------------------------
 
-@function(("sl_send_reply", "send_reply", "t_reply", "sl_reply"))
-def _reply(args, where, env):
-    """Answer the request: ``[code, "reason"]``."""
-    _nargs("sl_send_reply", args, where, 2)
+@function(("sl_send_reply", "sl_reply"))
+def _sl_reply(args, where, env):
+    """Answer the request statelessly, once (Kamailio ``sl_send_reply``): ``[code, "reason"]``."""
+    return _reply(args, where, env, stateless=True)
+
+
+@function(("send_reply", "t_reply"))
+def _reply(args, where, env, stateless=False):
+    """Answer the request through its transaction: ``[code, "reason"]``."""
+    _nargs("sl_send_reply" if stateless else "send_reply", args, where, 2)
     code = _int(args[0], where, "the status code")
     if not 100 <= code <= 699:
         raise RouteError(where, f"status code must be 100..699, got {code}")
@@ -167,7 +173,12 @@ def _reply(args, where, env):
     release = env.dispatcher.release if env.dispatcher is not None else None
 
     def reply(ctx):
-        ctx.reply(code, reason(ctx))
+        if stateless:
+            # nothing kept, nothing retransmitted: a stranger's request that
+            # the route refuses costs one datagram, not eleven
+            ctx.reply_stateless(code, reason(ctx))
+        else:
+            ctx.reply(code, reason(ctx))
         if release is not None and ctx.proxy_txn is None and "_dsload_" in ctx.vars:
             release(ctx)  # selected, then answered here: the call never reached a node
     return reply
@@ -400,7 +411,7 @@ def _force_rport(args, where, env):
 
 @function("loose_route", action=True, condition=True)
 def _loose_route(args, where, env):
-    """Follow the Route set of an in-dialog request; True if there was one."""
+    """Follow the Route set of an in-dialog request; True only if it is one this proxy record-routed (signed)."""
     _nargs("loose_route", args, where, 0)
     return lambda ctx: ctx.core.loose_route(ctx)
 

@@ -161,3 +161,22 @@ def test_help_without_a_name_is_a_usage_error():
     """``help`` alone exits 2."""
     code, _, err, _ = run(["help"], ok("v"))
     assert code == 2 and "usage" in err
+
+
+def test_listener_refusal_says_why():
+    """A refusal of the management listener (here 421, a Host it does not serve)
+    exits 3 with the reason from the JSON error body."""
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
+        "code": -32600, "message": "Misdirected Request",
+        "data": "Host does not name this listener; add the name to http.allowed_hosts"}})
+    error = urllib.error.HTTPError(ctl.DEFAULT_URL, 421, "Misdirected Request", {},
+                                   io.BytesIO(body.encode()))
+    code, _, err, _ = run(["core.version"], error)
+    assert code == 3 and "HTTP 421" in err and "http.allowed_hosts" in err
+
+
+def test_requests_say_application_json():
+    """sipdisp-ctl sends Content-Type: application/json (the listener refuses others)."""
+    opener = FakeOpener(ok("v"))
+    ctl.main(["core.version"], opener=opener, out=io.StringIO(), err=io.StringIO())
+    assert opener.requests[-1][0].get_header("Content-type") == "application/json"

@@ -61,14 +61,20 @@ class HttpClient:
         self.clock = Clock()
 
     def open(self, method, path, body=b"", headers=()):
-        """Send a request; returns (channel, transport) so a late answer can be read."""
+        """Send a request; returns (channel, transport) so a late answer can be read.
+        A POST says ``Content-Type: application/json`` unless ``headers`` names one."""
         channel = self.site.buildProtocol(None)
         # the channel's idle and abort timers would otherwise land on the global
         # reactor and be found pending by later trial tests ("reactor unclean")
         channel.callLater = self.clock.callLater
         transport = StringTransport()
         channel.makeConnection(transport)
-        lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1",
+        headers = list(headers)
+        if method == "POST" and not any(k.lower() == "content-type" for k, _ in headers):
+            headers.append(("Content-Type", "application/json"))
+        if not any(k.lower() == "host" for k, _ in headers):
+            headers.insert(0, ("Host", "127.0.0.1"))
+        lines = [f"{method} {path} HTTP/1.1",
                  f"Content-Length: {len(body)}"] + [f"{k}: {v}" for k, v in headers]
         channel.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         return channel, transport

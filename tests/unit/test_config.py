@@ -95,6 +95,8 @@ FOUNDATION_DEFAULTS = {
         "next_hop": "sip:127.0.0.1:5080",
         "branch_timeout": 2.0,
         "failover_codes": [500, 502, 503, 504, 408],
+        "secret": None,
+        "secret_file": "var/node_secret",
     },
     "storage": {
         "url": "sqlite:///var/sipdisp.db",

@@ -108,8 +108,7 @@ def test_ten_calls_fill_two_nodes_of_five_and_the_eleventh_is_refused():
     assert sw.loads() == {"fs1": 5, "fs2": 5}
     refused = sw.call()
     assert refused.start() is None
-    assert [(m.status, m.reason) for m in sw.uac.messages()] == [(100, "Trying"),
-                                                                  (503, "No Capacity")]
+    assert [(m.status, m.reason) for m in sw.uac.messages()] == [(503, "No Capacity")]
     freed = calls[3]
     freed.hangup()
     assert sw.loads()[freed.node] == 4

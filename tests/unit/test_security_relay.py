@@ -232,3 +232,31 @@ def test_finished_calls_leave_no_cycles_for_the_collector():
         assert p.core.layer.servers == {} and p.core.layer.clients == {}
 
     assert _cyclic_garbage(calls) == []
+
+
+# -- defect 7 (log flooding) at the core ----------------------------------------------
+
+def test_garbage_datagrams_do_not_flood_the_log():
+    """20,000 garbage datagrams wrote 20,000 'malformed SIP message' lines; now a few
+    lines and a count, each datagram still answered or dropped and counted."""
+    from twisted.logger import formatEvent, globalLogPublisher
+    lines = []
+
+    def observe(event):
+        text = formatEvent(event)
+        if "malformed SIP message" in text or "more like this" in text:
+            lines.append(text)
+    globalLogPublisher.addObserver(observe)
+    try:
+        p = shipped_proxy()
+        source = Target("udp", "10.6.6.6", 5070, None, p.listener)
+        answered = 0
+        for n in range(2000):
+            answered += len(p.core.receive(
+                b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK%d\r\n"
+                b"CSeq: nonsense\r\n\r\n" % n, source, 0.0))
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert p.core.stats["parse_errors"] == 2000 and answered == 2000  # each got its 400
+    assert 1 <= len(lines) <= 20, len(lines)
+    assert p.core.stats["log_lines_suppressed"] >= 1980
