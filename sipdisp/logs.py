@@ -126,7 +126,7 @@ class RepeatLimiter:
         suppressed_total[0] += 1
         if self.stats is not None:
             self.stats[self.STAT] += 1
-        if entry[2] == 1:
+        if entry[2] == 1 and limit > 1:  # (one line per interval says so by itself)
             self.logger.emit(level, "{line} (more than {limit} like this in {seconds:g} s: "
                              "suppressing them, the count follows)",
                              line=_render(format, fields), limit=limit, seconds=interval)

@@ -199,11 +199,11 @@ def register_core_commands(root):
     @registry.command("tm.list")
     def transactions() -> list:
         """Live transactions: kind, method, branch/key and state."""
-        rows = [{"kind": "server", "method": t.request.method, "key": str(t.key[0]),
-                 "call_id": t.request.call_id, "state": t.state}
+        rows = [{"kind": "server", "method": t.method, "key": str(t.key[0]),
+                 "call_id": t.call_id, "state": t.state}
                 for t in core.layer.servers.values()]
         rows += [{"kind": "client", "method": t.method, "key": t.branch,
-                  "call_id": t.request.call_id, "state": t.state}
+                  "call_id": t.call_id, "state": t.state}
                  for t in core.layer.clients.values()]
         return rows
 

@@ -7,7 +7,7 @@ from collections import Counter
 from twisted.application.service import Service
 from twisted.internet import defer
 
-from ..logs import Logger
+from ..logs import Logger, RepeatLimiter
 
 log = Logger()
 
@@ -22,31 +22,20 @@ def core_stats(root):
 
 class LimitAlarm:
     """One kind of refusal: every event increments ``stats[name]``; the first
-    one logs a warning, and later ones at most one line per ``interval``
-    seconds with the count since the last line, so a flood cannot flood the log."""
+    one logs a warning, later ones at most one line per ``interval`` seconds
+    (RepeatLimiter: the count of the others follows), so a flood cannot flood
+    the log."""
 
     def __init__(self, stats, name, message, clock, interval=60.0):
         self.stats = stats
         self.name = name
         self.message = message
-        self.clock = clock
-        self.interval = interval
-        self._last_logged = None
-        self._unlogged = 0
+        self._log = RepeatLimiter(log, limit=1, interval=interval, clock=clock.seconds)
 
     def trip(self, **fields):
-        """Count one refusal; log it if no line was written in the last interval."""
+        """Count one refusal; log it unless a line was written in the last interval."""
         self.stats[self.name] += 1
-        self._unlogged += 1
-        now = self.clock.seconds()
-        if self._last_logged is not None and now - self._last_logged < self.interval:
-            return
-        first = self._last_logged is None
-        self._last_logged = now
-        count, self._unlogged = self._unlogged, 0
-        suffix = ("" if first else
-                  f" ({count} since the last such line; counter {self.name})")
-        log.warn(self.message + suffix, **fields)
+        self._log.warn(self.name, self.message, **fields)
 
 
 def make_alarms(stats, clock, table):

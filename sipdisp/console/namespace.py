@@ -175,10 +175,10 @@ class TransactionsView(LiveView):
     def rows(self):
         """One dict per live transaction: kind, method, state, call_id."""
         layer = self._obj
-        out = [{"kind": "server", "method": t.request.method, "state": t.state,
-                "call_id": t.request.call_id} for t in list(layer.servers.values())]
+        out = [{"kind": "server", "method": t.method, "state": t.state,
+                "call_id": t.call_id} for t in list(layer.servers.values())]
         out += [{"kind": "client", "method": t.method, "state": t.state,
-                 "call_id": t.request.call_id} for t in list(layer.clients.values())]
+                 "call_id": t.call_id} for t in list(layer.clients.values())]
         return out
 
     def __len__(self):

@@ -66,7 +66,7 @@ class ProxyTransaction:
     """A response context (RFC 3261 16.7): one server transaction and its branches."""
 
     __slots__ = ("core", "ctx", "server", "request", "branches", "best", "canceled",
-                 "final_sent", "pending", "last_reply", "final_reply")
+                 "final_sent", "pending", "last_reply", "final_reply", "ended")
 
     def __init__(self, core, ctx):
         self.core = core
@@ -80,6 +80,7 @@ class ProxyTransaction:
         self.pending = 0
         self.last_reply = None  # the final that ended the latest failed branch
         self.final_reply = None  # the final sent upstream, once the transaction ended
+        self.ended = False  # txn_end_hooks ran
         ctx.proxy_txn = self
         if self.server is not None:
             self.server.owner = self
@@ -88,8 +89,15 @@ class ProxyTransaction:
     def on_branch_response(self, branch, response, now):
         """A response on one branch (16.7): forward 1xx/2xx, collect the rest."""
         status = response.status
-        if status > 100 and self.ctx.reply_hooks is not None:
-            call_reply_hooks(self.ctx, response, now)
+        ctx = self.ctx
+        if ctx is None:
+            # released (see _release): only a late 2xx (another fork's, or one
+            # that crossed our CANCEL) still has somewhere to go
+            if 200 <= status < 300:
+                self.core.forward_response(self, response, now)
+            return
+        if status > 100 and ctx.reply_hooks is not None:
+            call_reply_hooks(ctx, response, now)
         if status < 200:
             if status > 100 and not self.final_sent:
                 self.core.forward_response(self, response, now)
@@ -103,37 +111,57 @@ class ProxyTransaction:
             if first:
                 self.final_reply = response
                 self._ended(status, now)
-            return
-        self.last_reply = response
-        self._consider(response)
-        self._branch_done(branch)
-        if status >= 600:
-            # a 6xx ends the search: CANCEL the branches still pending (16.7 step 5)
-            self._cancel_others(branch, now)
-        self._maybe_finish(branch, now)
+        else:
+            self.last_reply = response
+            self._consider(response)
+            self._branch_done(branch)
+            if status >= 600:
+                # a 6xx ends the search: CANCEL the branches still pending (16.7 step 5)
+                self._cancel_others(branch, now)
+            self._maybe_finish(branch, now)
+        if self.final_sent and not self.pending:
+            self._release()
 
     def on_branch_timeout(self, branch, now):
         """A branch got no final reply in time: a local 408 (16.8)."""
+        if self.ctx is None:
+            return
         self.last_reply = make_response(self.request, 408, "Request Timeout",
                                         to_tag=self.core.local_tag(self.request))
         self._consider(self.last_reply)
         self._branch_done(branch)
         self._maybe_finish(branch, now)
+        if self.final_sent and not self.pending:
+            self._release()
 
     def on_server_timeout(self, server, now):
         """Timer H: the upstream never ACKed our final; nothing more to do."""
 
     def on_server_terminated(self, server):
-        """The server transaction ended: break the references that tie this
-        response context, its request context and its branches into cycles,
-        so the call is freed by reference counting as soon as its last
-        transaction goes (a cycle would wait for a full collection, which
-        stalls a loaded proxy). Branches still alive keep this object as
-        their owner and can still report late replies to it."""
+        """The server transaction ended: let go of everything (see _release),
+        unless it ended inside the sending of the final (a reliable non-INVITE
+        ends at once), before the end hooks ran: the caller releases then."""
+        if self.ended or not self.branches:
+            self._release()
+
+    def _release(self):
+        """The request is answered and every branch has its final (or the
+        server transaction ended): drop the request context, the request,
+        the replies and the branches. That breaks the references that tie
+        them into cycles, so the call is freed by reference counting (a cycle
+        waits for a full collection, which stalls a loaded proxy), and what
+        lingers for Timers J, L and M is a few small objects instead of the
+        whole call (fewer objects for the collector to walk). Branches still
+        alive keep this object as their owner and can still report a late
+        2xx to it."""
         ctx = self.ctx
+        if ctx is None:
+            return
+        self.ctx = None
         ctx.proxy_txn = None
         ctx.failed_branch = None
         ctx.server = None
+        self.request = self.best = self.last_reply = self.final_reply = None
         self.branches = []
 
     # -- helpers --------------------------------------------------------------
@@ -192,6 +220,7 @@ class ProxyTransaction:
     def _ended(self, status, now):
         """The final reply went upstream: tell ``core.txn_end_hooks`` (the
         dispatcher releases call load there), each fenced from the others."""
+        self.ended = True
         for hook in self.core.txn_end_hooks:
             try:
                 hook(self, status, now)
@@ -201,6 +230,8 @@ class ProxyTransaction:
 
     def cancel(self, now):
         """The caller CANCELled (RFC 3261 16.10): cancel every pending branch."""
+        if self.ctx is None:
+            return  # released: answered and done
         self.canceled = True
         for branch in self.branches:
             branch.cancel(now)
@@ -210,6 +241,7 @@ class ProxyTransaction:
                                              to_tag=self.core.local_tag(self.request))
             self.core.respond(self.server, self.final_reply, now)
             self._ended(487, now)
+            self._release()
 
 
 class ProxyCore:

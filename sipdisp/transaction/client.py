@@ -20,9 +20,13 @@ TERMINATED = "terminated"
 class ClientTransaction:
     """One client transaction; ``owner`` (the TU) receives its events:
     ``on_branch_response(txn, response, now)`` and ``on_branch_timeout(txn, now)``.
+
+    Once a final response was handed to the owner, ``request`` and ``data``
+    are dropped (None): the ACK for a non-2xx is built by then, and what is
+    left only matches late responses for the 32 s of Timer D or M.
     """
 
-    __slots__ = ("layer", "branch", "method", "request", "data", "target",
+    __slots__ = ("layer", "branch", "method", "call_id", "request", "data", "target",
                  "reliable", "is_invite", "state", "timers", "owner", "interval",
                  "fr_timeout", "fr_inv_timeout", "provisional", "final_status",
                  "cancel_pending", "canceled", "index", "ack", "dst", "local_reply", "done")
@@ -36,6 +40,7 @@ class ClientTransaction:
         self.reliable = reliable
         self.branch = branch
         self.method = request.method
+        self.call_id = request.call_id
         self.is_invite = request.method == "INVITE"
         self.state = CALLING if self.is_invite else TRYING
         self.timers = {}
@@ -101,6 +106,7 @@ class ClientTransaction:
                     timers.cancel(self, "fr")
                     timers.arm(self, "M", now + 64 * self.layer.t1)
                     self.owner.on_branch_response(self, response, now)
+                    self.request = self.data = None
                 else:
                     self.state = COMPLETED
                     self.final_status = status
@@ -115,6 +121,7 @@ class ClientTransaction:
                         timers.arm(self, "D", now + 32.0)
                     if not self.local_reply:
                         self.owner.on_branch_response(self, response, now)
+                    self.request = self.data = None
             elif state == COMPLETED:
                 if status >= 300 and self.ack is not None:
                     self.layer.send(self.ack, self.target)  # lost ACK: re-send
@@ -146,6 +153,7 @@ class ClientTransaction:
                     else:
                         timers.arm(self, "K", now + self.layer.t4)
                     self.owner.on_branch_response(self, response, now)
+                    self.request = self.data = None
 
     # -- the TU cancels a pending INVITE branch ---------------------------------
     def cancel(self, now):

@@ -14,16 +14,24 @@ TERMINATED = "terminated"
 
 
 class ServerTransaction:
-    """One server transaction. ``owner`` (the TU) gets ``on_server_timeout``."""
+    """One server transaction. ``owner`` (the TU) gets ``on_server_timeout``
+    and ``on_server_terminated``.
 
-    __slots__ = ("layer", "key", "request", "source", "reliable", "is_invite",
-                 "state", "last_response", "timers", "owner", "g_interval",
+    ``request`` is dropped (None) once a final response is sent: from then on
+    the transaction only matches and re-sends, and a finished call should not
+    keep its parsed request for the 32 s of Timer J or L. ``method`` and
+    ``call_id`` stay for listings."""
+
+    __slots__ = ("layer", "key", "request", "method", "call_id", "source", "reliable",
+                 "is_invite", "state", "last_response", "timers", "owner", "g_interval",
                  "to_tag", "canceled")
 
     def __init__(self, layer, key, request, source, reliable):
         self.layer = layer
         self.key = key
         self.request = request
+        self.method = request.method
+        self.call_id = request.call_id
         self.source = source
         self.reliable = reliable
         self.is_invite = request.method == "INVITE"
@@ -70,10 +78,12 @@ class ServerTransaction:
                 elif status < 300:
                     self.state = ACCEPTED
                     self.last_response = None
+                    self.request = None
                     layer.timers.arm(self, "L", now + 64 * layer.t1)
                 else:
                     self.state = COMPLETED
                     self.last_response = data
+                    self.request = None
                     if not self.reliable:
                         self.g_interval = layer.t1
                         layer.timers.arm(self, "G", now + layer.t1)
@@ -90,6 +100,7 @@ class ServerTransaction:
                 else:
                     self.state = COMPLETED
                     self.last_response = data
+                    self.request = None
                     if self.reliable:
                         self._terminate()
                     else:
@@ -130,4 +141,4 @@ class ServerTransaction:
             owner.on_server_terminated(self)
 
     def __repr__(self):
-        return f"<ServerTransaction {self.request.method} {self.key[0]} {self.state}>"
+        return f"<ServerTransaction {self.method} {self.key[0]} {self.state}>"

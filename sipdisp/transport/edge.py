@@ -5,13 +5,38 @@ arms the single timer the core asks for.
 
 import errno
 import itertools
+from collections import Counter
+from dataclasses import dataclass, fields, replace
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from sipdisp.logs import Logger
+from sipdisp.logs import Logger, RepeatLimiter
 
 from ..proxy.target import Target
 
 log = Logger()
+
+
+@dataclass
+class ConnectionLimits:
+    """The ``connections`` section as the transports use it (the defaults are
+    the schema's). Times in seconds, sizes in bytes; 0 for ``max_per_source``
+    means no per-source limit."""
+
+    max_incoming: int = 2048
+    max_outgoing: int = 1024
+    max_per_source: int = 64
+    idle_timeout: float = 3605.0
+    first_message_timeout: float = 10.0
+    idle_timeout_before_message: float = 30.0
+    max_write_buffer: int = 1024 * 1024
+    send_timeout: float = 10.0
+
+    @classmethod
+    def from_config(cls, section):
+        """Limits from a loaded ``cfg.connections`` (``max`` is the incoming cap)."""
+        kwargs = {f.name: getattr(section, f.name) for f in fields(cls)
+                  if f.name != "max_incoming"}
+        return cls(max_incoming=section.max, **kwargs)
 
 
 class Switchboard:
@@ -22,13 +47,26 @@ class Switchboard:
     (set by the service) opens outgoing TCP/TLS connections.
     """
 
-    def __init__(self, core, reactor, max_connections=2048):
+    def __init__(self, core, reactor, max_connections=None, limits=None):
         self.core = core
         self._reactor = reactor
-        self.max_connections = max_connections
+        limits = limits or ConnectionLimits()
+        if max_connections is not None:
+            limits = replace(limits, max_incoming=max_connections)
+        self.limits = limits
         self.udp_ports = {}
         self.connections = {}
         self._by_addr = {}
+        # incoming and outgoing connections have separate caps, so a flood of
+        # idle clients cannot take the slots the proxy needs to reach its next hop
+        self.incoming = 0
+        self.outgoing = 0
+        self._per_source = Counter()  # peer host -> open incoming connections
+        # a flood of refusals must not flood the log: one line per limit a minute
+        self.limit_log = RepeatLimiter(log, limit=1, interval=60.0, clock=reactor.seconds)
+        # counters of refusals and forced closes when the core keeps none
+        # (tests' RecordingCore); ProxyCore's show in /metrics
+        self._stats = Counter()
         self._conn_ids = itertools.count(1)
         self._timer = None
         self._timer_at = None
@@ -158,20 +196,72 @@ class Switchboard:
         return fallback
 
     # -- the connection table ----------------------------------------------------
+    @property
+    def max_connections(self):
+        """The incoming connection cap (``connections.max``)."""
+        return self.limits.max_incoming
+
+    @property
+    def stats(self):
+        """The counter limits are counted in: the core's, so they reach /metrics."""
+        stats = getattr(self.core, "stats", None)
+        return self._stats if stats is None else stats
+
+    def count(self, name, fmt=None, **kw):
+        """Count event ``name`` and, for a tripped limit, log ``fmt`` (rate-limited)."""
+        self.stats[name] += 1
+        if fmt is not None:
+            self.limit_log.warn(name, fmt, **kw)
+
     def can_accept(self):
-        """False when the connection limit is reached."""
-        return len(self.connections) < self.max_connections
+        """False when the incoming connection limit is reached."""
+        return self.incoming < self.limits.max_incoming
+
+    def can_connect(self):
+        """False when the outgoing connection limit is reached."""
+        return self.outgoing < self.limits.max_outgoing
+
+    def admit(self, host, port):
+        """Decide on a new incoming connection from ``host:port``: True if a
+        slot is free, else count and log the refusal and return False."""
+        if self.incoming >= self.limits.max_incoming:
+            self.count("connections_refused_max", "incoming connection limit "
+                       "(connections.max = {max}) reached; refusing {host}:{port}",
+                       max=self.limits.max_incoming, host=host, port=port)
+            return False
+        per_source = self.limits.max_per_source
+        if per_source and self._per_source[host] >= per_source:
+            self.count("connections_refused_per_source", "{host} has {max} connections "
+                       "open (connections.max_per_source); refusing another from port {port}",
+                       max=per_source, host=host, port=port)
+            return False
+        return True
 
     def add_connection(self, conn):
         """Register a live stream connection; returns its id."""
         conn_id = next(self._conn_ids)
         self.connections[conn_id] = conn
         self._by_addr[(conn.proto, conn.peer_host, conn.peer_port)] = conn
+        if getattr(conn, "outgoing", False):
+            self.outgoing += 1
+        else:
+            self.incoming += 1
+            self._per_source[conn.peer_host] += 1
         return conn_id
 
     def remove_connection(self, conn):
         """Forget a closed connection."""
-        self.connections.pop(conn.conn_id, None)
+        if self.connections.pop(conn.conn_id, None) is not None:
+            if getattr(conn, "outgoing", False):
+                self.outgoing -= 1
+            else:
+                self.incoming -= 1
+                host = conn.peer_host
+                left = self._per_source[host] - 1
+                if left > 0:
+                    self._per_source[host] = left
+                else:
+                    del self._per_source[host]
         key = (conn.proto, conn.peer_host, conn.peer_port)
         if self._by_addr.get(key) is conn:
             del self._by_addr[key]

@@ -115,12 +115,17 @@ class Connector:
 
     def __call__(self, target, data):
         cfg = self.cfg
-        conn = SipStreamProtocol(self.switchboard, target.listener, cfg.connections.idle_timeout,
+        board = self.switchboard
+        if not board.can_connect():
+            board.count("connections_refused_max_outgoing",
+                        "outgoing connection limit (connections.max_outgoing = {max}) "
+                        "reached; not connecting to {proto}:{host}:{port}",
+                        max=board.limits.max_outgoing, proto=target.proto, host=target.host,
+                        port=target.port)
+            return
+        conn = SipStreamProtocol(board, target.listener, cfg.connections.idle_timeout,
                                  cfg.sip.max_message_size, peer_host=target.host,
                                  peer_port=target.port, proto=target.proto)
-        if not self.switchboard.can_accept():
-            log.warn("connection limit reached; not connecting to {t!r}", t=target)
-            return
         conn.register()
         conn.send_message(data)
         endpoint_cls = TCP6ClientEndpoint if ":" in target.host else TCP4ClientEndpoint

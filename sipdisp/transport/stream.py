@@ -1,11 +1,15 @@
 """SIP over TCP and TLS (RFC 3261 section 18.3): Content-Length framing,
-CRLF keep-alives (RFC 5626 section 4.4.1), idle timeout, connection table."""
+CRLF keep-alives (RFC 5626 section 4.4.1), idle and first-message timeouts,
+a capped write buffer, connection table."""
 
 from OpenSSL import SSL
 from service_identity import VerificationError
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.policies import ProtocolWrapper, TimeoutMixin
+from zope.interface import implementer
+
 from sipdisp.logs import Logger
-from twisted.protocols.policies import TimeoutMixin
 
 from ..proxy.target import Target
 from ..sip.errors import SipParseError
@@ -14,10 +18,51 @@ from ..sip.parser import KEEPALIVE, StreamFramer
 log = Logger()
 
 
+def _socket_transport(transport):
+    """The transport that owns the socket's write buffer: below TLS
+    (TLSMemoryBIOProtocol is a ProtocolWrapper) the TCP connection."""
+    while isinstance(transport, ProtocolWrapper):
+        transport = transport.transport
+    return transport
+
+
+def write_buffer_size(transport):
+    """Bytes written to ``transport`` and not yet taken by the kernel: the
+    socket's write buffer (twisted.internet.abstract.FileDescriptor) plus,
+    for TLS, cleartext held back until the handshake ends. None for a
+    transport that does not say (test fakes)."""
+    held = 0
+    while isinstance(transport, ProtocolWrapper):
+        pending = getattr(transport, "_appSendBuffer", None)
+        if pending:
+            held += sum(map(len, pending))
+        transport = transport.transport
+    try:
+        return held + len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except AttributeError:
+        return None
+
+
+@implementer(IPushProducer)
 class SipConnection(Protocol, TimeoutMixin):
     """What every stream connection shares: its id in the switchboard's
     connection table, its peer, the idle timeout and an outgoing queue used
-    until the connection is up."""
+    until the connection is up.
+
+    Limits (``switchboard.limits``, the ``connections`` section):
+
+    * an incoming connection has ``first_message_timeout`` seconds from
+      accept to deliver its first complete message (WebSocket: handshake
+      included), and until it sent one the core could parse it is closed
+      after ``idle_timeout_before_message`` without a complete message; bytes
+      alone (a trickled header, CRLF pings) keep only proven connections open;
+    * the connection is the streaming producer of its socket transport, so
+      the socket tells it when its write buffer passes the high-water mark
+      (``bufferSize``, 64 KiB) and when it has drained. Meanwhile it stops
+      reading from the peer and answers no keep-alive, so a peer that does
+      not read cannot make it buffer; past ``max_write_buffer`` bytes, or
+      after ``send_timeout`` seconds without draining, it is aborted.
+    """
 
     proto = "tcp"
 
@@ -29,10 +74,20 @@ class SipConnection(Protocol, TimeoutMixin):
         self.max_size = max_size
         self.peer_host = peer_host
         self.peer_port = peer_port
+        # we dial outgoing connections: they need no proof of good faith
+        self.outgoing = peer_host is not None
+        self.proven = self.outgoing  # a message the core could parse was received
         self.conn_id = None
         self.connected_at = None
         self._queue = []
+        self._queued_bytes = 0
         self._up = False
+        self._closing = False
+        self._first_message_timer = None
+        self._socket = None          # the transport we are the producer of
+        self.write_blocked = False   # its write buffer is above the high-water mark
+        self._blocked_bytes = 0      # written since then (an upper bound of the growth)
+        self._send_timer = None
 
     # -- life cycle ------------------------------------------------------------
     def register(self):
@@ -41,22 +96,34 @@ class SipConnection(Protocol, TimeoutMixin):
             self.conn_id = self.switchboard.add_connection(self)
 
     def connectionMade(self):
-        peer = self.transport.getPeer()
-        if self.peer_host is None:
-            if not self.switchboard.can_accept():
-                log.warn("connection limit reached; refusing {host}:{port}",
-                         host=peer.host, port=peer.port)
+        board = self.switchboard
+        if not self.outgoing:
+            peer = self.transport.getPeer()
+            if not board.admit(peer.host, peer.port):
+                self._closing = True
                 self.transport.abortConnection()
                 return
             self.peer_host, self.peer_port = peer.host, peer.port
         self.register()
-        self.setTimeout(self.idle_timeout)
+        self._watch_write_buffer()
+        if self.proven:
+            self.setTimeout(self.idle_timeout)
+        else:
+            limits = board.limits
+            self.setTimeout(limits.idle_timeout_before_message)
+            self._first_message_timer = board._reactor.callLater(
+                limits.first_message_timeout, self._first_message_overdue)
+        self.connection_up()
+
+    def connection_up(self):
+        """The transport is connected (WebSocket waits for its handshake)."""
         self.stream_up()
 
     def stream_up(self):
         """The byte stream is usable (for WebSocket: after the handshake)."""
         self._up = True
         queue, self._queue = self._queue, []
+        self._queued_bytes = 0
         for data in queue:
             self.write_message(data)
 
@@ -68,9 +135,39 @@ class SipConnection(Protocol, TimeoutMixin):
             log.warn("TLS with {host}:{port} failed: {err}", host=self.peer_host,
                      port=self.peer_port, err=reason.getErrorMessage())
         self.setTimeout(None)
+        self._cancel_first_message_timer()
+        self._cancel_send_timer()
         self._up = False
+        self._queue = []
         if self.conn_id is not None:
             self.switchboard.remove_connection(self)
+
+    def close(self):
+        """Close after flushing what is written, or at once when the peer is
+        not reading (a flush would wait for it forever)."""
+        if self._closing:
+            return
+        self._closing = True
+        self._up = False  # what is sent from now on is dropped, not written
+        socket = self._socket
+        if socket is not None:
+            # a registered producer keeps Twisted from finishing the close
+            self._socket = None
+            socket.unregisterProducer()
+        if self.write_blocked:
+            self.transport.abortConnection()
+            return
+        self.transport.loseConnection()
+        # a peer that stops reading now would hold the flush (and the socket) forever
+        self._cancel_send_timer()
+        self._send_timer = self.switchboard._reactor.callLater(
+            self.switchboard.limits.send_timeout, self.transport.abortConnection)
+
+    def abort(self):
+        """Drop the connection and whatever is still buffered for it."""
+        self._closing = True
+        self._up = False
+        self.transport.abortConnection()
 
     def callLater(self, period, func):
         """TimeoutMixin's clock. Its default imports the global reactor, so the
@@ -79,22 +176,144 @@ class SipConnection(Protocol, TimeoutMixin):
         return self.switchboard._reactor.callLater(period, func)
 
     def timeoutConnection(self):
-        log.info("closing idle {proto} connection to {host}:{port}", proto=self.proto,
-                 host=self.peer_host, port=self.peer_port)
-        self.transport.loseConnection()
+        if self.proven:
+            log.info("closing idle {proto} connection to {host}:{port}", proto=self.proto,
+                     host=self.peer_host, port=self.peer_port)
+        else:
+            self.switchboard.count(
+                "connections_closed_idle_before_message",
+                "closing {proto} connection from {host}:{port}: no valid SIP message within "
+                "connections.idle_timeout_before_message", proto=self.proto,
+                host=self.peer_host, port=self.peer_port)
+        self.close()
+
+    # -- first message -----------------------------------------------------------
+    def _first_message_overdue(self):
+        self._first_message_timer = None
+        self.switchboard.count(
+            "connections_closed_first_message_timeout",
+            "closing {proto} connection from {host}:{port}: no complete message within "
+            "connections.first_message_timeout", proto=self.proto, host=self.peer_host,
+            port=self.peer_port)
+        self.abort()
+
+    def _cancel_first_message_timer(self):
+        timer = self._first_message_timer
+        if timer is not None:
+            self._first_message_timer = None
+            if timer.active():
+                timer.cancel()
+
+    # -- write buffer ------------------------------------------------------------
+    def _watch_write_buffer(self):
+        socket = _socket_transport(self.transport)
+        if getattr(socket, "producer", None) is not None:
+            return  # someone else's producer; keep out of its way
+        try:
+            socket.registerProducer(self, True)
+        except (AttributeError, RuntimeError):
+            return
+        self._socket = socket
+
+    def pauseProducing(self):
+        """The socket's write buffer passed the high-water mark: stop reading
+        from a peer that does not read what we send."""
+        # Twisted calls this on every write while the buffer is full
+        if self.write_blocked:
+            return
+        self.write_blocked = True
+        self._blocked_bytes = 0
+        socket = self._socket
+        if socket is not None:
+            socket.pauseProducing()
+            self._send_timer = self.switchboard._reactor.callLater(
+                self.switchboard.limits.send_timeout, self._send_timed_out)
+
+    def resumeProducing(self):
+        """The socket's write buffer drained: read again."""
+        self.write_blocked = False
+        self._cancel_send_timer()
+        socket = self._socket
+        if socket is None:
+            return
+        if getattr(socket, "disconnecting", False):
+            # closed by someone else (service shutdown) while we were paused:
+            # a registered producer would keep the drained socket open
+            self._socket = None
+            socket.unregisterProducer()
+            return
+        socket.resumeProducing()
+
+    def stopProducing(self):
+        """The socket is gone; connectionLost follows."""
+        self._socket = None
+
+    def _cancel_send_timer(self):
+        timer = self._send_timer
+        if timer is not None:
+            self._send_timer = None
+            if timer.active():
+                timer.cancel()
+
+    def _send_timed_out(self):
+        self._send_timer = None
+        self.switchboard.count(
+            "connections_closed_send_timeout",
+            "closing {proto} connection to {host}:{port}: it read nothing we sent for "
+            "connections.send_timeout", proto=self.proto, host=self.peer_host,
+            port=self.peer_port)
+        self.abort()
+
+    def _wrote_while_blocked(self, size):
+        """Abort once more than ``max_write_buffer`` bytes wait in the socket's
+        buffer. The count written since the buffer filled bounds the real size
+        from above, so the exact size is read only when that count passes the cap."""
+        self._blocked_bytes += size
+        cap = self.switchboard.limits.max_write_buffer
+        if self._blocked_bytes <= cap:
+            return
+        pending = write_buffer_size(self.transport)
+        if pending is None:
+            pending = self._blocked_bytes
+        if pending <= cap:
+            self._blocked_bytes = pending
+            return
+        self.switchboard.count(
+            "connections_closed_write_buffer",
+            "closing {proto} connection to {host}:{port}: {size} bytes wait to be sent, more "
+            "than connections.max_write_buffer", proto=self.proto, host=self.peer_host,
+            port=self.peer_port, size=pending)
+        self.abort()
 
     # -- data ----------------------------------------------------------------------
     def send_message(self, data):
         """Send one SIP message (queued until the connection is up)."""
         if self._up:
             self.write_message(data)
-        else:
-            self._queue.append(data)
+            return
+        if self._closing:
+            return
+        size = self._queued_bytes + len(data)
+        if size > self.switchboard.limits.max_write_buffer:
+            self.switchboard.count(
+                "connections_queue_overflow",
+                "dropping a message for {proto}:{host}:{port}: more than "
+                "connections.max_write_buffer queued before the connection is up",
+                proto=self.proto, host=self.peer_host, port=self.peer_port)
+            return
+        self._queued_bytes = size
+        self._queue.append(data)
 
-    def write_message(self, data):
-        """Write one message on the wire."""
+    def write_bytes(self, data):
+        """Write ``data`` and hold the write buffer to its cap."""
         self.transport.write(data)
-        self.resetTimeout()
+        if self.write_blocked:
+            self._wrote_while_blocked(len(data))
+        else:
+            self.resetTimeout()
+
+    # on TCP/TLS a message is written as it is (no extra call per message)
+    write_message = write_bytes
 
     def source(self):
         """This connection as the source of a received message."""
@@ -102,12 +321,27 @@ class SipConnection(Protocol, TimeoutMixin):
 
     def deliver(self, data):
         """Hand one complete message to the core."""
-        self.switchboard.receive(data, self.source())
+        if self.proven:
+            self.switchboard.receive(data, self.source())
+            return
+        # Until the peer proved it speaks SIP: the first complete message meets
+        # the first-message deadline, and each one restarts the short idle
+        # timeout; one the core parsed promotes the connection to idle_timeout.
+        self._cancel_first_message_timer()
+        self.resetTimeout()
+        stats = self.switchboard.stats
+        errors = stats["parse_errors"]
+        try:
+            self.switchboard.receive(data, self.source())
+        finally:
+            if stats["parse_errors"] == errors and not self._closing:
+                self.proven = True
+                self.setTimeout(self.idle_timeout)
 
     def reject(self, exc):
         """Answer an unframeable message if possible, then close (18.3)."""
         self.switchboard.reject(exc, self.source())
-        self.transport.loseConnection()
+        self.close()
 
 
 class SipStreamProtocol(SipConnection):
@@ -122,7 +356,8 @@ class SipStreamProtocol(SipConnection):
     def dataReceived(self, data):
         if self._rejected:
             return  # closing after an unframeable message: ignore the rest
-        self.resetTimeout()
+        if self.proven:
+            self.resetTimeout()
         while True:
             try:
                 frames = self.framer.feed(data)
@@ -132,7 +367,9 @@ class SipStreamProtocol(SipConnection):
                 return
             for frame in frames:
                 if frame is KEEPALIVE:
-                    self.transport.write(b"\r\n")  # RFC 5626 4.4.1 pong
+                    # RFC 5626 4.4.1 pong, unless the peer is not reading them
+                    if not self.write_blocked:
+                        self.transport.write(b"\r\n")
                     continue
                 try:
                     self.deliver(frame)

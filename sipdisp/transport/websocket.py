@@ -32,20 +32,12 @@ class SipWebSocketProtocol(SipConnection):
         self._parts = []
         self._size = 0
 
-    def connectionMade(self):
-        peer = self.transport.getPeer()
-        if not self.switchboard.can_accept():
-            log.warn("connection limit reached; refusing {host}:{port}",
-                     host=peer.host, port=peer.port)
-            self.transport.abortConnection()
-            return
-        self.peer_host, self.peer_port = peer.host, peer.port
-        self.register()
-        self.setTimeout(self.idle_timeout)
-        # stream_up() only after the handshake
+    def connection_up(self):
+        """stream_up() only after the handshake."""
 
     def dataReceived(self, data):
-        self.resetTimeout()
+        if self.proven:
+            self.resetTimeout()
         try:
             self.ws.receive_data(data)
             for event in self.ws.events():
@@ -53,7 +45,7 @@ class SipWebSocketProtocol(SipConnection):
         except (RemoteProtocolError, LocalProtocolError) as exc:
             log.info("WebSocket protocol error from {host}:{port}: {exc}",
                      host=self.peer_host, port=self.peer_port, exc=exc)
-            self.transport.loseConnection()
+            self.close()
 
     def _on_event(self, event):
         if isinstance(event, Request):
@@ -64,14 +56,14 @@ class SipWebSocketProtocol(SipConnection):
                 log.info("refusing WebSocket from {host}:{port}: no 'sip' subprotocol",
                          host=self.peer_host, port=self.peer_port)
                 self.transport.write(self.ws.send(RejectConnection(status_code=400)))
-                self.transport.loseConnection()
+                self.close()
         elif isinstance(event, Message):
             data = event.data.encode("utf-8") if isinstance(event, TextMessage) else event.data
             self._size += len(data)
             if self._size > self.max_size:
                 log.info("WebSocket message too large from {host}:{port}",
                          host=self.peer_host, port=self.peer_port)
-                self.transport.loseConnection()
+                self.close()
                 return
             self._parts.append(data)
             if event.message_finished:
@@ -85,13 +77,16 @@ class SipWebSocketProtocol(SipConnection):
                         log.failure("dropping WebSocket message from {host}:{port}",
                                     host=self.peer_host, port=self.peer_port)
         elif isinstance(event, Ping):
-            self.transport.write(self.ws.send(event.response()))
+            # no pong for a peer that is not reading them (the pings stay
+            # unread in the kernel meanwhile: reading is paused)
+            if not self.write_blocked:
+                self.transport.write(self.ws.send(event.response()))
         elif isinstance(event, CloseConnection):
             try:
                 self.transport.write(self.ws.send(event.response()))
             except LocalProtocolError:
                 pass
-            self.transport.loseConnection()
+            self.close()
 
     def write_message(self, data):
         """Send one SIP message as a text frame (binary if it is not UTF-8)."""
@@ -99,8 +94,7 @@ class SipWebSocketProtocol(SipConnection):
             frame = TextMessage(data=data.decode("utf-8"))
         except UnicodeDecodeError:
             frame = BytesMessage(data=data)
-        self.transport.write(self.ws.send(frame))
-        self.resetTimeout()
+        self.write_bytes(self.ws.send(frame))
 
 
 class SipWebSocketFactory(Factory):

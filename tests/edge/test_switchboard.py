@@ -4,7 +4,7 @@ next deadline, sends over UDP ports, connections and the connector."""
 import errno
 
 from sipdisp.proxy.target import Listener, Target
-from sipdisp.transport.edge import Switchboard
+from sipdisp.transport.edge import ConnectionLimits, Switchboard
 from sipdisp.transport.udp import SipDatagramProtocol
 from sipdisp.sip import parse_message
 from tests.edge.fakes import (
@@ -30,9 +30,11 @@ def board(deadlines=(), **kw):
 class FakeConn:
     """A stream connection as the switchboard sees it."""
 
-    def __init__(self, proto="tcp", host="127.0.0.1", port=40000, listener=None):
+    def __init__(self, proto="tcp", host="127.0.0.1", port=40000, listener=None,
+                 outgoing=False):
         self.proto, self.peer_host, self.peer_port = proto, host, port
         self.listener = listener
+        self.outgoing = outgoing
         self.sent = []
         self.conn_id = None
 
@@ -176,6 +178,41 @@ def test_connection_table_and_flow_target():
     assert sb.connections == {} and sb._by_addr == {}
     assert sb.flow_target(conn.conn_id) is None
     assert sb.can_accept()
+
+
+def test_incoming_and_outgoing_connections_have_separate_limits():
+    """Incoming connections count against connections.max, outgoing ones against
+    connections.max_outgoing, so a full incoming table still lets the proxy connect out."""
+    sb, core, clock, _ = board(max_connections=2, limits=ConnectionLimits(max_outgoing=1))
+    for port in (1, 2):
+        conn = FakeConn(port=port)
+        conn.conn_id = sb.add_connection(conn)
+    assert not sb.can_accept() and sb.can_connect()
+    assert not sb.admit("127.0.0.1", 3)
+    assert sb.stats["connections_refused_max"] == 1
+    out = FakeConn(port=5080, outgoing=True)
+    out.conn_id = sb.add_connection(out)
+    assert not sb.can_connect()
+    sb.remove_connection(out)
+    sb.remove_connection(out)  # twice (connect failure, then connectionLost): counted once
+    assert (sb.incoming, sb.outgoing) == (2, 0)
+
+
+def test_per_source_count_follows_the_table():
+    """admit() refuses past connections.max_per_source per address and frees the
+    slot when a connection from that address leaves; 0 disables the limit."""
+    sb, core, clock, _ = board(limits=ConnectionLimits(max_per_source=1))
+    conn = FakeConn(host="127.0.0.5")
+    conn.conn_id = sb.add_connection(conn)
+    assert not sb.admit("127.0.0.5", 2)
+    assert sb.admit("127.0.0.6", 2)
+    sb.remove_connection(conn)
+    assert sb.admit("127.0.0.5", 2) and sb._per_source == {}
+    unlimited, *_ = board(limits=ConnectionLimits(max_per_source=0))
+    for port in range(100):
+        conn = FakeConn(port=port)
+        conn.conn_id = unlimited.add_connection(conn)
+    assert unlimited.admit("127.0.0.1", 101)
 
 
 def test_invite_retransmitted_on_timer_a_until_branch_timeout_408():

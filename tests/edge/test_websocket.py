@@ -10,7 +10,7 @@ from wsproto.events import (
 
 from sipdisp.proxy.target import Listener
 from sipdisp.sip import parse_message
-from sipdisp.transport.edge import Switchboard
+from sipdisp.transport.edge import ConnectionLimits, Switchboard
 from sipdisp.transport.websocket import SipWebSocketFactory
 from tests.edge.fakes import RecordingCore, ResolvingClock, peer_transport, real_stack
 from tests.support.sipmsg import request
@@ -46,10 +46,12 @@ class Client:
         return self.events()
 
 
-def recording(max_size=65535, max_connections=8):
-    """A Switchboard on a RecordingCore and a clock, and a WS listener factory."""
+def recording(max_size=65535, max_connections=8, **limits):
+    """A Switchboard on a RecordingCore and a clock, and a WS listener factory;
+    ``limits`` override ConnectionLimits' defaults."""
     core = RecordingCore()
-    board = Switchboard(core, ResolvingClock(), max_connections)
+    board = Switchboard(core, ResolvingClock(), max_connections,
+                        limits=ConnectionLimits(idle_timeout=IDLE, **limits))
     return board, core, SipWebSocketFactory(board, WS, IDLE, max_size)
 
 
@@ -189,7 +191,69 @@ def test_idle_websocket_closed_by_the_clock():
     board, core, factory = recording()
     client = Client(factory)
     client.handshake()
+    client.send(TextMessage(data=OPTIONS.decode()))
     board._reactor.advance(IDLE - 0.5)
     assert not client.transport.disconnecting
     board._reactor.advance(0.5)
     assert client.transport.disconnecting
+
+
+# -- issue #10: limits a stranger could exhaust -------------------------------------
+def test_handshake_and_first_message_share_one_deadline():
+    """A client that completes the handshake but sends no SIP message (only
+    pings) is aborted at connections.first_message_timeout after accept."""
+    board, core, factory = recording(first_message_timeout=10)
+    client = Client(factory)
+    board._reactor.advance(6)
+    client.handshake()
+    client.send(Ping(payload=b"hb"))
+    board._reactor.advance(3.9)
+    assert not client.transport.disconnected
+    board._reactor.advance(0.1)
+    assert client.transport.disconnected
+    assert board.stats["connections_closed_first_message_timeout"] == 1
+
+
+def test_unfinished_handshake_closed_at_deadline():
+    """An upgrade request trickled and never finished is aborted at the deadline."""
+    board, core, factory = recording(first_message_timeout=10)
+    client = Client(factory)
+    for byte in b"GET / HTTP/1.1\r\n"[:14]:  # one byte every 0.7 s: 9.8 s
+        client.proto.dataReceived(bytes([byte]))
+        board._reactor.advance(0.7)
+    assert not client.transport.disconnected
+    board._reactor.advance(0.3)
+    assert client.transport.disconnected
+
+
+def test_pings_unanswered_while_peer_not_reading():
+    """While the write buffer is over its high-water mark, pings get no pong and
+    reading is paused; after it drains pongs resume."""
+    board, core, factory = recording()
+    client = Client(factory)
+    client.handshake()
+    client.send(TextMessage(data=OPTIONS.decode()))
+    client.proto.pauseProducing()
+    assert client.transport.producerState == "paused"
+    for _ in range(100):
+        client.send(Ping(payload=b"hb"))
+    assert client.events() == []
+    client.proto.resumeProducing()
+    client.send(Ping(payload=b"hb"))
+    events = client.events()
+    assert len(events) == 1 and isinstance(events[0], Pong)
+
+
+def test_websocket_write_buffer_cap():
+    """Frames written while the peer is not reading are capped at
+    connections.max_write_buffer: past it the connection is aborted and counted."""
+    board, core, factory = recording(max_write_buffer=100_000)
+    client = Client(factory)
+    client.handshake()
+    client.send(TextMessage(data=OPTIONS.decode()))
+    client.proto.pauseProducing()
+    target = board.flow_target(client.proto.conn_id)
+    for _ in range(20):
+        board.send(b"x" * 10_000, target)
+    assert client.transport.disconnected
+    assert board.stats["connections_closed_write_buffer"] == 1

@@ -123,7 +123,9 @@ def test_advertised_host_is_written_in_via_and_record_route(tmp_path):
             caller.send(dialog.invite().encode(), udp)
             invite = uas.recv(timeout=10, match=lambda m: m.is_request)
             assert invite.values("via")[0].startswith(f"SIP/2.0/UDP proxy.sipdisp.test:{udp};")
-            assert invite.values("record-route") == [f"<sip:proxy.sipdisp.test:{udp};lr>"]
+            sig = proxy.rr_signature(invite.call_id, invite.from_tag)
+            assert invite.values("record-route") == [
+                f"<sip:proxy.sipdisp.test:{udp};lr;sdsig={sig}>"]
             uas.sock.sendto(answer(invite, 486, "Busy Here", to_tag="busy").encode(),
                             uas.last_source)
             final = caller.recv(timeout=10, match=lambda m: m.status >= 200)

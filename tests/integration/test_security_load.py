@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 
 from sipdisp.proxy import ProxyCore
+from tests.support.peers import receive_all
 from tests.support.processes import Sipdisp, Sipp, free_port, sipp_available
 
 SECRET = "integration node secret"
@@ -38,21 +39,6 @@ def in_dialog(method, ruri, routes, n, port):
              f"Call-ID: attack-{n}@evil.example", f"CSeq: {n + 1} {method}",
              "Max-Forwards: 70", *[f"Route: {r}" for r in routes], "Content-Length: 0"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def collect(sock, seconds):
-    """Every datagram ``sock`` receives in ``seconds``."""
-    got = []
-    deadline = time.monotonic() + seconds
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return got
-        sock.settimeout(left)
-        try:
-            got.append(sock.recv(65535))
-        except socket.timeout:
-            return got
 
 
 @pytest.fixture
@@ -80,13 +66,13 @@ def test_in_dialog_requests_with_our_address_in_route_relay_nothing(tmp_path, ud
         for n, method in enumerate(["BYE", "MESSAGE", "INFO", "INVITE"]):
             attacker.sendto(in_dialog(method, f"sip:bob@127.0.0.1:{vport}", [route], n, aport),
                             ("127.0.0.1", proxy.port("udp")))
-        replies = collect(attacker, 1.5)
+        replies = receive_all(attacker, 1.5)
         finals = {(r.split(b"\r\n", 1)[0], re.search(rb"Call-ID: (\S+)", r).group(1))
                   for r in replies if not r.startswith(b"SIP/2.0 100")}
         # one 404 per request (the INVITE's is retransmitted until an ACK: a set)
         assert sorted(finals) == sorted((b"SIP/2.0 404 Not here", f"attack-{n}@evil.example".encode())
                                         for n in range(4)), finals
-        assert collect(victim, 0.2) == []
+        assert receive_all(victim, 0.2) == []
 
 
 def test_seventy_self_routes_are_answered_once_not_bounced_seventy_times(tmp_path, udp_pair):
@@ -107,8 +93,8 @@ def test_seventy_self_routes_are_answered_once_not_bounced_seventy_times(tmp_pat
             attacker.sendto(in_dialog("BYE", ruri, [route] * 70, n, aport), ("127.0.0.1", port))
             sent += 1
             # read as we go: 200 answers would overflow our own receive buffer
-            replies += collect(attacker, 0.003)
-        replies += collect(attacker, 2.0)
+            replies += receive_all(attacker, 0.003)
+        replies += receive_all(attacker, 2.0)
         got = {re.search(rb"Call-ID: attack-(\d+)", r).group(1).decode() for r in replies}
         assert len(replies) == sent, (sorted(set(map(str, range(sent))) - got), proxy.log_text()[-2000:])
         statuses = {r.split(b"\r\n", 1)[0] for r in replies}
@@ -116,7 +102,7 @@ def test_seventy_self_routes_are_answered_once_not_bounced_seventy_times(tmp_pat
         assert metric(proxy, "sipdisp_sip_requests_received_total", method="BYE") == sent
         assert metric(proxy, "sipdisp_sip_requests_sent_total", method="BYE") == 0
         assert metric(proxy, "sipdisp_sip_retransmissions_sent_total") == 0
-        assert collect(victim, 0.1) == []
+        assert receive_all(victim, 0.1) == []
 
 
 # -- defect 5: steady load ---------------------------------------------------------------

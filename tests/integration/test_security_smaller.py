@@ -16,6 +16,7 @@ import pytest
 
 from sipdisp.sip import parse_message
 from sipdisp.storage.testing import PG_URL, Unreachable, server_for
+from tests.support.peers import receive_all
 from tests.support.processes import ROOT, Sipdisp
 from tests.support.registrar import UA, invite
 
@@ -40,21 +41,6 @@ def udp_socket():
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(3)
     return sock
-
-
-def receive_all(sock, seconds):
-    """Every datagram arriving within ``seconds``."""
-    got = []
-    deadline = time.monotonic() + seconds
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return got
-        sock.settimeout(left)
-        try:
-            got.append(sock.recv(65535))
-        except socket.timeout:
-            return got
 
 
 def test_malformed_credentials_on_postgresql_get_400(tmp_path):

@@ -20,7 +20,7 @@ needs_sipp = pytest.mark.skipif(not sipp_available(), reason="SIPp is not instal
 needs_node = pytest.mark.skipif(not node_available(),
                                 reason="node/npm are not installed; .ci/run installs them")
 
-FLOW_RR = re.compile(r"^<sip:sdf-(\d+)@127\.0\.0\.1:(\d+);transport=tls;lr;r2=on>$")
+FLOW_RR = re.compile(r"^<sip:sdf-(\d+)@127\.0\.0\.1:(\d+);transport=tls;lr;r2=on;sdsig=(\w+)>$")
 
 
 @pytest.fixture
@@ -74,9 +74,10 @@ def test_call_over_tls_listener_to_udp_uas(tmp_path, server_cert):
             assert [r.status for r in responses] == [100, 180, 200]
             ok = responses[-1]
             rr = ok.values("record-route")
-            assert len(rr) == 2 and rr[0] == f"<sip:127.0.0.1:{proxy.port('udp')};lr;r2=on>", rr
+            sig = proxy.rr_signature(ok.call_id, ok.from_tag)
+            assert len(rr) == 2 and rr[0] == f"<sip:127.0.0.1:{proxy.port('udp')};lr;r2=on;sdsig={sig}>", rr
             flow = FLOW_RR.match(rr[1])
-            assert flow and int(flow.group(2)) == proxy.port("tls"), rr
+            assert flow and int(flow.group(2)) == proxy.port("tls") and flow.group(3) == sig, rr
 
             dialog.learn(ok)
             client.send(dialog.ack().encode())

@@ -20,7 +20,7 @@ pytestmark = [
 
 VIA_HOST = "df7jal23ls0d.invalid"
 CONTACT = f"sip:alice@{VIA_HOST};transport=ws"
-FLOW_RR = re.compile(r"^<sip:sdf-(\d+)@127\.0\.0\.1:(\d+);transport=ws;lr;r2=on>$")
+FLOW_RR = re.compile(r"^<sip:sdf-(\d+)@127\.0\.0\.1:(\d+);transport=ws;lr;r2=on;sdsig=(\w+)>$")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -80,9 +80,11 @@ def test_call_from_websocket_client_to_udp_uas(tmp_path):
 
                 rr = resp.values("record-route")
                 assert len(rr) == 2, rr
-                assert rr[0] == f"<sip:127.0.0.1:{proxy.port('udp')};lr;r2=on>"
+                sig = proxy.rr_signature(resp.call_id, resp.from_tag)
+                assert rr[0] == f"<sip:127.0.0.1:{proxy.port('udp')};lr;r2=on;sdsig={sig}>"
                 flow = FLOW_RR.match(rr[1])
                 assert flow and int(flow.group(2)) == proxy.port("ws"), rr
+                assert flow.group(3) == sig
 
                 dialog.learn(resp)
                 peer.send(dialog.ack())

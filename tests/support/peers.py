@@ -386,3 +386,18 @@ def close_peer_process(proc):
             proc.wait(5)
     for stream in (proc.stdout, proc.stderr):
         stream.close()
+
+
+def receive_all(sock, seconds):
+    """Every datagram ``sock`` receives within ``seconds``."""
+    got = []
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return got
+        sock.settimeout(left)
+        try:
+            got.append(sock.recv(65535))
+        except socket.timeout:
+            return got

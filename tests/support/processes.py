@@ -87,6 +87,13 @@ class Sipdisp:
         """Everything sipdisp logged so far."""
         return self.log_path.read_text()
 
+    def rr_signature(self, call_id, tag):
+        """The ``sdsig`` this sipdisp writes into Record-Route for a dialog, from
+        the node secret it created on first start (proxy.secret_file)."""
+        from sipdisp.proxy import ProxyCore
+        secret = (self.tmp_path / "var" / "node_secret").read_bytes().strip()
+        return ProxyCore([], None, secret=secret).rr_signature(call_id, tag)
+
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

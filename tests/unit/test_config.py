@@ -78,7 +78,10 @@ FOUNDATION_DEFAULTS = {
         "verify_server": True,
         "require_client_certificate": False,
     },
-    "connections": {"max": 2048, "idle_timeout": 3605.0, "connect_timeout": 5.0},
+    "connections": {"max": 2048, "max_outgoing": 1024, "max_per_source": 64,
+                    "idle_timeout": 3605.0, "first_message_timeout": 10.0,
+                    "idle_timeout_before_message": 30.0, "max_write_buffer": 1048576,
+                    "send_timeout": 10.0, "connect_timeout": 5.0},
     "sip": {
         "max_message_size": 65535,
         "t1": 0.5,
@@ -103,7 +106,7 @@ FOUNDATION_DEFAULTS = {
         "write_queue_max": 100000,
         "spool_dir": "var/spool",
     },
-    "log": {"level": "info"},
+    "log": {"level": "info", "repeat_limit": 10, "repeat_interval": 10.0},
 }
 
 

@@ -211,7 +211,10 @@ def test_finished_calls_leave_no_cycles_for_the_collector():
                                         [*rr], call_id=call_id, cseq=1))
                 bye = sipmsg.in_dialog("BYE", "sip:fs@127.0.0.1:5081", rr, call_id=call_id,
                                        cseq=2)
-                (fbye, bnode), = requests(p.send(bye), "BYE")
+                # every other BYE over a stream: its server transaction ends the
+                # moment the final is sent, before the end hooks run
+                proto = "tcp" if n % 8 == 0 else "udp"
+                (fbye, bnode), = requests(p.send(bye, proto=proto), "BYE")
                 p.send(response_to(fbye.to_bytes(), 200, "OK"), source=bnode)
             elif kind == 1:
                 p.send(response_to(fwd.to_bytes(), 486, "Busy Here"), source=node)
@@ -230,6 +233,7 @@ def test_finished_calls_leave_no_cycles_for_the_collector():
             p.advance(0.05)
         p.advance(200.0)
         assert p.core.layer.servers == {} and p.core.layer.clients == {}
+        assert p.core.stats["internal_errors"] == 0
 
     assert _cyclic_garbage(calls) == []
 

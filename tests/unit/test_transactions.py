@@ -72,6 +72,11 @@ class Clock:
         return out
 
 
+# the bytes each client transaction of these tests sent (the transaction drops its
+# own copy once it has a final response), by id(txn)
+_SENT_REQUEST = {}
+
+
 def new_client(method="INVITE", reliable=False, fr=30.0, fr_inv=120.0, layer=None,
                extra=()):
     layer = layer or TransactionLayer(T1, T2, T4)
@@ -79,6 +84,7 @@ def new_client(method="INVITE", reliable=False, fr=30.0, fr_inv=120.0, layer=Non
     raw = sipmsg.request(method, branch="z9hG4bKclient1", extra=extra)
     request = parse_message(raw)
     txn = layer.new_client(request, raw, TARGET, reliable, "z9hG4bKclient1", fr, fr_inv, owner)
+    _SENT_REQUEST[id(txn)] = raw
     clock = Clock(layer)
     txn.start(0.0)
     clock.collect()
@@ -86,7 +92,7 @@ def new_client(method="INVITE", reliable=False, fr=30.0, fr_inv=120.0, layer=Non
 
 
 def reply(txn, status, reason="X", to_tag="uas1", extra=()):
-    return parse_message(sipmsg.response_to(txn.data, status, reason,
+    return parse_message(sipmsg.response_to(_SENT_REQUEST[id(txn)], status, reason,
                                             to_tag=to_tag, extra=extra))
 
 
@@ -171,6 +177,7 @@ def test_non_2xx_final_to_invite_is_acked_hop_by_hop_and_again_on_retransmission
     """A 3xx-6xx is ACKed with the INVITE's branch, single Via, Route and the reply's To;
     a retransmitted final gets the same ACK and the owner hears of it once."""
     txn, owner, clock = new_client(extra=["Route: <sip:p2.example.com;lr>"])
+    sent = txn.request
     txn.on_response(reply(txn, 180, "Ringing"), 0.2)
     busy = reply(txn, 486, "Busy Here")
     txn.on_response(busy, 1.0)
@@ -178,10 +185,10 @@ def test_non_2xx_final_to_invite_is_acked_hop_by_hop_and_again_on_retransmission
     acks = [d for _, line, d in clock.take() if line.startswith("ACK")]
     assert len(acks) == 1
     ack = parse_message(acks[0])
-    assert str(ack.uri) == str(txn.request.uri)
-    assert ack.values("via") == [txn.request.values("via")[0]]
+    assert str(ack.uri) == str(sent.uri)
+    assert ack.values("via") == [sent.values("via")[0]]
     assert ack.get("to") == busy.get("to") and ack.to_tag == "uas1"
-    assert ack.get("cseq") == f"{txn.request.cseq} ACK"
+    assert ack.get("cseq") == f"{sent.cseq} ACK"
     assert ack.get("route") == "<sip:p2.example.com;lr>"
     assert txn.state == C.COMPLETED
     txn.on_response(reply(txn, 486, "Busy Here"), 1.6)
@@ -200,6 +207,8 @@ def test_2xx_to_invite_enters_accepted_and_passes_retransmissions_to_the_owner()
     txn, owner, clock = new_client()
     txn.on_response(reply(txn, 200, "OK"), 1.0)
     assert txn.state == C.ACCEPTED
+    # answered: the request is let go, not kept for Timer M's 32 s
+    assert txn.request is None and txn.data is None
     txn.on_response(reply(txn, 200, "OK"), 1.5)
     txn.on_response(reply(txn, 486, "Busy"), 1.6)  # not a 2xx: ignored in Accepted
     clock.collect()
