@@ -44,6 +44,13 @@ def write_buffer_size(transport):
 
 
 @implementer(IPushProducer)
+def _cancel(call):
+    """Cancel a pending reactor call (if any); returns None, the value to keep."""
+    if call is not None and call.active():
+        call.cancel()
+    return None
+
+
 class SipConnection(Protocol, TimeoutMixin):
     """What every stream connection shares: its id in the switchboard's
     connection table, its peer, the idle timeout and an outgoing queue used
@@ -198,11 +205,7 @@ class SipConnection(Protocol, TimeoutMixin):
         self.abort()
 
     def _cancel_first_message_timer(self):
-        timer = self._first_message_timer
-        if timer is not None:
-            self._first_message_timer = None
-            if timer.active():
-                timer.cancel()
+        self._first_message_timer = _cancel(self._first_message_timer)
 
     # -- write buffer ------------------------------------------------------------
     def _watch_write_buffer(self):
@@ -249,11 +252,7 @@ class SipConnection(Protocol, TimeoutMixin):
         self._socket = None
 
     def _cancel_send_timer(self):
-        timer = self._send_timer
-        if timer is not None:
-            self._send_timer = None
-            if timer.active():
-                timer.cancel()
+        self._send_timer = _cancel(self._send_timer)
 
     def _send_timed_out(self):
         self._send_timer = None

@@ -13,7 +13,7 @@ from twisted.conch.ssh import keys
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 
 from sipdisp.console.listening import ConnectionCap, LimitAlarm
 from sipdisp.console.manhole import ConsoleFactory, make_portal
@@ -21,14 +21,6 @@ from sipdisp.console.web import make_site, split_host, token_digest
 from tests.support.console import HttpClient, HttpResponse, make_root
 
 CALL = json.dumps({"jsonrpc": "2.0", "method": "core.version", "id": 1}).encode()
-
-
-@pytest.fixture
-def logged():
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def failures(events):

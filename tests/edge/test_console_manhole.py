@@ -15,7 +15,6 @@ from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
 
 from sipdisp.console.manhole import (
     AuthorizedKeysFile,
@@ -53,14 +52,6 @@ def login(portal, credentials):
     portal.login(credentials, None, IConchUser).addBoth(box.append)
     assert box, "login did not finish synchronously"
     return box[0]
-
-
-@pytest.fixture
-def logged():
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def texts(events):

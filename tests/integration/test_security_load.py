@@ -16,7 +16,7 @@ import pytest
 
 from sipdisp.proxy import ProxyCore
 from tests.support.peers import receive_all
-from tests.support.processes import Sipdisp, Sipp, free_port, sipp_available
+from tests.support.processes import Sipdisp, Sipp, free_port, rss_kib, sipp_available
 
 SECRET = "integration node secret"
 
@@ -107,15 +107,6 @@ def test_seventy_self_routes_are_answered_once_not_bounced_seventy_times(tmp_pat
 
 # -- defect 5: steady load ---------------------------------------------------------------
 
-def rss_kb(pid):
-    """Resident set size of ``pid`` in KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
 def keepalive_rtt(sock, port, n):
     """Seconds an OPTIONS keepalive to sipdisp takes to be answered (None: no answer in 1 s)."""
     request = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
@@ -162,7 +153,7 @@ def test_steady_load_holds_memory_flat_and_keepalives_fast(tmp_path):
                 rtts.append(keepalive_rtt(probe, proxy.port("udp"), n))
                 n += 1
                 if time.monotonic() >= next_sample:
-                    samples.append((round(time.monotonic() - start), rss_kb(proxy.proc.pid)))
+                    samples.append((round(time.monotonic() - start), rss_kib(proxy.proc.pid)))
                     next_sample += 10
                 time.sleep(0.25)
             uac.wait(90)

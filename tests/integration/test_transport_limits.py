@@ -17,20 +17,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Ping, Request, TextMessage
 
 from tests.support.peers import StreamEndpoint, UdpEndpoint, options
-from tests.support.processes import Sipdisp
-
-pytestmark = pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"),
-                                reason="reads VmRSS from /proc")
-
-
-def rss_kib(pid):
-    """Resident set size of process ``pid`` in KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
+from tests.support.processes import Sipdisp, rss_kib
 
 def connect_from(port, source="127.0.0.1", rcvbuf=None):
     """A TCP socket to 127.0.0.1:``port`` from address ``source``."""

@@ -121,6 +121,15 @@ def _merge(base, extra):
             base[key] = value
 
 
+def rss_kib(pid):
+    """Resident set size of process ``pid`` in KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 def sipp_available():
     """True if the sipp binary is installed."""
     return shutil.which("sipp") is not None
