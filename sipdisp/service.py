@@ -16,9 +16,10 @@ from .dialog.service import DialogService
 from .loadbalancer.service import LoadBalancerService
 from .accounting.service import AccountingService
 from .routing import build_routing
+from .routing.shipped import shipped_functions
 from .console.namespace import stat_name
 from .nodesecret import load_node_secret
-from .proxy import ProxyCore, make_seed_route
+from .proxy import ProxyCore
 from .storage import StorageService, open_storage
 from .storage.admin import init_schema
 from .transport.edge import ConnectionLimits, Switchboard
@@ -27,18 +28,22 @@ from .transport.listeners import Connector, bind_listeners, server_tls_options
 log = Logger()
 
 
+def no_route_configured(ctx):
+    """The core's route until the service tree sets the compiled one: answers 500."""
+    ctx.reply(500, "No route configured")
+
+
 class SipService(Service):
-    """Binds the listeners and runs the proxy core on the reactor."""
+    """Binds the listeners and runs the proxy core on the reactor; ``route`` is
+    the request route (``core.route``, set later when None)."""
 
     def __init__(self, cfg, route=None, reactor=None):
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
         self.cfg = cfg
-        if route is None:
-            route = make_seed_route(cfg.proxy.next_hop, cfg.proxy.branch_timeout)
         self.core = ProxyCore(
-            [], route, t1=cfg.sip.t1, t2=cfg.sip.t2, t4=cfg.sip.t4,
+            [], route or no_route_configured, t1=cfg.sip.t1, t2=cfg.sip.t2, t4=cfg.sip.t4,
             fr_timer=cfg.sip.fr_timer, fr_inv_timer=cfg.sip.fr_inv_timer,
             max_message_size=cfg.sip.max_message_size, domains=cfg.proxy.domains,
             max_forwards=cfg.proxy.max_forwards, server_header=cfg.sip.server_header,
@@ -144,8 +149,8 @@ class SipdispService(MultiService):
         self.accounting = AccountingService(self, reactor)
         self.accounting.setServiceParent(self)
         if route is None:
-            self.sip.core.route = build_routing(cfg, self.sip.core,
-                                                self.dispatcher.dispatcher).entry
+            self.sip.core.route = build_routing(cfg, self.sip.core, self.dispatcher.dispatcher,
+                                                shipped_functions()).entry
         add_management(self, reactor)  # console/: SSH Manhole, JSON-RPC and /metrics
 
     def startService(self):

@@ -49,9 +49,15 @@ _BASE_COLUMNS = ("method", "from_tag", "to_tag", "callid", "sip_code", "sip_reas
                  "id")
 
 
-def parse_extra(text, where="accounting.extra", tables=("acc", "missed_calls", "cdrs")):
+def parse_extra(text, where="accounting.extra", tables=("acc", "missed_calls", "cdrs"),
+                variables=None):
     """``"src_user=$fU;src_ip=$si"`` -> ``[(column, getter)]``; RouteError when a
-    column is not in every table the records go to, or a value does not compile."""
+    column is not in every table the records go to, or a value does not compile.
+    ``variables`` (name -> getter) defaults to every pseudo-variable a shipped
+    route knows, the dialog module's ``$DLG_*`` included."""
+    if variables is None:
+        from sipdisp.routing.shipped import shipped_functions  # the assembly: lazily
+        variables = shipped_functions().variables
     out = []
     seen = set()
     for part in (text or "").split(";"):
@@ -71,7 +77,7 @@ def parse_extra(text, where="accounting.extra", tables=("acc", "missed_calls", "
             if column not in SCHEMA[table].by_name:
                 raise RouteError(where, f"the {table} table has no column {column!r}")
         seen.add(column)
-        out.append((column, compile_value(value, where)))
+        out.append((column, compile_value(value, where, variables)))
     return out
 
 

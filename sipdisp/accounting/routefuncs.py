@@ -1,5 +1,5 @@
-"""The accounting functions in the YAML route, registered in the routing
-function table (imported by ``sipdisp.routing``).
+"""The accounting functions in the YAML route, declared in a routing
+function table by :func:`register`.
 
     - do_accounting: db                  # OpenSIPS do_accounting("db")
     - do_accounting: [db, "missed"]      # ... and missed calls
@@ -10,8 +10,7 @@ Kamailio's ``setflag: FLT_ACC`` (and FLT_ACCMISSED, FLT_ACCFAILED, as named
 by ``accounting.flag`` ...) does the same as ``do_accounting``.
 """
 
-from ..routing.compiler import function
-from ..routing.pv import RouteError
+from ..routing.plugin import RouteError, nargs
 
 KINDS = ("cdr", "missed", "failed")
 TYPES = ("db",)
@@ -45,11 +44,9 @@ def acc_db_request(ctx, comment, table="acc"):
     return True
 
 
-@function("do_accounting", action=True, condition=True)
 def _do_accounting(args, where, env):
     """Account this request (OpenSIPS): ``do_accounting: [db(, "cdr|missed|failed")]``."""
-    if not 1 <= len(args) <= 3:
-        raise RouteError(where, f"do_accounting takes 1 to 3 argument(s), got {len(args)}")
+    nargs("do_accounting", args, where, 1, 3)
     types = [t.strip().lower() for t in str(args[0]).split("|") if t.strip()]
     for kind in types:
         if kind not in TYPES:
@@ -61,11 +58,9 @@ def _do_accounting(args, where, env):
     return lambda ctx: do_accounting(ctx, kinds)
 
 
-@function(("acc_db_request", "acc_log_request"), action=True, condition=True)
 def _acc_db_request(args, where, env):
     """Write a record for this request now: ``acc_db_request: ["200 Dialog Timeout", acc]``."""
-    if not 1 <= len(args) <= 2:
-        raise RouteError(where, f"acc_db_request takes 1 or 2 argument(s), got {len(args)}")
+    nargs("acc_db_request", args, where, 1, 2)
     comment = str(args[0]).strip()
     code = comment.split(" ", 1)[0]
     if not (code.isdigit() and len(code) == 3):
@@ -74,3 +69,10 @@ def _acc_db_request(args, where, env):
     if table not in ("acc", "missed_calls"):
         raise RouteError(where, f"table must be acc or missed_calls, got {table!r}")
     return lambda ctx: acc_db_request(ctx, comment, table)
+
+
+def register(table):
+    """Declare the accounting route functions in ``table`` (a FunctionTable)."""
+    table.add("do_accounting", _do_accounting, action=True, condition=True)
+    table.add(("acc_db_request", "acc_log_request"), _acc_db_request, action=True,
+              condition=True)

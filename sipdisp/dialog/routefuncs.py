@@ -1,6 +1,6 @@
-"""The dialog module's functions in the YAML route, registered in the routing
-function table (imported by ``sipdisp.routing``), plus the ``$DLG_status``,
-``$DLG_lifetime`` and ``$DLG_dir`` pseudo-variables.
+"""The dialog module's functions in the YAML route and the ``$DLG_status``,
+``$DLG_lifetime`` and ``$DLG_dir`` pseudo-variables, declared in a routing
+function table by :func:`register`.
 
     - if: {not: {create_dialog: B}}          # OpenSIPS create_dialog("B")
       then: [{send_reply: [500, "Internal Server Error"]}, exit]
@@ -14,16 +14,9 @@ request context first (``create_dialog(ctx, "B")``).
 """
 
 from ..proxy.core import RouteSuspended
-from ..routing import pv
-from ..routing.compiler import function
-from ..routing.pv import RouteError, compile_setter, compile_value
+from ..routing.plugin import RouteError, nargs, setter_arg, value_arg
 from .dialog import parse_flags
 from .table import DOWNSTREAM, DLG
-
-
-def _nargs(name, args, where, lo, hi):
-    if not lo <= len(args) <= hi:
-        raise RouteError(where, f"{name} takes {lo} to {hi} argument(s), got {len(args)}")
 
 
 def _table(ctx):
@@ -92,12 +85,11 @@ def get_profile_size(ctx, name, value=None):
 
 # -- route functions ----------------------------------------------------------------
 
-@function(("create_dialog", "dlg_manage"), action=True, condition=True)
 def _create_dialog(args, where, env):
     """Track this INVITE as a dialog: ``create_dialog: B`` (B BYE at timeout, P/p ping caller/callee), optional timeout in s."""
     if isinstance(args, list) and len(args) == 1 and args[0] is None:
         args = []
-    _nargs("create_dialog", args, where, 0, 2)
+    nargs("create_dialog", args, where, 0, 2)
     try:
         flags = parse_flags(args[0] if args else "")
     except ValueError as exc:
@@ -117,18 +109,17 @@ def _create_dialog(args, where, env):
     return create
 
 
-@function("validate_dialog", action=True, condition=True)
 def _validate_dialog(args, where, env):
     """True if the in-dialog request belongs to a live dialog (CSeq checked); see dialog.unmatched_reply."""
-    _nargs("validate_dialog", args, where, 0, 0)
+    nargs("validate_dialog", args, where, 0, 0)
     return validate_dialog
 
 
 def _profile_args(name, args, where, env, lo=1):
-    _nargs(name, args, where, lo, 2)
+    nargs(name, args, where, lo, 2)
     profile = str(args[0])
     _check_profile(profile, where, env)
-    value = compile_value(args[1], where) if len(args) > 1 else (lambda ctx: None)
+    value = value_arg(args[1], where, env) if len(args) > 1 else (lambda ctx: None)
     return profile, value
 
 
@@ -144,35 +135,31 @@ def _check_profile(profile, where, env):
                                 "dialog.profiles_with_value or dialog.profiles_no_value)")
 
 
-@function("set_dlg_profile", action=True, condition=True)
 def _set_dlg_profile(args, where, env):
     """Put the dialog in a profile: ``set_dlg_profile: [name, "$fU"]`` (value for profiles with values)."""
     profile, value = _profile_args("set_dlg_profile", args, where, env)
     return lambda ctx: set_dlg_profile(ctx, profile, value(ctx))
 
 
-@function("unset_dlg_profile", action=True, condition=True)
 def _unset_dlg_profile(args, where, env):
     """Take the dialog out of a profile: ``unset_dlg_profile: [name(, value)]``."""
     profile, value = _profile_args("unset_dlg_profile", args, where, env)
     return lambda ctx: unset_dlg_profile(ctx, profile, value(ctx))
 
 
-@function("is_in_profile", action=False, condition=True)
 def _is_in_profile(args, where, env):
     """True if the dialog is in a profile: ``is_in_profile: [name(, value)]``."""
     profile, value = _profile_args("is_in_profile", args, where, env)
     return lambda ctx: is_in_profile(ctx, profile, value(ctx))
 
 
-@function("get_profile_size", action=True, condition=False)
 def _get_profile_size(args, where, env):
     """Store a profile's size in a variable: ``get_profile_size: [name, (value,) "$var(n)"]``."""
-    _nargs("get_profile_size", args, where, 2, 3)
+    nargs("get_profile_size", args, where, 2, 3)
     profile = str(args[0])
     _check_profile(profile, where, env)
-    value = compile_value(args[1], where) if len(args) == 3 else (lambda ctx: None)
-    setter = compile_setter(str(args[-1]), where)
+    value = value_arg(args[1], where, env) if len(args) == 3 else (lambda ctx: None)
+    setter = setter_arg(str(args[-1]), where)
 
     def size(ctx):
         setter(ctx, get_profile_size(ctx, profile, value(ctx)))
@@ -205,6 +192,14 @@ def _dlg_dir(ctx):
     return "DOWNSTREAM" if found[1] == DOWNSTREAM else "UPSTREAM"
 
 
-pv.SIMPLE.setdefault("DLG_status", _dlg_status)
-pv.SIMPLE.setdefault("DLG_lifetime", _dlg_lifetime)
-pv.SIMPLE.setdefault("DLG_dir", _dlg_dir)
+def register(table):
+    """Declare the dialog module's functions and pseudo-variables in ``table``."""
+    table.add(("create_dialog", "dlg_manage"), _create_dialog, action=True, condition=True)
+    table.add("validate_dialog", _validate_dialog, action=True, condition=True)
+    table.add("set_dlg_profile", _set_dlg_profile, action=True, condition=True)
+    table.add("unset_dlg_profile", _unset_dlg_profile, action=True, condition=True)
+    table.add("is_in_profile", _is_in_profile, action=False, condition=True)
+    table.add("get_profile_size", _get_profile_size, action=True, condition=False)
+    table.add_variable("DLG_status", _dlg_status)
+    table.add_variable("DLG_lifetime", _dlg_lifetime)
+    table.add_variable("DLG_dir", _dlg_dir)

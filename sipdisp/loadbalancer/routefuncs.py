@@ -1,5 +1,5 @@
-"""The load balancer's functions in the YAML route, registered in the routing
-function table (imported by ``sipdisp.routing``).
+"""The load balancer's functions in the YAML route, declared in a routing
+function table by :func:`register`.
 
     - if: {lb_is_destination: ["$si", "$sp", 3]}      # from a FreeSWITCH of group 3
       then: [...]
@@ -13,8 +13,7 @@ Python routes call the functions at the end of this module with the request
 context first (``lb_start_or_next(ctx, 1, "pstn")``).
 """
 
-from ..routing.compiler import function
-from ..routing.pv import RouteError, compile_value
+from ..routing.plugin import RouteError, nargs, value_arg
 from .resources import parse_lb_flags, parse_requested
 
 
@@ -56,6 +55,7 @@ def lb_is_destination(ctx, host, port=0, group=-1, active=False):
 # -- route functions ----------------------------------------------------------------
 
 def _group(value, where):
+    """A group number written as an int or its digits (a float or a bool is refused)."""
     if isinstance(value, bool):
         raise RouteError(where, f"the group must be an integer, got {value!r}")
     try:
@@ -65,9 +65,7 @@ def _group(value, where):
 
 
 def _start_args(name, args, where):
-    if not 2 <= len(args) <= 3:
-        raise RouteError(where, f"{name} takes 2 or 3 argument(s) (group, resources[, flags]), "
-                                f"got {len(args)}")
+    nargs(name, args, where, 2, 3, usage="group, resources[, flags]")
     group = _group(args[0], where)
     try:
         resources = parse_requested(args[1])
@@ -77,44 +75,35 @@ def _start_args(name, args, where):
     return group, resources, flags
 
 
-@function("lb_start", action=True, condition=True)
 def _lb_start(args, where, env):
     """Send to the destination with the most free capacity: ``lb_start: [group, "pstn"(, flags r/n/s)]``."""
     group, resources, flags = _start_args("lb_start", args, where)
     return lambda ctx: _lb(ctx).start(ctx, group, resources, flags)
 
 
-@function("lb_start_or_next", action=True, condition=True)
 def _lb_start_or_next(args, where, env):
     """lb_next if load balancing started for this request, else lb_start: ``[group, resources(, flags)]``."""
     group, resources, flags = _start_args("lb_start_or_next", args, where)
     return lambda ctx: _lb(ctx).start_or_next(ctx, group, resources, flags)
 
 
-@function("lb_next", action=True, condition=True)
 def _lb_next(args, where, env):
     """Fail over to the best destination not tried yet; False when none is left."""
-    if args:
-        raise RouteError(where, f"lb_next takes no argument, got {len(args)}")
+    nargs("lb_next", args, where, 0)
     return lb_next
 
 
-@function("lb_disable_dst", action=True, condition=True)
 def _lb_disable_dst(args, where, env):
     """Take the destination in use out of selection until probing brings it back."""
-    if args:
-        raise RouteError(where, f"lb_disable_dst takes no argument, got {len(args)}")
+    nargs("lb_disable_dst", args, where, 0)
     return lb_disable_dst
 
 
-@function("lb_is_destination", action=False, condition=True)
 def _lb_is_destination(args, where, env):
     """True if the address is a destination: ``lb_is_destination: ["$si", "$sp"(, group(, active))]``."""
-    if not 2 <= len(args) <= 4:
-        raise RouteError(where, f"lb_is_destination takes 2 to 4 argument(s) (ip, port"
-                                f"[, group[, active]]), got {len(args)}")
-    host = compile_value(args[0], where)
-    port = compile_value(args[1], where)
+    nargs("lb_is_destination", args, where, 2, 4, usage="ip, port[, group[, active]]")
+    host = value_arg(args[0], where, env)
+    port = value_arg(args[1], where, env)
     group = _group(args[2], where) if len(args) > 2 and args[2] is not None else -1
     active = bool(int(args[3])) if len(args) > 3 else False
 
@@ -128,3 +117,12 @@ def _lb_is_destination(args, where, env):
             return False
         return _lb(ctx).is_destination(str(h), p, group, active)
     return is_destination
+
+
+def register(table):
+    """Declare the load balancer's route functions in ``table`` (a FunctionTable)."""
+    table.add("lb_start", _lb_start, action=True, condition=True)
+    table.add("lb_start_or_next", _lb_start_or_next, action=True, condition=True)
+    table.add("lb_next", _lb_next, action=True, condition=True)
+    table.add("lb_disable_dst", _lb_disable_dst, action=True, condition=True)
+    table.add("lb_is_destination", _lb_is_destination, action=False, condition=True)

@@ -1,5 +1,5 @@
 """The registrar's, auth's and nathelper's functions in the YAML route,
-registered in the routing function table (imported by ``sipdisp.routing``).
+declared in a routing function table by :func:`register`.
 
     - if: {not: {auth_check: ["", subscriber, 1]}}
       then: [{auth_challenge: ["", 1]}, exit]
@@ -11,15 +11,10 @@ pseudo-variable (``"$fd"``). Each function finds its module in
 ``ctx.core.modules`` when it runs.
 """
 
-from ..routing.compiler import FUNCTIONS, function
-from ..routing.pv import RouteError, compile_value
+from ..routing.plugin import RouteError, nargs, value_arg
+from ..sip.headers import header_key
 from . import api
 from .registrar import parse_save_flags
-
-
-def _nargs(name, args, where, lo, hi):
-    if not lo <= len(args) <= hi:
-        raise RouteError(where, f"{name} takes {lo} to {hi} argument(s), got {len(args)}")
 
 
 def _table(args, where, name, expected):
@@ -36,17 +31,16 @@ def _flags(value, where, name):
         raise RouteError(where, f"{name}: flags must be a number, got {value!r}") from None
 
 
-def _realm(args, where):
+def _realm(args, where, env):
     if not args or args[0] in ("", None):
         return lambda ctx: ""
-    getter = compile_value(str(args[0]), where)
+    getter = value_arg(str(args[0]), where, env)
     return lambda ctx: str(getter(ctx) or "")
 
 
-@function("save", action=True, condition=True)
 def _save(args, where, env):
     """Store the REGISTER's bindings and answer 200 listing them: ``[location(, flags)]``."""
-    _nargs("save", args, where, 0, 2)
+    nargs("save", args, where, 0, 2)
     _table(args, where, "save", "location")
     try:
         flags = parse_save_flags(args[1]) if len(args) > 1 else 0
@@ -55,16 +49,15 @@ def _save(args, where, env):
     return lambda ctx: api.save(ctx, "location", flags)
 
 
-@function("lookup", action=True, condition=True)
 def _lookup(args, where, env):
     """Point the request at the R-URI user's contacts, forking to all: ``[location(, uri or flags m/b)]``."""
-    _nargs("lookup", args, where, 0, 2)
+    nargs("lookup", args, where, 0, 2)
     _table(args, where, "lookup", "location")
     uri, flags = None, ""
     if len(args) > 1:
         second = str(args[1])
         if second.startswith(("sip:", "sips:", "$")):
-            uri = compile_value(second, where)
+            uri = value_arg(second, where, env)
         elif set(second) <= {"m", "b"}:
             flags = second  # OpenSIPS: m method filtering, b no branches
         else:
@@ -74,23 +67,22 @@ def _lookup(args, where, env):
     return lambda ctx: api.lookup(ctx, "location", uri(ctx), flags)
 
 
-@function("registered", action=False, condition=True)
 def _registered(args, where, env):
     """True if the R-URI (or the given URI) has a live binding: ``[location(, uri)]``."""
-    _nargs("registered", args, where, 0, 2)
+    nargs("registered", args, where, 0, 2)
     _table(args, where, "registered", "location")
     if len(args) > 1:
-        uri = compile_value(str(args[1]), where)
+        uri = value_arg(str(args[1]), where, env)
         return lambda ctx: api.registered(ctx, "location", uri(ctx))
     return lambda ctx: api.registered(ctx)
 
 
 def _authorize(name, call):
     def factory(args, where, env):
-        _nargs(name, args, where, 0, 2)
+        nargs(name, args, where, 0, 2)
         if len(args) > 1:
             _table(args[1:], where, name, "subscriber")
-        realm = _realm(args, where)
+        realm = _realm(args, where, env)
         return lambda ctx: call(ctx, realm(ctx))
     factory.__doc__ = {
         "www_authorize": "Check Authorization against subscriber: ``[realm, subscriber]`` ('' = To domain).",
@@ -99,28 +91,21 @@ def _authorize(name, call):
     return factory
 
 
-function("www_authorize", action=True, condition=True)(
-    _authorize("www_authorize", api.www_authorize))
-function("proxy_authorize", action=True, condition=True)(
-    _authorize("proxy_authorize", api.proxy_authorize))
-
-
-@function("auth_check", action=True, condition=True)
 def _auth_check(args, where, env):
     """www_authorize for REGISTER, else proxy_authorize: ``[realm, subscriber, flags]`` (1: check identity)."""
-    _nargs("auth_check", args, where, 0, 3)
+    nargs("auth_check", args, where, 0, 3)
     if len(args) > 1:
         _table(args[1:], where, "auth_check", "subscriber")
     flags = _flags(args[2], where, "auth_check") if len(args) > 2 else 0
-    realm = _realm(args, where)
+    realm = _realm(args, where, env)
     return lambda ctx: api.auth_check(ctx, realm(ctx), "subscriber", flags)
 
 
 def _challenge(name, call):
     def factory(args, where, env):
-        _nargs(name, args, where, 0, 2)
+        nargs(name, args, where, 0, 2)
         flags = _flags(args[1], where, name) if len(args) > 1 else 0
-        realm = _realm(args, where)
+        realm = _realm(args, where, env)
         return lambda ctx: call(ctx, realm(ctx), flags)
     factory.__doc__ = {
         "www_challenge": "Answer 401 with a digest challenge: ``[realm, flags]`` (flags 1: qop=auth).",
@@ -130,44 +115,38 @@ def _challenge(name, call):
     return factory
 
 
-for _name, _call in (("www_challenge", api.www_challenge),
-                     ("proxy_challenge", api.proxy_challenge),
-                     ("auth_challenge", api.auth_challenge)):
-    function(_name, action=True, condition=False)(_challenge(_name, _call))
-
-
-def _simple(name, call, doc, action=True, condition=True, max_args=0):
+def _simple(name, call, max_args=0):
+    """A factory for a function that takes no argument worth compiling:
+    it checks the count and returns ``call`` itself as the closure."""
     def factory(args, where, env):
-        _nargs(name, args, where, 0, max_args)
+        nargs(name, args, where, 0, max_args)
         return call
-    factory.__doc__ = doc
-    function(name, action=action, condition=condition)(factory)
+    return factory
 
 
-_simple("consume_credentials", api.consume_credentials,
-        "Remove the credentials that authorized the request (not forwarded).")
-_simple("db_check_to", api.db_check_to,
-        "True if the authenticated user is the To user (else answer 403).", action=False)
-_simple("db_check_from", api.db_check_from,
-        "True if the authenticated user is the From user (else answer 403).", action=False)
-_simple("is_from_local", api.is_from_local,
-        "True if the From domain is local (proxy.domains, listeners, domain table).",
-        action=False)
-_simple("is_uri_host_local", api.is_uri_host_local,
-        "True if the Request-URI domain is local.", action=False)
-_simple("allow_source_address", api.allow_source_address,
-        "True if the source address is in auth.trusted: ``[group]`` (ignored).",
-        action=False, max_args=1)
-_simple("is_trusted", api.is_trusted,
-        "True for auth.trusted sources and dispatcher destinations (never challenged).",
-        action=False)
-_simple("fix_nated_register", api.fix_nated_register,
-        "Have save() store the REGISTER's source address as received (NAT).")
-_simple("fix_nated_contact", api.fix_nated_contact,
-        "Rewrite the Contact host:port to the source address (NAT).")
+#: (name, Python API function, action, condition, most arguments, doc line)
+_SIMPLE = (
+    ("consume_credentials", api.consume_credentials, True, True, 0,
+     "Remove the credentials that authorized the request (not forwarded)."),
+    ("db_check_to", api.db_check_to, False, True, 0,
+     "True if the authenticated user is the To user (else answer 403)."),
+    ("db_check_from", api.db_check_from, False, True, 0,
+     "True if the authenticated user is the From user (else answer 403)."),
+    ("is_from_local", api.is_from_local, False, True, 0,
+     "True if the From domain is local (proxy.domains, listeners, domain table)."),
+    ("is_uri_host_local", api.is_uri_host_local, False, True, 0,
+     "True if the Request-URI domain is local."),
+    ("allow_source_address", api.allow_source_address, False, True, 1,
+     "True if the source address is in auth.trusted: ``[group]`` (ignored)."),
+    ("is_trusted", api.is_trusted, False, True, 0,
+     "True for auth.trusted sources and dispatcher destinations (never challenged)."),
+    ("fix_nated_register", api.fix_nated_register, True, True, 0,
+     "Have save() store the REGISTER's source address as received (NAT)."),
+    ("fix_nated_contact", api.fix_nated_contact, True, True, 0,
+     "Rewrite the Contact host:port to the source address (NAT)."),
+)
 
 
-@function("nat_uac_test", action=False, condition=True)
 def _nat_uac_test(args, where, env):
     """True if any NAT test in flags says so: 1 Contact, 2 Via vs source, 4 Via, 8 SDP, 16 port, 32 source, 64 WS, 128 Contact port.
 
@@ -176,16 +155,34 @@ def _nat_uac_test(args, where, env):
     private; 16: the source port is not the Via port; 32: the source is
     private; 64: WebSocket; 128: the Contact port is not the source port.
     """
-    _nargs("nat_uac_test", args, where, 1, 1)
+    nargs("nat_uac_test", args, where, 1, 1)
     flags = _flags(args[0], where, "nat_uac_test")
     return lambda ctx: api.nat_uac_test(ctx, flags)
 
 
-if "is_present_hf" not in FUNCTIONS:
-    @function("is_present_hf", action=False, condition=True)
-    def _is_present_hf(args, where, env):
-        """True if the request has a header of that name: ``is_present_hf: Authorization``."""
-        _nargs("is_present_hf", args, where, 1, 1)
-        from ..sip.headers import header_key
-        key = header_key(str(args[0]).strip())
-        return lambda ctx: ctx.request.has(key)
+def _is_present_hf(args, where, env):
+    """True if the request has a header of that name: ``is_present_hf: Authorization``."""
+    nargs("is_present_hf", args, where, 1, 1)
+    key = header_key(str(args[0]).strip())
+    return lambda ctx: ctx.request.has(key)
+
+
+def register(table):
+    """Declare the registrar's, auth's and NAT functions in ``table`` (a FunctionTable)."""
+    table.add("save", _save, action=True, condition=True)
+    table.add("lookup", _lookup, action=True, condition=True)
+    table.add("registered", _registered, action=False, condition=True)
+    table.add("www_authorize", _authorize("www_authorize", api.www_authorize),
+              action=True, condition=True)
+    table.add("proxy_authorize", _authorize("proxy_authorize", api.proxy_authorize),
+              action=True, condition=True)
+    table.add("auth_check", _auth_check, action=True, condition=True)
+    for name, call in (("www_challenge", api.www_challenge),
+                       ("proxy_challenge", api.proxy_challenge),
+                       ("auth_challenge", api.auth_challenge)):
+        table.add(name, _challenge(name, call), action=True, condition=False)
+    for name, call, action, condition, max_args, doc in _SIMPLE:
+        table.add(name, _simple(name, call, max_args), action=action, condition=condition,
+                  doc=doc)
+    table.add("nat_uac_test", _nat_uac_test, action=False, condition=True)
+    table.add("is_present_hf", _is_present_hf, action=False, condition=True)

@@ -1,8 +1,14 @@
 """Routing configuration: the declarative YAML route in Kamailio's vocabulary
 (compiled once into closures), or a Python request route.
 
-    routing = build_routing(cfg, core, dispatcher)
+    routing = build_routing(cfg, core, dispatcher, functions)
     core.route = routing.entry          # the function the core calls per request
+
+``functions`` is the :class:`FunctionTable` the route may call: the service
+tree builds it (``shipped_functions()``: the core's functions and every
+subsystem's ``register``); without it, every function sipdisp ships. The
+plugin API for subsystems is :mod:`sipdisp.routing.plugin`. Importing this
+package imports no subsystem.
 
 See docs/routing.md for the vocabulary and the built-in (seed) route.
 """
@@ -11,12 +17,10 @@ import importlib
 import re
 
 from ..config.model import ConfigError
-from .compiler import (EXIT, FUNCTIONS, RETURN, Env, FailureRoute, Routing, compile_routing,
-                       describe_functions, function)
+from .compiler import (EXIT, RETURN, Env, FailureRoute, Routing, compile_routing,
+                       describe_functions)
 from .default import DEFAULT_ROUTING_YAML, default_routing
-from .pv import RouteError
-from ..registrar import routefuncs as _registrar_functions  # noqa: F401,E402 (save, lookup, auth_check ...)
-import sipdisp.dialog.routefuncs, sipdisp.loadbalancer.routefuncs, sipdisp.accounting.routefuncs  # noqa
+from .plugin import FunctionTable, RouteError
 
 _MODULE_RE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*\Z")
 
@@ -55,12 +59,13 @@ def load_module_route(text):
     return func
 
 
-def build_routing(cfg, core=None, dispatcher=None):
-    """Compile the configured routing against live modules. Returns the
+def build_routing(cfg, core=None, dispatcher=None, functions=None):
+    """Compile the configured routing against live modules and the function
+    table ``functions`` (every shipped function when None). Returns the
     :class:`Routing`, whose ``entry`` is the request route to give the core
     (the Python function of ``routing.module`` when set). The routing is
     also ``core.modules["routing"]``, so Python routes can call YAML routes."""
-    routing = compile_routing(routing_spec(cfg), Env(dispatcher, cfg, core))
+    routing = compile_routing(routing_spec(cfg), Env(dispatcher, cfg, core, functions))
     routing.entry = routing.request_route
     if cfg.routing.module:
         routing.entry = load_module_route(cfg.routing.module)
@@ -69,13 +74,13 @@ def build_routing(cfg, core=None, dispatcher=None):
     return routing
 
 
-def validate_routing(cfg):
+def validate_routing(cfg, functions=None):
     """Compile the configured routing without live modules (a config check)."""
-    compile_routing(routing_spec(cfg), Env(None, cfg, None))
+    compile_routing(routing_spec(cfg), Env(None, cfg, None, functions))
     if cfg.routing.module:
         check_module_name(cfg.routing.module)
 
 
-__all__ = ["EXIT", "RETURN", "FUNCTIONS", "Env", "FailureRoute", "Routing", "RouteError",
+__all__ = ["EXIT", "RETURN", "Env", "FailureRoute", "FunctionTable", "Routing", "RouteError",
            "build_routing", "compile_routing", "default_routing", "describe_functions",
-           "function", "routing_spec", "validate_routing", "DEFAULT_ROUTING_YAML"]
+           "routing_spec", "validate_routing", "DEFAULT_ROUTING_YAML"]

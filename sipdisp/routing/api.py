@@ -14,7 +14,8 @@ Everything else is on the context itself: ``ctx.reply``, ``ctx.record_route``,
 ``ctx.t_is_canceled``, ``ctx.t_branch_timeout``, ``ctx.t_branch_replied``.
 """
 
-from .compiler import EXIT, failed_status, status_regex
+from .builtins import relay_step, status_check, status_regex
+from .plugin import EXIT
 
 
 def _dispatcher(ctx):
@@ -48,27 +49,21 @@ def ds_is_from_list(ctx, setid=-1, mode=None):
 
 def t_relay(ctx):
     """Forward statefully; False on failure (the dispatcher's call load is released then)."""
-    ctx.handled = True
-    ok = ctx.core.relay(ctx)
-    if not ok:
-        dispatcher = ctx.core.modules.get("dispatcher")
-        if dispatcher is not None:
-            dispatcher.release(ctx)
-    return ok
+    return relay_step(ctx.core.modules.get("dispatcher"))(ctx)
 
 
-_patterns = {}
+#: pattern -> the compiled t_check_status condition, so each pattern compiles once
+_status_checks = {}
 
 
 def t_check_status(ctx, pattern):
     """In a failure route: does the failed branch's status match ``pattern``
     (``"500"``, ``"5[0-9][0-9]"``, ``"486|408"`` or a list of codes)?"""
     key = tuple(pattern) if isinstance(pattern, list) else pattern
-    regex = _patterns.get(key)
-    if regex is None:
-        regex = _patterns[key] = status_regex(pattern, "t_check_status")
-    status = failed_status(ctx)
-    return status is not None and regex.fullmatch(str(status)) is not None
+    check = _status_checks.get(key)
+    if check is None:
+        check = _status_checks[key] = status_check(status_regex(pattern, "t_check_status"))
+    return check(ctx)
 
 
 def route(ctx, name):

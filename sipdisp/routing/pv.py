@@ -116,18 +116,20 @@ def _xavp_getter(arg, where):
     return get
 
 
-def compile_pv(text, where):
-    """A getter for one pseudo-variable written ``$name`` or ``$name(arg)``."""
+def compile_pv(text, where, variables=None):
+    """A getter for one pseudo-variable written ``$name`` or ``$name(arg)``;
+    ``variables`` (name -> getter) defaults to the core's :data:`SIMPLE`."""
     m = PV_RE.fullmatch(text.strip())
     if m is None:
         raise RouteError(where, f"{text!r} is not a pseudo-variable")
     func, arg, simple = m.groups()
     if simple:
+        known = SIMPLE if variables is None else variables
         try:
-            return SIMPLE[simple]
+            return known[simple]
         except KeyError:
             raise RouteError(where, f"unknown pseudo-variable ${simple} "
-                                    f"(known: {', '.join('$' + k for k in SIMPLE)})") from None
+                                    f"(known: {', '.join('$' + k for k in known)})") from None
     if func in ("var", "avp"):
         key = arg.strip()
         return lambda ctx: ctx.vars.get(key)
@@ -140,23 +142,23 @@ def compile_pv(text, where):
                             "(known: $var(), $avp(), $hdr(), $xavp(_dsdst_=>...))")
 
 
-def compile_value(value, where):
+def compile_value(value, where, variables=None):
     """A getter for a value: a pseudo-variable, a template with some, or a constant."""
     if isinstance(value, str) and "$" in value:
         if PV_RE.fullmatch(value.strip()):
-            return compile_pv(value, where)
-        return compile_template(value, where)
+            return compile_pv(value, where, variables)
+        return compile_template(value, where, variables)
     return lambda ctx: value
 
 
-def compile_template(text, where):
+def compile_template(text, where, variables=None):
     """``"going to <$ru> via <$du>"`` -> a function ``ctx -> str`` (None shows as ``<null>``)."""
     parts = []
     pos = 0
     for m in PV_RE.finditer(text):
         if m.start() > pos:
             parts.append(text[pos:m.start()])
-        parts.append(compile_pv(m.group(0), where))
+        parts.append(compile_pv(m.group(0), where, variables))
         pos = m.end()
     if pos < len(text):
         parts.append(text[pos:])

@@ -1,14 +1,15 @@
 """Fakes for edge tests: a recording stand-in for ProxyCore, a datagram port
 (MemoryReactor has no UDP), a clock that also resolves names, and a real
-ProxyCore wired to a Switchboard on a task.Clock."""
+ProxyCore running the shipped route, wired to a Switchboard on a task.Clock."""
 
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
-from sipdisp.proxy import ProxyCore, make_seed_route
+from sipdisp.proxy import ProxyCore
 from sipdisp.proxy.target import Listener
 from sipdisp.transport.edge import Switchboard
+from tests.support.shipped import shipped_route
 
 
 class RecordingCore:
@@ -90,13 +91,15 @@ def peer_transport(host="127.0.0.1", port=40000, local_port=5060):
 
 def real_stack(protos=("udp", "tcp", "ws"), next_hop="sip:127.0.0.1:5080", max_connections=16,
                branch_timeout=2.0, clock=None):
-    """A real ProxyCore behind a Switchboard on a clock, one listener per proto
-    (UDP ones backed by FakeDatagramPort); returns (switchboard, listeners, clock)."""
+    """A real ProxyCore running the shipped route (dispatching to ``next_hop``) behind
+    a Switchboard on a clock, one listener per proto (UDP ones backed by
+    FakeDatagramPort); returns (switchboard, listeners, clock)."""
     clock = clock or ResolvingClock()
     listeners = {}
     for i, proto in enumerate(protos, 1):
         listeners[proto] = Listener(i, proto, "127.0.0.1", 5060 if proto != "ws" else 5062)
-    core = ProxyCore(list(listeners.values()), make_seed_route(next_hop, branch_timeout))
+    core = ProxyCore(list(listeners.values()), None)
+    shipped_route(core, [next_hop], branch_timeout=branch_timeout)
     board = Switchboard(core, clock, max_connections)
     for proto, lst in listeners.items():
         if proto == "udp":

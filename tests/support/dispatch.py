@@ -7,6 +7,7 @@ from sipdisp.dispatcher.service import dispatcher_from_config
 from sipdisp.proxy import ProxyCore
 from sipdisp.proxy.target import Listener, Target
 from sipdisp.routing import build_routing
+from sipdisp.routing.shipped import shipped_functions
 from sipdisp.sip import parse_message
 
 PROXY = ("127.0.0.1", 5060)
@@ -65,7 +66,7 @@ class Proxy:
         self.dispatcher.load([{"setid": s, "destination": u, "flags": f, "priority": p,
                                "attrs": a} for s, u, f, p, a in
                               (_row(r) for r in rows)], now)
-        self.routing = build_routing(cfg, self.core, self.dispatcher)
+        self.routing = build_routing(cfg, self.core, self.dispatcher, shipped_functions())
         self.core.route = self.routing.entry
         self.now = now
         self.dispatcher.start(now)

@@ -7,15 +7,17 @@ with ``Peer.send``, everything the core emits is delivered to the peer whose
 order. ``Link.drop(...)`` loses the next matching datagram, in either
 direction, to simulate packet loss.
 
-    link = Link.udp()                      # UAC 10.0.0.1:5070, proxy :5060, UAS :5080
+    link = Link.udp()                      # UAC 10.0.0.1:5070, proxy :5060, UAS :5080,
+                                           # the shipped route
     invite = link.uac.send(sipmsg.request("INVITE", ...))
     fwd = link.uas.expect("INVITE")        # what the proxy forwarded
     link.uas.send(sipmsg.response_to(fwd, 180, "Ringing"))
     link.advance(0.5)                      # timers fire as the clock passes them
 """
 
-from sipdisp.proxy import Listener, ProxyCore, Target, make_seed_route
+from sipdisp.proxy import Listener, ProxyCore, Target
 from sipdisp.sip import parse_message
+from tests.support.shipped import shipped_route
 
 PROXY_HOST = "127.0.0.1"
 
@@ -102,18 +104,26 @@ class Link:
 
     # -- construction ------------------------------------------------------------
     @classmethod
-    def udp(cls, route=None, next_hop_port=5080, branch_timeout=2.0, failover=None,
+    def udp(cls, route=None, next_hop_ports=(5080,), branch_timeout=None, failover_codes=None,
             **core_args):
-        """A UDP proxy on 127.0.0.1:5060 with a UAC at 10.0.0.1:5070 and a UAS
-        at 127.0.0.1:``next_hop_port``; the seed route unless ``route`` is given."""
+        """A UDP proxy on 127.0.0.1:5060 with a UAC at 10.0.0.1:5070 and a UAS at
+        127.0.0.1:``next_hop_ports[0]`` (other ports' peers are the test's to add).
+
+        The core runs ``route`` when given, else the shipped etc/sipdisp.yaml
+        route dispatching over ``next_hop_ports`` as set 0, with
+        ``branch_timeout`` and ``failover_codes`` as ``proxy.branch_timeout``
+        and ``proxy.failover_codes``; its dispatcher is ``link.dispatcher``.
+        """
         listener = Listener("udp0", "udp", PROXY_HOST, 5060)
-        if route is None:
-            route = make_seed_route(f"sip:{PROXY_HOST}:{next_hop_port}", branch_timeout,
-                                    failover)
         link = cls(ProxyCore([listener], route, **core_args))
+        link.dispatcher = None
+        if route is None:
+            link.dispatcher = shipped_route(
+                link.core, [f"sip:{PROXY_HOST}:{port}" for port in next_hop_ports],
+                branch_timeout=branch_timeout, failover_codes=failover_codes)
         link.listener = listener
         link.uac = link.add_peer("uac", "udp", "10.0.0.1", 5070, listener)
-        link.uas = link.add_peer("uas", "udp", PROXY_HOST, next_hop_port, listener)
+        link.uas = link.add_peer("uas", "udp", PROXY_HOST, next_hop_ports[0], listener)
         return link
 
     def add_peer(self, name, proto, host, port, listener, conn=None):

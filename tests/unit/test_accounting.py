@@ -28,6 +28,8 @@ def test_extra_parses_the_seed_syntax_and_refuses_unknown_columns():
                      ("src_ip", "column=")):
         with pytest.raises(RouteError, match=why):
             parse_extra(bad)
+    # the dialog module's pseudo-variables are known to extras as to routes
+    assert [c for c, _ in parse_extra("src_user=$DLG_status")] == ["src_user"]
 
 
 def test_answered_call_gives_invite_and_bye_rows_with_the_seed_extras():

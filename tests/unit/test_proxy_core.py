@@ -1,15 +1,18 @@
 """The stateful proxy core (RFC 3261 section 16) between an in-memory UAC and UAS.
 
-Unless a test says otherwise: the proxy listens on UDP 127.0.0.1:5060 with the seed
-route, the UAC is 10.0.0.1:5070 and the next hop (UAS) 127.0.0.1:5080.
+Unless a test says otherwise: the proxy listens on UDP 127.0.0.1:5060 with the shipped
+route (etc/sipdisp.yaml, dispatching over set 0 = the UAS), the UAC is 10.0.0.1:5070 and
+the next hop (UAS) 127.0.0.1:5080. Tests of the core's own API (failure routes, forking,
+preloaded Route checks) give it a small route of their own.
 """
 
 import pytest
 
-from sipdisp.proxy import Listener, ProxyCore, Target, make_seed_route
+from sipdisp.proxy import Listener, ProxyCore
 from sipdisp.sip import parse_message
 from tests.support import sipmsg
 from tests.support.harness import Link
+from tests.support.shipped import shipped_route
 
 PROXY_RR = "sip:127.0.0.1:5060;lr"
 
@@ -243,8 +246,9 @@ def test_cancel_without_a_matching_transaction_gets_481():
 
 # -- failures, timeouts and failover ------------------------------------------------------
 
-def test_branch_timeout_without_failure_route_gives_408_upstream():
-    """No reply within the branch timeout: the caller gets a 408 and the ACK is absorbed."""
+def test_branch_timeout_with_no_destination_left_gives_408_upstream():
+    """No reply within proxy.branch_timeout and no other destination for RTF_DISPATCH: the
+    caller gets a 408 and the ACK is absorbed."""
     link = Link.udp(branch_timeout=2.0)
     sent, fwd = start_call(link)
     link.advance(1.99)
@@ -283,8 +287,20 @@ def test_200_crossing_the_timeout_cancel_is_still_forwarded():
     assert parse_message(link.uac.expect(200)).get("contact") == UAS_CONTACT
 
 
-def failover_to(link, port):
-    """A failure route that relays to 127.0.0.1:``port`` once, as RTF_DISPATCH does."""
+def relay_to_uas(failure_route):
+    """A route for tests of the core's failure-route API: Record-Route, then relay to the
+    UAS with a 2 s branch timeout and ``failure_route`` armed."""
+    def route(ctx):
+        ctx.record_route()
+        ctx.set_dst("sip:127.0.0.1:5080")
+        ctx.t_set_fr(0, 2000)
+        ctx.t_on_failure(failure_route)
+        ctx.t_relay()
+    return route
+
+
+def failover_to(port):
+    """A failure route that relays to 127.0.0.1:``port`` once, recording what it saw."""
     calls = []
 
     def failure_route(ctx):
@@ -301,11 +317,9 @@ def failover_to(link, port):
 def test_branch_timeout_fails_over_to_a_second_destination():
     """On branch timeout the failure route relays to a second node, whose 200 reaches the
     caller; the first node, which answered 100, gets a CANCEL."""
-    route_calls = []
-    link = Link.udp(branch_timeout=2.0, failover=lambda ctx: route_calls[0](ctx))
+    failure_route, calls = failover_to(5090)
+    link = Link.udp(route=relay_to_uas(failure_route))
     second = link.add_peer("uas2", "udp", "127.0.0.1", 5090, link.listener)
-    failure_route, calls = failover_to(link, 5090)
-    route_calls.append(failure_route)
     _, fwd = start_call(link)
     answer(link.uas, fwd, 100, "Trying")
     link.advance(2.0)
@@ -322,11 +336,9 @@ def test_branch_timeout_fails_over_to_a_second_destination():
 
 def test_5xx_from_downstream_runs_the_failure_route():
     """A 503 is ACKed hop by hop and the failure route fails over; the 503 never goes up."""
-    route_calls = []
-    link = Link.udp(failover=lambda ctx: route_calls[0](ctx))
+    failure_route, calls = failover_to(5090)
+    link = Link.udp(route=relay_to_uas(failure_route))
     second = link.add_peer("uas2", "udp", "127.0.0.1", 5090, link.listener)
-    failure_route, calls = failover_to(link, 5090)
-    route_calls.append(failure_route)
     _, fwd = start_call(link)
     answer(link.uas, fwd, 503, "Service Unavailable")
     link.uas.expect("ACK")
@@ -344,13 +356,51 @@ def test_failure_route_reply_is_the_only_final_upstream():
     def failure_route(ctx):
         ctx.reply(503, "All Nodes Busy")
 
-    link = Link.udp(failover=failure_route)
+    link = Link.udp(route=relay_to_uas(failure_route))
     _, fwd = start_call(link)
     answer(link.uas, fwd, 500, "Oops")
     link.uas.expect("ACK")
     assert parse_message(link.uac.expect(503)).reason == "All Nodes Busy"
     link.advance(0.5)
     assert [parse_message(m).status for m in link.uac.take()] == [503]  # Timer G re-send
+
+
+def test_silent_node_is_failed_over_by_rtf_dispatch():
+    """The shipped RTF_DISPATCH: a node silent for proxy.branch_timeout is marked inactive
+    and probing and the INVITE goes to the next node of set 0, whose 200 reaches the
+    caller; the silent node gets no CANCEL (it never answered)."""
+    link = Link.udp(next_hop_ports=(5080, 5090), branch_timeout=1.5)
+    second = link.add_peer("uas2", "udp", "127.0.0.1", 5090, link.listener)
+    _, fwd = start_call(link)
+    link.advance(1.49)
+    second.expect_nothing()
+    link.uas.take()  # Timer A retransmissions
+    link.advance(0.01)
+    fwd2 = second.expect("INVITE")
+    link.uas.expect_nothing()
+    assert parse_message(fwd2).via.branch != parse_message(fwd).via.branch
+    assert parse_message(fwd2).values("record-route") == [
+        proxy_rr(link, parse_message(fwd2).call_id)]
+    assert [d.letters for d in link.dispatcher.destinations()] == ["IP", "AX"]
+    link.uac.expect_nothing()
+    answer(second, fwd2, 200, "OK")
+    assert parse_message(link.uac.expect(200)).get("contact") == UAS_CONTACT
+
+
+def test_failover_code_from_a_node_is_failed_over_by_rtf_dispatch():
+    """The shipped RTF_DISPATCH: a reply in proxy.failover_codes is ACKed hop by hop and
+    the INVITE goes to the next node; a final not in the codes goes up to the caller."""
+    link = Link.udp(next_hop_ports=(5080, 5090), failover_codes=[503])
+    second = link.add_peer("uas2", "udp", "127.0.0.1", 5090, link.listener)
+    _, fwd = start_call(link)
+    answer(link.uas, fwd, 503, "Service Unavailable")
+    link.uas.expect("ACK")
+    fwd2 = second.expect("INVITE")
+    link.uac.expect_nothing()
+    answer(second, fwd2, 486, "Busy Here")
+    second.expect("ACK")
+    assert parse_message(link.uac.expect(486)).reason == "Busy Here"
+    link.uas.expect_nothing()
 
 
 def fork_route(ports):
@@ -445,11 +495,29 @@ def test_max_forwards_one_is_forwarded_with_zero():
 
 
 def test_preloaded_route_not_ours_is_403():
-    """An initial request whose first Route names another host is refused with 403."""
-    link = Link.udp()
+    """remove_preloaded_route refuses an initial request whose first Route names another
+    host, so a route can answer it 403."""
+    def route(ctx):
+        if not ctx.remove_preloaded_route():
+            ctx.reply(403, "Preloaded Route Not Allowed")
+            return
+        ctx.set_dst("sip:127.0.0.1:5080")
+        ctx.t_relay()
+
+    link = Link.udp(route=route)
     invite(link, extra=["Route: <sip:evil.example.com;lr>"])
     assert statuses(link.uac) == [403]  # answered, never relayed: no 100 Trying
     link.uas.expect_nothing()
+
+
+def test_shipped_route_removes_a_preloaded_route_and_dispatches():
+    """The shipped route drops any preloaded Route of an initial request (the Kamailio
+    seed's remove_hf("Route")) and dispatches it to set 0, never to that Route."""
+    link = Link.udp()
+    invite(link, extra=["Route: <sip:evil.example.com;lr>"])
+    link.uac.expect(100)
+    assert not parse_message(link.uas.expect("INVITE")).has("route")
+    assert link.stray == []
 
 
 def test_preloaded_route_to_us_is_removed_and_the_request_forwarded():
@@ -461,20 +529,21 @@ def test_preloaded_route_to_us_is_removed_and_the_request_forwarded():
 
 
 def test_request_uri_without_user_is_484():
-    """The seed route answers an R-URI with no user part with 484 Address Incomplete."""
+    """The shipped route answers an R-URI with no user part with 484 Address Incomplete."""
     link = Link.udp()
     invite(link, ruri="sip:example.com")
     assert statuses(link.uac) == [484]
     link.uas.expect_nothing()
 
 
-def test_options_to_sipdisp_itself_is_200_with_allow():
-    """OPTIONS addressed to the proxy (no user part) is answered 200 with Allow."""
+def test_options_to_sipdisp_itself_is_answered_200_keepalive():
+    """OPTIONS addressed to the proxy (no user part) is answered 200 Keepalive by the
+    shipped REQINIT, with the Server header, and not relayed."""
     link = Link.udp()
     link.uac.send(sipmsg.request("OPTIONS", "sip:127.0.0.1:5060", via_host="10.0.0.1",
                                  via_port=5070))
     ok = parse_message(link.uac.expect(200))
-    assert "INVITE" in ok.get("allow") and ok.get("server") == "sipdisp"
+    assert ok.reason == "Keepalive" and ok.get("server") == "sipdisp"
     link.uas.expect_nothing()
 
 
@@ -567,7 +636,8 @@ def tcp_to_udp_link(next_hop="sip:127.0.0.1:5080"):
     """A UAC on a TCP connection (id 7) to the TCP listener, the UAS over UDP."""
     udp = Listener("udp0", "udp", "127.0.0.1", 5060)
     tcp = Listener("tcp0", "tcp", "127.0.0.1", 5060)
-    link = Link(ProxyCore([udp, tcp], make_seed_route(next_hop)))
+    link = Link(ProxyCore([udp, tcp], None))
+    shipped_route(link.core, [next_hop])
     link.uac = link.add_peer("uac", "tcp", "10.0.0.1", 40000, tcp, conn=7)
     proto = "tcp" if "transport=tcp" in next_hop else "udp"
     link.uas = link.add_peer("uas", proto, "127.0.0.1", 5080, tcp if proto == "tcp" else udp,

@@ -111,15 +111,77 @@ def test_route_errors_are_one_line_naming_the_key(routing, message):
 
 def test_functions_of_missing_subsystems_say_what_they_need():
     """A function of a subsystem sipdisp lacks names that subsystem, not just 'unknown'."""
-    from sipdisp.routing.compiler import FUNCTIONS, FUTURE
-    missing = [name for name in FUTURE if name not in FUNCTIONS]
-    if not missing:
-        pytest.skip("every subsystem of FUTURE exists now")
-    name = missing[0]
+    from sipdisp.routing.compiler import FUTURE
+    assert FUTURE, "FUTURE lists the Kamailio names sipdisp does not have"
+    for name, (needs, instead) in FUTURE.items():
+        with pytest.raises(ConfigError) as info:
+            cfg({"routes": {"X": [{name: "x"}]}})
+        expected = (f"routing.routes.X[0].{name}: {name} needs {needs}, "
+                    "which sipdisp does not have yet")
+        assert str(info.value) == (f"{expected}; use {instead}" if instead else expected)
+
+
+def test_future_lists_no_function_that_exists():
+    """FUTURE names only functions that no part of sipdisp declares."""
+    from sipdisp.routing.compiler import FUTURE
+    from sipdisp.routing.shipped import shipped_functions
+    functions = shipped_functions()
+    assert [name for name in FUTURE if name in functions] == []
+
+
+def test_importing_routing_pulls_in_no_subsystem():
+    """import sipdisp.routing loads no routefuncs module and no subsystem that
+    sipdisp.config does not load itself (item 3 of issue 11 empties that)."""
+    import subprocess
+    import sys
+
+    def loaded(module):
+        code = (f"import {module}, sys; "
+                "print(' '.join(sorted(m for m in sys.modules if m.startswith('sipdisp.'))))")
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout
+        return set(out.split())
+
+    subsystems = ("dispatcher", "registrar", "auth", "dialog", "loadbalancer", "accounting",
+                  "storage", "transport", "console")
+    routing = loaded("sipdisp.routing")
+    assert not [m for m in routing if m.endswith(".routefuncs")]
+    extra = routing - loaded("sipdisp.config")
+    assert sorted(m for m in extra if m.split(".")[1] in subsystems) == []
+
+
+def test_a_function_table_holds_only_what_is_added_to_it():
+    """A route compiled against a table of the core's functions refuses a subsystem's."""
+    from sipdisp.routing import FunctionTable
+    from sipdisp.routing.builtins import register
+    table = FunctionTable()
+    register(table)
+    spec = {"request_route": [{"sl_send_reply": [404, "Not here"]}]}
+    assert callable(compile_routing(spec, Env(functions=table)).request_route)
     with pytest.raises(ConfigError) as info:
-        cfg({"routes": {"X": [{name: "x"}]}})
-    assert str(info.value) == (f"routing.routes.X[0].{name}: {name} needs {FUTURE[name]}, "
-                               "which sipdisp does not have yet")
+        compile_routing({"request_route": [{"lookup": "location"}]}, Env(functions=table))
+    assert str(info.value) == "routing.request_route[0].lookup: unknown function 'lookup'"
+
+
+def test_a_function_declared_twice_is_refused():
+    """Two declarations of one name are a ValueError naming it, not a silent override."""
+    from sipdisp.routing import FunctionTable
+    table = FunctionTable()
+    table.add("x", lambda args, where, env: None)
+    with pytest.raises(ValueError, match="'x' is declared twice"):
+        table.add(("y", "x"), lambda args, where, env: None)
+
+
+def test_subsystem_pseudo_variables_come_from_the_table():
+    """$DLG_status is known to a route compiled with the dialog's functions, not without."""
+    from sipdisp.routing import FunctionTable
+    from sipdisp.routing.builtins import register
+    spec = {"request_route": [{"append_hf": "X-Dlg: $DLG_status"}]}
+    assert compile_routing(spec, Env()).request_route
+    table = FunctionTable()
+    register(table)
+    with pytest.raises(ConfigError, match=r"unknown pseudo-variable \$DLG_status"):
+        compile_routing(spec, Env(functions=table))
 
 
 def test_a_named_route_can_be_replaced_alone():
@@ -265,3 +327,37 @@ def test_yaml_of_the_default_is_valid_yaml_with_comments_only_as_extras():
     """The built-in route text is YAML whose data equals default_routing()."""
     from sipdisp.routing import DEFAULT_ROUTING_YAML
     assert yaml.safe_load(DEFAULT_ROUTING_YAML) == default_routing()
+
+
+def _python_route(ctx):
+    """A Python route using the Kamailio-named wrappers of sipdisp.routing.api."""
+    from sipdisp.routing.api import ds_select_dst, t_relay
+    if not ds_select_dst(ctx, 0, 4):
+        ctx.reply(404, "No destination")
+        return
+    ctx.t_on_failure(_python_failure_route)
+    t_relay(ctx)
+
+
+def _python_failure_route(ctx):
+    from sipdisp.routing.api import ds_mark_dst, ds_next_dst, t_check_status, t_relay
+    if t_check_status(ctx, "5[0-9][0-9]"):
+        ds_mark_dst(ctx, "ip")
+        if ds_next_dst(ctx):
+            t_relay(ctx)
+
+
+def test_python_api_wrappers_fail_over_on_5xx_only():
+    """ds_select_dst, t_check_status, ds_mark_dst, ds_next_dst and t_relay from
+    sipdisp.routing.api: a 503 moves the call to the next node and marks the first IP;
+    a 486 is not a failover code and goes back to the caller."""
+    p = Proxy({}, rows=["sip:127.0.0.1:5081", "sip:127.0.0.1:5082"])
+    p.core.route = _python_route
+    fwd, node = requests(p.send(request("INVITE", "sip:1000@127.0.0.1:5060")), "INVITE")[0]
+    assert node == ("127.0.0.1", 5081)
+    out = p.send(response_to(fwd.to_bytes(), 503, "Unavailable"), source=node)
+    assert [to for _, to in requests(out, "INVITE")] == [("127.0.0.1", 5082)]
+    assert p.dispatcher.destinations()[0].letters == "IP"
+    fwd, node = requests(p.send(request("INVITE", "sip:1000@127.0.0.1:5060")), "INVITE")[0]
+    out = p.send(response_to(fwd.to_bytes(), 486, "Busy Here"), source=node)
+    assert not requests(out, "INVITE") and responses(out, 486)

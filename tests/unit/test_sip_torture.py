@@ -19,10 +19,11 @@ an ``expect`` column, alternatives separated by ``|``:
 
 Each message goes through two routes. ``relay`` forwards everything to the
 next hop, so ``fwd`` is checked strictly: it proves the core can carry every
-valid message. ``seed`` is the shipped seed route (``make_seed_route``), whose
-answers to some initial requests are deliberate policy rather than failures
-to parse; where the manifest says ``fwd`` those answers are accepted, each
-only for the kind of request it is meant for (see SEED_POLICY).
+valid message. ``shipped`` is the route compiled from etc/sipdisp.yaml (the
+Kamailio seed's request_route, dispatching to the next hop as set 0), whose
+answers to some requests are deliberate policy rather than failures to parse;
+where the manifest says ``fwd`` those answers are accepted, each only for the
+kind of request it is meant for (see SHIPPED_POLICY).
 """
 
 import csv
@@ -31,9 +32,10 @@ from pathlib import Path
 
 import pytest
 
-from sipdisp.proxy import Listener, ProxyCore, Target, make_seed_route
+from sipdisp.proxy import Listener, ProxyCore, Target
 from sipdisp.sip import KEEPALIVE, SipParseError, StreamFramer, parse_message
 from tests.support import sipmsg
+from tests.support.shipped import shipped_route
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 TORTURE = SHARED / "testdata" / "sip-torture"
@@ -42,21 +44,18 @@ MANIFESTS = ("rfc4475/manifest.tsv", "rfc5118/manifest.tsv", "protos-c07/manifes
 NEXT_HOP = ("127.0.0.1", 5080)
 SOURCE_HOST, SOURCE_PORT = "198.51.100.7", 5062
 
-#: The seed route's policy answers, accepted where the manifest says ``fwd``:
+#: The shipped route's policy answers, accepted where the manifest says ``fwd``:
 #: (status, reason, which requests it is for, why it is not a failure).
-SEED_POLICY = [
+SHIPPED_POLICY = [
     (404, "No registrar", lambda req: req.method == "REGISTER",
-     "REGISTER: the seed's REGISTRAR block answers 404 until the registrar exists"),
+     "REGISTER: the REGISTRAR block answers 404 when no registrar runs (a bare core)"),
     (404, "Not here", lambda req: req.to_tag is not None and not any(
         "sdsig=" in route for route in req.values("route")),
      "an in-dialog request (To tag) with no route set sipdisp record-routed (no "
-     "signed Route of ours; torture files cannot carry one): the seed's WITHINDLG "
+     "signed Route of ours; torture files cannot carry one): the WITHINDLG "
      "block answers 404, as Kamailio's default configuration does, and relays nothing"),
     (484, "Address Incomplete", lambda req: req.uri.user is None,
-     "a Request-URI without user part: the seed's 484 check"),
-    (403, "Preloaded Route Not Allowed",
-     lambda req: any(req.values("route")) and req.to_tag is None,
-     "an initial request preloaded with a Route to another host (RFC 3261 16.4 policy)"),
+     "a Request-URI without user part: the route's 484 check"),
 ]
 
 _CLEAN_REQUEST_LINE = re.compile(r"^[^ ]+ [^ <>]+ SIP/2\.0$")
@@ -101,13 +100,14 @@ def relay_route(ctx):
 
 
 def make_core(route_name):
+    """A core on UDP and TCP 127.0.0.1:5060 running the ``shipped`` or the ``relay``
+    route; returns (core, UDP listener, TCP listener)."""
     listener = Listener("udp0", "udp", "127.0.0.1", 5060)
     tcp = Listener("tcp0", "tcp", "127.0.0.1", 5060)
-    if route_name == "seed":
-        route = make_seed_route(f"sip:{NEXT_HOP[0]}:{NEXT_HOP[1]}")
-    else:
-        route = relay_route
-    return ProxyCore([listener, tcp], route), listener, tcp
+    core = ProxyCore([listener, tcp], relay_route if route_name == "relay" else None)
+    if route_name == "shipped":
+        shipped_route(core, [f"sip:{NEXT_HOP[0]}:{NEXT_HOP[1]}"])
+    return core, listener, tcp
 
 
 def first_line(data):
@@ -167,7 +167,7 @@ def satisfied(alt, outcome, route_name):
     errors = [s for s in outcome.statuses if s >= 400]
     if alt.startswith("fwd"):
         if not outcome.forwarded:
-            return route_name == "seed" and _seed_policy_answer(outcome)
+            return route_name == "shipped" and _shipped_policy_answer(outcome)
         if errors:
             return False
         fwd = outcome.forwarded[0]
@@ -195,9 +195,9 @@ def satisfied(alt, outcome, route_name):
     return int(alt) in outcome.statuses and not outcome.forwarded
 
 
-def _seed_policy_answer(outcome):
-    """The seed route answered with one of its policy answers, and that answer
-    fits the request it was given (see SEED_POLICY)."""
+def _shipped_policy_answer(outcome):
+    """The shipped route answered with one of its policy answers, and that answer
+    fits the request it was given (see SHIPPED_POLICY)."""
     req = parsed_or_none(outcome.data)
     if req is None or not req.is_request or len(outcome.answers) > 2:
         return False
@@ -206,12 +206,12 @@ def _seed_policy_answer(outcome):
         return False
     final = finals[0]
     return any(final.status == status and final.reason == reason and applies(req)
-               for status, reason, applies, _ in SEED_POLICY)
+               for status, reason, applies, _ in SHIPPED_POLICY)
 
 
 # -- the proxy core over UDP --------------------------------------------------------
 
-@pytest.mark.parametrize("route_name", ["seed", "relay"])
+@pytest.mark.parametrize("route_name", ["shipped", "relay"])
 @pytest.mark.parametrize("row", ROWS)
 def test_torture_message_through_the_core_over_udp(row, route_name):
     """The core's answer to each torture datagram is one the manifest allows, nothing is
@@ -232,23 +232,24 @@ def test_torture_message_through_the_core_over_udp(row, route_name):
     assert len(after.forwarded) == 1 and after.statuses == [100], after.describe()
 
 
-def test_seed_policy_answers_are_each_used_and_documented():
-    """Every seed policy exception is exercised by some torture message (none is dead weight)."""
+def test_shipped_policy_answers_are_each_used_and_documented():
+    """Every shipped-route policy exception is exercised by some torture message (none is
+    dead weight)."""
     if ROWS[0].values[0] is None:
         pytest.skip("SIP torture messages not found")
     used = set()
     for param in ROWS:
         row = param.values[0]
         data = row["path"].read_bytes()
-        core, udp, _ = make_core("seed")
+        core, udp, _ = make_core("shipped")
         outcome = Outcome(data, core.receive(data, Target("udp", SOURCE_HOST, SOURCE_PORT,
                                                           None, udp), 0.0), SOURCE_HOST)
         req = parsed_or_none(data)
-        for status, reason, applies, _ in SEED_POLICY:
+        for status, reason, applies, _ in SHIPPED_POLICY:
             if req is not None and req.is_request and applies(req) and any(
                     (a.status, a.reason) == (status, reason) for a in outcome.answers):
                 used.add((status, reason))
-    assert used == {(s, r) for s, r, _, _ in SEED_POLICY}
+    assert used == {(s, r) for s, r, _, _ in SHIPPED_POLICY}
 
 
 # -- parse and round trip --------------------------------------------------------------
@@ -319,7 +320,7 @@ def test_torture_message_over_tcp_never_escapes(row):
     """Over TCP every frame reaches the core and every framing error is answered on the
     same connection or dropped; no exception escapes and the core keeps serving."""
     data = row["path"].read_bytes()
-    core, _, tcp = make_core("seed")
+    core, _, tcp = make_core("shipped")
     source = Target("tcp", SOURCE_HOST, 40000, 7, tcp)
     framer = StreamFramer()
     out = []

@@ -1,0 +1,97 @@
+"""The dispatcher's functions in the YAML route (Kamailio's dispatcher
+module): ``ds_select_dst``, ``ds_select_domain``, ``ds_next_dst``,
+``ds_mark_dst`` and ``ds_is_from_list``.
+
+    - if: {not: {ds_select_dst: [0, 4]}}
+      then: [{send_reply: [404, "No destination"]}, exit]
+
+Each closure is bound to the dispatcher the route is compiled against
+(``env.dispatcher``); without one (a configuration check) the functions
+compile and answer False.
+"""
+
+from ..routing.plugin import RouteError, int_arg, nargs, str_arg
+from ..sip.uri import parse_uri
+from .algorithms import check_algorithm
+from .destination import parse_state_letters
+
+
+def _set_alg(args, where, name):
+    nargs(name, args, where, 2, 3)
+    setid = int_arg(args[0], where, "the set id")
+    try:
+        alg = check_algorithm(args[1])
+    except ValueError as exc:
+        raise RouteError(where, str(exc)) from None
+    limit = int_arg(args[2], where, "the limit") if len(args) > 2 else 0
+    return setid, alg, limit
+
+
+def _ds_select_dst(args, where, env):
+    """Pick a destination of a set with an algorithm: ``[set, alg(, limit)]``; sets $du."""
+    setid, alg, limit = _set_alg(args, where, "ds_select_dst")
+    dispatcher = env.dispatcher
+    if dispatcher is None:
+        return lambda ctx: False
+    select = dispatcher.select_dst
+    return lambda ctx: select(ctx, setid, alg, limit)
+
+
+def _ds_select_domain(args, where, env):
+    """As ds_select_dst, but rewriting the R-URI host and port."""
+    setid, alg, limit = _set_alg(args, where, "ds_select_domain")
+    dispatcher = env.dispatcher
+    if dispatcher is None:
+        return lambda ctx: False
+    select = dispatcher.select_domain
+    return lambda ctx: select(ctx, setid, alg, limit)
+
+
+def _ds_next_dst(args, where, env):
+    """Use the next destination of the selected order; False when none is left."""
+    nargs("ds_next_dst", args, where, 0)
+    dispatcher = env.dispatcher
+    if dispatcher is None:
+        return lambda ctx: False
+    return dispatcher.next_dst
+
+
+def _ds_mark_dst(args, where, env):
+    """Mark the destination in use: ``"i"`` (default), ``"a"``, ``"t"``, ``"d"``, plus ``"p"``."""
+    nargs("ds_mark_dst", args, where, 0, 1)
+    try:
+        state = parse_state_letters(str_arg(args[0], where, "the state") if args else "i")
+    except ValueError as exc:
+        raise RouteError(where, str(exc)) from None
+    dispatcher = env.dispatcher
+    if dispatcher is None:
+        return lambda ctx: False
+    mark = dispatcher.mark_dst
+    return lambda ctx: mark(ctx, state)
+
+
+def _ds_is_from_list(args, where, env):
+    """True if the request comes from a destination: ``[set(, mode(, uri))]``, set -1 = all."""
+    nargs("ds_is_from_list", args, where, 0, 3)
+    setid = int_arg(args[0], where, "the set id") if args else -1
+    mode = int_arg(args[1], where, "the mode") if len(args) > 1 else None
+    uri = None
+    if len(args) > 2:
+        try:
+            uri = parse_uri(str_arg(args[2], where, "the URI"))
+        except Exception as exc:
+            raise RouteError(where, f"bad URI: {exc}") from None
+    dispatcher = env.dispatcher
+    if dispatcher is None:
+        return lambda ctx: False
+    check = dispatcher.is_from_list
+    return lambda ctx: check(ctx, setid, mode, uri)
+
+
+def register(table):
+    """Declare the dispatcher's route functions in ``table`` (a FunctionTable)."""
+    table.add("ds_select_dst", _ds_select_dst, action=True, condition=True)
+    table.add("ds_select_domain", _ds_select_domain, action=True, condition=True)
+    table.add(("ds_next_dst", "ds_next_domain"), _ds_next_dst, action=True, condition=True)
+    table.add("ds_mark_dst", _ds_mark_dst, action=True, condition=True)
+    table.add("ds_is_from_list", _ds_is_from_list, action=False, condition=True)
