@@ -27,24 +27,17 @@ def _set_alg(args, where, name):
     return setid, alg, limit
 
 
-def _ds_select_dst(args, where, env):
-    """Pick a destination of a set with an algorithm: ``[set, alg(, limit)]``; sets $du."""
-    setid, alg, limit = _set_alg(args, where, "ds_select_dst")
-    dispatcher = env.dispatcher
-    if dispatcher is None:
-        return lambda ctx: False
-    select = dispatcher.select_dst
-    return lambda ctx: select(ctx, setid, alg, limit)
-
-
-def _ds_select_domain(args, where, env):
-    """As ds_select_dst, but rewriting the R-URI host and port."""
-    setid, alg, limit = _set_alg(args, where, "ds_select_domain")
-    dispatcher = env.dispatcher
-    if dispatcher is None:
-        return lambda ctx: False
-    select = dispatcher.select_domain
-    return lambda ctx: select(ctx, setid, alg, limit)
+def _selector(name, method):
+    """The factory of ``ds_select_dst``/``ds_select_domain``: ``[set, alg(, limit)]``
+    compiled into a call of the dispatcher's ``method``."""
+    def factory(args, where, env):
+        setid, alg, limit = _set_alg(args, where, name)
+        dispatcher = env.dispatcher
+        if dispatcher is None:
+            return lambda ctx: False
+        select = getattr(dispatcher, method)
+        return lambda ctx: select(ctx, setid, alg, limit)
+    return factory
 
 
 def _ds_next_dst(args, where, env):
@@ -90,8 +83,12 @@ def _ds_is_from_list(args, where, env):
 
 def register(table):
     """Declare the dispatcher's route functions in ``table`` (a FunctionTable)."""
-    table.add("ds_select_dst", _ds_select_dst, action=True, condition=True)
-    table.add("ds_select_domain", _ds_select_domain, action=True, condition=True)
+    table.add("ds_select_dst", _selector("ds_select_dst", "select_dst"), action=True,
+              condition=True, doc="Pick a destination of a set with an algorithm: "
+                                  "``[set, alg(, limit)]``; sets $du.")
+    table.add("ds_select_domain", _selector("ds_select_domain", "select_domain"),
+              action=True, condition=True,
+              doc="As ds_select_dst, but rewriting the R-URI host and port.")
     table.add(("ds_next_dst", "ds_next_domain"), _ds_next_dst, action=True, condition=True)
     table.add("ds_mark_dst", _ds_mark_dst, action=True, condition=True)
     table.add("ds_is_from_list", _ds_is_from_list, action=False, condition=True)
