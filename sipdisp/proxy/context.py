@@ -81,11 +81,8 @@ class RequestContext:
         reply stays stateful."""
         server = self.server
         if server is not None and self.proxy_txn is None:
-            core = self.core
-            core.layer.remove_server(server)
+            self.core.layer.remove_server(server)
             self.server = None
-            if core.server_header:
-                headers = (*headers, ("server", core.server_header))
         self.reply(status, reason, headers)
 
     def record_route(self):

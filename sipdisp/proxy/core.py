@@ -612,7 +612,9 @@ class ProxyCore:
         resp = make_response(req, status, reason, to_tag=self.local_tag(req), extra=headers)
         if ctx.server is not None:
             self.respond(ctx.server, resp, ctx.now)
-        else:
+        else:  # stateless: no transaction (sl_send_reply, challenges)
+            if self.server_header:
+                resp.add("server", self.server_header)
             self.layer.send(resp.to_bytes(), self._response_target(req, ctx.source))
             self.stats["snd_reply", status] += 1
         if status >= 200 and getattr(ctx, "reply_hooks", None) is not None:
