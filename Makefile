@@ -38,9 +38,9 @@ run: venv
 test: venv
 	$(VPY) -m pytest -q -p no:cacheprovider $(TESTS) $(PYTEST_ARGS)
 
-## docs: regenerate docs/configuration.md from sipdisp/config/schema.py
+## docs: regenerate docs/configuration.md from the schema (each package's settings.py)
 docs: venv
-	$(VPY) -m sipdisp.config.docs > docs/configuration.md.tmp
+	$(VPY) -m sipdisp.schema > docs/configuration.md.tmp
 	mv docs/configuration.md.tmp docs/configuration.md
 
 ## clean: remove build leftovers and caches (keeps .venv and var/)

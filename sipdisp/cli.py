@@ -5,8 +5,12 @@ Subsystems add their own command groups without touching this file: any
 module ``sipdisp.<package>.commands`` defining ``register(subparsers)`` is
 found and asked to add its parsers (``sipdisp.storage.commands`` adds
 ``sipdisp db init|check|ddl``). A parser's ``func(args)`` returns the exit
-code; asynchronous commands use :func:`run_async`, which drives Twisted
-code from the command line with ``twisted.internet.task.react``.
+code; asynchronous commands use :func:`sipdisp.commands.run_async`, which
+drives Twisted code from the command line with ``twisted.internet.task.react``.
+
+A command that reads the configuration file calls ``args.load_config(path)``
+(:func:`load_config`: the whole schema's loader, handed down so that no
+subsystem imports the top layer that assembles the schema).
 """
 
 import argparse
@@ -33,34 +37,26 @@ def command_modules():
     return found
 
 
+def load_config(path=None):
+    """The sipdisp configuration in the file at ``path``, or the defaults when
+    ``path`` is None; raises ``ConfigError``."""
+    # imported on first use: ``sipdisp db`` needs no subsystem, and one that
+    # fails to import must not take down the commands of the others
+    from .schema import config_from_dict
+    from .schema import load_config as load_file
+
+    return config_from_dict({}) if path is None else load_file(path)
+
+
 def build_parser():
     """The argument parser with every registered command group."""
     parser = argparse.ArgumentParser(
         prog="sipdisp", description="sipdisp SIP proxy: management commands.")
+    parser.set_defaults(load_config=load_config)
     groups = parser.add_subparsers(dest="group", metavar="COMMAND")
     for module in command_modules():
         module.register(groups)
     return parser
-
-
-def run_async(function, *args):
-    """Run ``function(reactor, *args)`` (returning a Deferred that fires with
-    an exit code) under ``task.react``; return the exit code."""
-    from twisted.internet import defer, task
-
-    def start(reactor):
-        d = defer.maybeDeferred(function, reactor, *args)
-
-        def finish(code):
-            if code:
-                raise SystemExit(code)
-        return d.addCallback(finish)
-
-    try:
-        task.react(start)
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else 1
-    return 0
 
 
 def main(argv=None):

@@ -10,10 +10,14 @@ argument types and the docstring's first line the help text::
     @registry.command("dispatcher.reload")
     def reload() -> dict:
         "Re-read the destination sets, keeping runtime state."
+
+Command-line groups (``sipdisp db``, ``sipdisp user``) that run Twisted
+code drive it with :func:`run_async`.
 """
 
 import inspect
 
+from twisted.internet import task
 from twisted.internet.defer import maybeDeferred
 
 
@@ -126,3 +130,21 @@ class CommandRegistry:
 
     def __len__(self):
         return len(self._commands)
+
+
+def run_async(function, *args):
+    """Run ``function(reactor, *args)`` (returning a Deferred that fires with
+    an exit code) under ``task.react``; return the exit code."""
+    def start(reactor):
+        d = maybeDeferred(function, reactor, *args)
+
+        def finish(code):
+            if code:
+                raise SystemExit(code)
+        return d.addCallback(finish)
+
+    try:
+        task.react(start)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+    return 0

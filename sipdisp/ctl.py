@@ -58,7 +58,7 @@ def parse_args(words):
 
 def url_from_config(path):
     """The JSON-RPC URL of the ``http.listen`` address in the config file ``path``."""
-    from .config import load_config
+    from .schema import load_config
 
     host, port = load_config(path).http.listen
     if host in ("0.0.0.0", ""):

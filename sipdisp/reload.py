@@ -13,8 +13,9 @@ import signal
 
 from twisted.internet.defer import gatherResults, maybeDeferred
 
-from .config import ConfigError, load_config
+from .config import ConfigError
 from .logs import Logger, get_level, set_level, set_repeat_limit
+from .schema import config_from_dict, load_config
 
 log = Logger()
 
@@ -109,7 +110,6 @@ def _merge_applied(old, new, changed, refused):
     """The running configuration after a reload: new values only where applied."""
     if not refused:
         return new
-    from .config import config_from_dict
     tree = old.as_dict()
     new_flat = flatten(new.as_dict())
     for key in changed:

@@ -15,8 +15,8 @@ from .registrar.service import RegistrarService
 from .dialog.service import DialogService
 from .loadbalancer.service import LoadBalancerService
 from .accounting.service import AccountingService
-from .routing import build_routing
-from .routing.shipped import shipped_functions
+from .routing import Modules, build_routing
+from .shipped import shipped_functions
 from .console.namespace import stat_name
 from .nodesecret import load_node_secret
 from .proxy import ProxyCore
@@ -37,7 +37,7 @@ class SipService(Service):
     """Binds the listeners and runs the proxy core on the reactor; ``route`` is
     the request route (``core.route``, set later when None)."""
 
-    def __init__(self, cfg, route=None, reactor=None):
+    def __init__(self, cfg, route=None, reactor=None, modules=None):
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
@@ -47,7 +47,7 @@ class SipService(Service):
             fr_timer=cfg.sip.fr_timer, fr_inv_timer=cfg.sip.fr_inv_timer,
             max_message_size=cfg.sip.max_message_size, domains=cfg.proxy.domains,
             max_forwards=cfg.proxy.max_forwards, server_header=cfg.sip.server_header,
-            secret=load_node_secret(cfg.proxy.secret, cfg.proxy.secret_file))
+            secret=load_node_secret(cfg.proxy.secret, cfg.proxy.secret_file), modules=modules)
         self.switchboard = Switchboard(
             self.core, reactor, limits=ConnectionLimits.from_config(cfg.connections))
         self.switchboard.connector = Connector(reactor, self.switchboard, cfg)
@@ -109,10 +109,13 @@ class SipdispService(MultiService):
     """The root of the service tree: config, the command registry shared by
     every management front-end, and the subsystems as named children.
 
-    Subsystems find each other here: ``root.sip.core`` is the proxy core,
-    ``root.registry`` the command registry, ``root.modules`` the objects
-    routes may call (dispatcher, registrar ...), which the core also holds
-    as ``core.modules``.
+    Subsystem services are built here in dependency order and take what
+    they need from the services built before them (``root.sip.core`` the
+    proxy core, ``root.storage`` the database, ``root.dispatcher`` ...);
+    ``root.registry`` is the command registry, ``root.reload_hooks`` what a
+    SIGHUP re-applies, ``root.modules`` the subsystems routes may call
+    (:class:`~sipdisp.routing.plugin.Modules`, also ``core.modules`` for
+    Python routes) and ``root.functions`` the route function table.
     """
 
     def __init__(self, cfg, reactor=None, route=None):
@@ -123,18 +126,22 @@ class SipdispService(MultiService):
         self.cfg = cfg
         self.registry = CommandRegistry()
         self.started_at = None
-        self.sip = SipService(cfg, route=route, reactor=reactor)
-        self.sip.setName("sip")
-        self.sip.setServiceParent(self)
-        self.modules = self.sip.core.modules
-        register_core_commands(self)
+        # what sipdisp/reload.py re-applies on SIGHUP: key -> hook(new_cfg) when
+        # that key changed, and hook(new_cfg) on every reload
+        self.reload_hooks = {}
+        self.always_hooks = []
         # storage/: the database every subsystem writes through
         self.storage = open_storage(cfg.storage.url, spool_dir=cfg.storage.spool_dir,
                                     write_queue_max=cfg.storage.write_queue_max,
                                     reactor=reactor)
+        self.modules = Modules(storage=self.storage)
+        self.functions = shipped_functions()
+        self.sip = SipService(cfg, route=route, reactor=reactor, modules=self.modules)
+        self.sip.setName("sip")
+        self.sip.setServiceParent(self)
+        register_core_commands(self)
         self.storage_service = EmbeddedAwareStorageService(self.storage)
         self.storage_service.setServiceParent(self)
-        self.modules["storage"] = self.storage
         # dispatcher/ and routing/: the destination sets, then the compiled route
         self.dispatcher = DispatcherService(self, reactor)
         self.dispatcher.setServiceParent(self)
@@ -149,8 +156,8 @@ class SipdispService(MultiService):
         self.accounting = AccountingService(self, reactor)
         self.accounting.setServiceParent(self)
         if route is None:
-            self.sip.core.route = build_routing(cfg, self.sip.core, self.dispatcher.dispatcher,
-                                                shipped_functions()).entry
+            self.sip.core.route = build_routing(cfg, self.functions, self.modules,
+                                                self.sip.core).entry
         add_management(self, reactor)  # console/: SSH Manhole, JSON-RPC and /metrics
 
     def startService(self):

@@ -2,9 +2,10 @@
 
 from twisted.python import usage
 
-from .config import ConfigError, load_config
+from .config import ConfigError
 from .logs import set_level, set_repeat_limit
 from .reload import Reloader
+from .schema import load_config
 from .service import make_service
 
 

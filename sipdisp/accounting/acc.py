@@ -49,15 +49,12 @@ _BASE_COLUMNS = ("method", "from_tag", "to_tag", "callid", "sip_code", "sip_reas
                  "id")
 
 
-def parse_extra(text, where="accounting.extra", tables=("acc", "missed_calls", "cdrs"),
-                variables=None):
+def parse_extra(text, variables, where="accounting.extra",
+                tables=("acc", "missed_calls", "cdrs")):
     """``"src_user=$fU;src_ip=$si"`` -> ``[(column, getter)]``; RouteError when a
     column is not in every table the records go to, or a value does not compile.
-    ``variables`` (name -> getter) defaults to every pseudo-variable a shipped
-    route knows, the dialog module's ``$DLG_*`` included."""
-    if variables is None:
-        from sipdisp.routing.shipped import shipped_functions  # the assembly: lazily
-        variables = shipped_functions().variables
+    ``variables`` (name -> getter) are the pseudo-variables the route knows
+    (``FunctionTable.variables``: the dialog module's ``$DLG_*`` among them)."""
     out = []
     seen = set()
     for part in (text or "").split(";"):
@@ -106,7 +103,7 @@ class Accounting:
     """The acc module: hooks for the core and the dialog table, and the
     writer of records. ``write(table, row)`` returns a Deferred (or None)."""
 
-    def __init__(self, write, *, flag=None, missed_flag=None, failed_flag=None,
+    def __init__(self, write, *, variables, flag=None, missed_flag=None, failed_flag=None,
                  extra=SEED_EXTRA, cdr=True, cdr_table="cdrs",
                  local_bye=True, log=None):
         self.write_record = write
@@ -117,7 +114,7 @@ class Accounting:
         self.cdr = cdr
         self.cdr_table = cdr_table
         self.local_bye = local_bye
-        self.extra = parse_extra(extra, tables=("acc", "missed_calls") +
+        self.extra = parse_extra(extra, variables, tables=("acc", "missed_calls") +
                                  ((cdr_table,) if cdr_table == "cdrs" else ()))
         self.stats = Counter()
         self.log = log or Logger(namespace="sipdisp.accounting")
@@ -126,10 +123,9 @@ class Accounting:
 
     # -- wiring --------------------------------------------------------------------
     def attach(self, core, dialogs=None):
-        """Register with ``core`` (``core.modules["accounting"]``, the
+        """Register with ``core`` (the
         transaction-end hook) and with the dialog table's callbacks."""
         self.core = core
-        core.modules["accounting"] = self
         if self.on_txn_end not in core.txn_end_hooks:
             core.txn_end_hooks.append(self.on_txn_end)
         if dialogs is not None:

@@ -17,7 +17,7 @@ TYPES = ("db",)
 
 
 def _acc(ctx):
-    acc = ctx.core.modules.get("accounting")
+    acc = ctx.core.modules.accounting
     if acc is None:
         raise RuntimeError("the accounting module is not running")
     return acc

@@ -9,10 +9,11 @@ from twisted.application.service import Service
 from .acc import Accounting
 
 
-def accounting_from_config(cfg, write):
-    """An :class:`Accounting` with the parameters of ``cfg.accounting``."""
+def accounting_from_config(cfg, write, variables):
+    """An :class:`Accounting` with the parameters of ``cfg.accounting``, whose
+    extras may read the pseudo-variables ``variables`` (name -> getter)."""
     a = cfg.accounting
-    return Accounting(write, flag=a.flag, missed_flag=a.missed_flag,
+    return Accounting(write, variables=variables, flag=a.flag, missed_flag=a.missed_flag,
                       failed_flag=a.failed_transaction_flag, extra=a.extra, cdr=a.cdr,
                       cdr_table=a.cdr_table, local_bye=a.local_bye)
 
@@ -24,9 +25,10 @@ class AccountingService(Service):
 
     def __init__(self, root, reactor=None):
         self.root = root
-        storage = root.modules["storage"]
-        self.accounting = accounting_from_config(root.cfg, storage.insert)
-        self.accounting.attach(root.sip.core, root.modules.get("dialog"))
+        self.accounting = accounting_from_config(root.cfg, root.modules.storage.insert,
+                                                 root.functions.variables)
+        self.accounting.attach(root.sip.core, root.modules.dialogs)
+        root.modules.accounting = self.accounting
         register_commands(root.registry, self)
 
 

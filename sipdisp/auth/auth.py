@@ -7,14 +7,14 @@
 
 Credentials come from the storage, which is asynchronous: the first run of
 the route is suspended while the row is read, then run again (see
-``sipdisp/registrar/suspend.py``). The outcome of an authorization is kept
+``sipdisp/proxy/suspend.py``). The outcome of an authorization is kept
 in ``ctx.vars`` so the second run neither reads nor counts the nonce again.
 """
 
 import ipaddress
 
 from ..logs import Logger, RepeatLimiter
-from ..registrar.suspend import FetchFailed, stop_route
+from ..proxy.suspend import FetchFailed, stop_route
 from .digest import (ALGORITHMS, HEX_LENGTH, INVALID, STALE, DigestError, NonceFactory,
                      NotDigest, ReplayGuard, calc_ha1, challenge, check_credentials,
                      check_response, parse_credentials, parse_nc)
@@ -32,7 +32,6 @@ CHALLENGE_QOP_AUTH_INT = 2
 CHALLENGE_STALE = 16
 
 _RESULT = "_auth_result"
-_USER = "_auth_user"
 _STALE = "_auth_stale"
 _HEADER = "_auth_header"
 _CREDS = "_auth_creds"
@@ -49,14 +48,15 @@ class Auth:
     header each), ``qop`` the default qop (``auth``, ``auth-int``, or '').
     ``realm`` replaces the From/To domain as realm when set. ``domains`` are
     local domains besides the listeners' addresses; ``trusted`` addresses or
-    networks are never challenged, nor (with ``trust_dispatcher``) the
-    dispatcher's destinations.
+    networks are never challenged, nor the destinations of ``dispatcher``
+    (given when ``auth.trust_dispatcher`` is on; anything with
+    ``is_from_list(ctx, setid, mode)``).
     """
 
     def __init__(self, core=None, lookup=None, suspender=None, *, secret=None,
                  nonce_expire=300.0, algorithms=("MD5",), qop="auth", realm=None,
                  calculate_ha1=True, use_domain=False, bind_address=True, domains=(),
-                 trusted=(), trust_dispatcher=True, random=None):
+                 trusted=(), dispatcher=None, random=None):
         for name in algorithms:
             if name not in ALGORITHMS:
                 raise ValueError(f"unknown digest algorithm {name!r}")
@@ -73,7 +73,7 @@ class Auth:
         self.use_domain = use_domain
         self.domains = {d.lower() for d in domains}
         self.table_domains = set()
-        self.trust_dispatcher = trust_dispatcher
+        self.dispatcher = dispatcher
         self.set_trusted(trusted)
         self._listener_hosts = (None, frozenset())
         self.stats = {"challenges": 0, "authorized": 0, "failed": 0, "stale": 0,
@@ -143,13 +143,12 @@ class Auth:
 
     def is_trusted(self, ctx):
         """True for a source never challenged: ``auth.trusted``, or a
-        dispatcher destination (a FreeSWITCH node) with ``trust_dispatcher``."""
+        destination of ``dispatcher`` (a FreeSWITCH node)."""
         if self.allow_source_address(ctx):
             return True
-        if self.trust_dispatcher and self.core is not None:
-            dispatcher = self.core.modules.get("dispatcher")
-            if dispatcher is not None and dispatcher.is_from_list(ctx, -1, None):
-                return True
+        dispatcher = self.dispatcher
+        if dispatcher is not None and dispatcher.is_from_list(ctx, -1, None):
+            return True
         return False
 
     # -- authorization ---------------------------------------------------------------
@@ -168,7 +167,7 @@ class Auth:
     def www_authorize(self, ctx, realm=""):
         """Kamailio ``www_authorize(realm, "subscriber")``: True if the
         ``Authorization`` credentials are right (the user is then
-        ``ctx.vars["_auth_user"]``)."""
+        ``ctx.auth_user``)."""
         return self._authorize(ctx, realm, "authorization", True)
 
     def proxy_authorize(self, ctx, realm=""):
@@ -267,7 +266,7 @@ class Auth:
         if not self.replay.use(creds.nonce, nc, expires):
             self.stats["replayed"] += 1
             return False
-        ctx.vars[_USER] = (username, domain)
+        ctx.auth_user = (username, domain)
         return True
 
     def _malformed(self, ctx, header, exc):
@@ -351,7 +350,7 @@ class Auth:
         return True
 
     def _same_user(self, ctx, key):
-        user = ctx.vars.get(_USER)
+        user = ctx.auth_user
         if user is None:
             return False
         addr = ctx.request.address(key)

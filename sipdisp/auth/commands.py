@@ -16,13 +16,14 @@ import sys
 
 from twisted.internet import defer
 
+from ..commands import run_async
+from ..config import ConfigError
+
 DEFAULT_CONFIG = "etc/sipdisp.yaml"
 
 
 def register(subparsers):
     """Add the ``user`` command group to the sipdisp command line."""
-    from sipdisp.cli import run_async
-
     user = subparsers.add_parser(
         "user", help="add, remove or list subscribers (digest credentials)",
         description="Subscribers of the subscriber table (Kamailio's kamctl add/rm), "
@@ -58,11 +59,10 @@ def register(subparsers):
 def _url(args):
     if args.url:
         return args.url
-    from sipdisp.config import ConfigError, config_from_dict, load_config
+    # the default file may be absent (the built-in defaults); a file named with -c may not
+    path = args.config if os.path.exists(args.config) or args.config != DEFAULT_CONFIG else None
     try:
-        if os.path.exists(args.config) or args.config != DEFAULT_CONFIG:
-            return load_config(args.config).storage.url
-        return config_from_dict({}).storage.url
+        return args.load_config(path).storage.url
     except ConfigError as exc:
         raise SystemExit(f"sipdisp user: {args.config}: {exc}")
 

@@ -1,16 +1,14 @@
 """
-Generate the configuration reference (Markdown) from the schema:
-
-    python -m sipdisp.config.docs > docs/configuration.md
+Generate the configuration reference (Markdown) from a schema; the whole
+schema's is written by C{python -m sipdisp.schema > docs/configuration.md}.
 """
 
 import json
-import sys
 
 from sipdisp.config.model import Section
-from sipdisp.config.schema import SCHEMA
 
-REGENERATE = "python -m sipdisp.config.docs > docs/configuration.md"
+#: the command that writes docs/configuration.md, named in its header
+REGENERATE = "python -m sipdisp.schema > docs/configuration.md"
 
 
 def _code(text):
@@ -40,12 +38,12 @@ def _section(lines, dotted, section, level):
             _section(lines, f"{dotted}.{name}", child, min(level + 1, 6))
 
 
-def render(schema=SCHEMA):
+def render(schema):
     """Return the Markdown reference for C{schema}."""
     lines = [
         "# Configuration reference",
         "",
-        f"<!-- Generated from sipdisp/config/schema.py by `{REGENERATE}`; do not edit. -->",
+        f"<!-- Generated from sipdisp/schema.py by `{REGENERATE}`; do not edit. -->",
         "",
         "sipdisp reads one YAML file, given with `-c` (`etc/sipdisp.yaml` by default in `make run`).",
         "Every key is optional: a missing key takes the default below, and an empty file is valid.",
@@ -62,12 +60,3 @@ def render(schema=SCHEMA):
         lines += ["", "## Rules across keys", ""]
         lines += [f"- {' '.join(check.__doc__.split())}" for check in schema.checks]
     return "\n".join(lines) + "\n"
-
-
-def main():
-    """Write the reference to standard output."""
-    sys.stdout.write(render())
-
-
-if __name__ == "__main__":
-    main()

@@ -1,11 +1,10 @@
 """
-Read the YAML configuration file and validate it against the schema.
+Read a YAML configuration file and validate it against a schema.
 """
 
 import yaml
 
 from sipdisp.config.model import ConfigError
-from sipdisp.config.schema import SCHEMA
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -42,19 +41,10 @@ def _yaml_error(path, error):
     return ConfigError(where, f"YAML error: {problem}")
 
 
-def config_from_dict(raw, schema=SCHEMA):
+def load_config(path, schema):
     """
-    Validate a mapping shaped like the YAML file and return a L{Config}.
-
-    Missing keys take their defaults; C{None} or C{{}} gives the defaults.
-    Raises L{ConfigError}.
-    """
-    return schema.validate(raw)
-
-
-def load_config(path, schema=SCHEMA):
-    """
-    Read and validate the YAML file at C{path}; return a L{Config}.
+    Read the YAML file at C{path}, validate it against C{schema} (a
+    L{Schema}) and return a L{Config}.
 
     An empty file is valid and gives all defaults.  Raises L{ConfigError}
     for an unreadable file, a YAML syntax error (located as C{file:line}) or
@@ -71,4 +61,4 @@ def load_config(path, schema=SCHEMA):
         raise _yaml_error(path, e) from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(str(path), "expected a mapping of sections at the top level")
-    return config_from_dict(raw, schema)
+    return schema.validate(raw)

@@ -2,9 +2,10 @@
 The configuration engine: value types, keys, sections, the schema and the
 validated L{Config}.
 
-Nothing here knows about any particular key; the keys themselves are data in
-L{sipdisp.config.schema}.  Every failure is a L{ConfigError} whose C{str()} is
-one line: C{"<dotted.key>: <what is wrong>"}.
+Nothing here knows about any particular key: each package declares its own
+sections in its C{settings} module, and L{sipdisp.schema} assembles them.
+Every failure is a L{ConfigError} whose C{str()} is one line:
+C{"<dotted.key>: <what is wrong>"}.
 """
 
 import difflib
@@ -413,8 +414,9 @@ class Schema:
     """
     The whole configuration: top-level sections plus cross-key checks.
 
-    Sections are added with L{section}; a check is a function C{check(cfg)}
-    that raises L{ConfigError} naming the key at fault, added with L{check}.
+    Sections are declared with L{section} or added with L{add}; a check is a
+    function C{check(cfg)} that raises L{ConfigError} naming the key at fault,
+    added with L{check} (or with its section by L{add}).
     """
 
     def __init__(self):
@@ -424,6 +426,13 @@ class Schema:
     def section(self, name, doc, *children):
         """Declare a top-level section of keys and sub-sections; return it."""
         return self.root.add(Section(name, doc, *children))
+
+    def add(self, section, *checks):
+        """Add a L{Section} declared elsewhere as a top-level section, then its checks."""
+        self.root.add(section)
+        for check in checks:
+            self.check(check)
+        return section
 
     def check(self, function):
         """Register a cross-key check (usable as a decorator); its docstring documents the rule."""

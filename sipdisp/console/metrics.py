@@ -226,14 +226,7 @@ class MetricsCollector:
         self.hook_errors = Counter()
 
     def _storage(self):
-        modules = getattr(self.root, "modules", {}) or {}
-        storage = modules.get("storage")
-        if storage is None:
-            try:
-                storage = getattr(self.root.getServiceNamed("storage"), "storage", None)
-            except (KeyError, AttributeError):
-                storage = None
-        return storage
+        return self.root.modules.storage
 
     def _dispatcher(self, module):
         """Destination gauges from ``dispatcher.list``, for a dispatcher without a hook."""
@@ -257,9 +250,9 @@ class MetricsCollector:
         if storage is not None and hasattr(storage, "queue_depth") \
                 and not callable(getattr(storage, "metrics", None)):
             families += storage_families(storage)
-        modules = getattr(self.root, "modules", {}) or {}
+        modules = self.root.modules
         try:
-            families += self._dispatcher(modules.get("dispatcher"))
+            families += self._dispatcher(modules.dispatcher)
         except Exception:
             self.hook_errors["dispatcher"] += 1
             log.failure("dispatcher metrics failed")

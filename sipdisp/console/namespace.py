@@ -14,12 +14,8 @@ from twisted.python.failure import Failure
 
 from .. import __version__
 
-#: live objects taken from ``root.modules``: namespace name -> module keys tried in order
-MODULE_OBJECTS = {
-    "dispatcher": ("dispatcher",),
-    "registrations": ("usrloc", "registrar", "location"),
-    "dialogs": ("dialog", "dlg", "dialogs"),
-}
+#: live objects taken from ``root.modules``: namespace name -> its slot there
+MODULE_OBJECTS = {"dispatcher": "dispatcher", "registrations": "usrloc", "dialogs": "dialogs"}
 
 #: command modules whose namespace also shows (and falls back to) a live object
 COMMAND_TARGETS = {"core": "proxy", "tm": "transactions", "ul": "registrations",
@@ -236,11 +232,7 @@ class ConfigView(LiveView):
 
 def module_object(root, name):
     """The live object of ``root.modules`` shown as ``name`` (None if absent)."""
-    modules = getattr(root, "modules", {}) or {}
-    for key in MODULE_OBJECTS.get(name, (name,)):
-        if modules.get(key) is not None:
-            return modules[key]
-    return None
+    return getattr(root.modules, MODULE_OBJECTS.get(name, name), None)
 
 
 def make_help(namespace):

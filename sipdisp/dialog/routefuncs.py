@@ -13,14 +13,14 @@ Python routes call the functions at the end of this module with the
 request context first (``create_dialog(ctx, "B")``).
 """
 
-from ..proxy.core import RouteSuspended
+from ..proxy.suspend import RouteSuspended
 from ..routing.plugin import RouteError, nargs, setter_arg, value_arg
 from .dialog import parse_flags
 from .table import DOWNSTREAM, DLG
 
 
 def _table(ctx):
-    table = ctx.core.modules.get("dialog")
+    table = ctx.core.modules.dialogs
     if table is None:
         raise RuntimeError("the dialog module is not running")
     return table
@@ -169,7 +169,7 @@ def _get_profile_size(args, where, env):
 # -- pseudo-variables -----------------------------------------------------------------
 
 def _dlg_status(ctx):
-    table = ctx.core.modules.get("dialog")
+    table = ctx.core.modules.dialogs
     if table is None:
         return None
     found = table.match_ctx(ctx)
@@ -177,7 +177,7 @@ def _dlg_status(ctx):
 
 
 def _dlg_lifetime(ctx):
-    table = ctx.core.modules.get("dialog")
+    table = ctx.core.modules.dialogs
     found = table.match_ctx(ctx) if table is not None else None
     if found is None or found[0].answered is None:
         return None
@@ -185,7 +185,7 @@ def _dlg_lifetime(ctx):
 
 
 def _dlg_dir(ctx):
-    table = ctx.core.modules.get("dialog")
+    table = ctx.core.modules.dialogs
     found = table.match_ctx(ctx) if table is not None else None
     if found is None:
         return None

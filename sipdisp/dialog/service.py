@@ -1,5 +1,5 @@
 """The dialog table as a Twisted service: builds it from ``cfg.dialog``, puts
-it in ``core.modules["dialog"]``, reloads the answered calls of the dialog
+it in ``root.modules.dialogs``, reloads the answered calls of the dialog
 table at start (``db_mode`` 1 and 2), writes the last changes at stop, and
 registers the ``dlg.list``, ``dlg.end``, ``dlg.stats`` and
 ``dlg.profile_get_size`` commands.
@@ -9,16 +9,16 @@ from twisted.application.service import Service
 from twisted.internet import defer
 
 from ..commands import CommandError
-from ..config.schema import parse_status_line
+from ..config.values import parse_status_line
 from ..logs import Logger
+from ..storage.retry import STATE_LOAD, LoadRetry
 from .profiles import Profiles
 from .table import DialogTable
 
 log = Logger(namespace="sipdisp.dialog")
 
-#: loading the dialog table at start: attempts, and seconds between them
+#: loading the dialog table at start: attempts (paced by storage.retry.STATE_LOAD)
 LOAD_ATTEMPTS = 30
-LOAD_RETRY = 1.0
 
 
 def table_from_config(cfg, core=None, storage=None):
@@ -45,8 +45,9 @@ class DialogService(Service):
         self._reactor = reactor
         self.root = root
         self.cfg = root.cfg
-        self.storage = root.modules.get("storage")
+        self.storage = root.modules.storage
         self.table = table_from_config(self.cfg, root.sip.core, self.storage)
+        root.modules.dialogs = self.table
         self._retry = None
         self.ready = defer.Deferred()
         register_commands(root.registry, self)
@@ -61,37 +62,33 @@ class DialogService(Service):
         self.table.start(self._reactor.seconds())
         self.wake()
         if self.table.db_mode and self.storage is not None:
-            self._load(LOAD_ATTEMPTS)
+            self._retry = LoadRetry(self._reactor, STATE_LOAD, self._read_tables,
+                                    self._load_failed, on_loaded=self._restore,
+                                    attempts=LOAD_ATTEMPTS).start()
         else:
             self.ready.callback(None)
 
-    def _load(self, attempts):
-        self._retry = None
-        if not self.running:
-            return None
-        storage = self.storage
-        d = defer.gatherResults([storage.select("dialog"), storage.select("dialog_vars")],
-                                consumeErrors=True)
+    def _read_tables(self):
+        return defer.gatherResults([self.storage.select("dialog"),
+                                    self.storage.select("dialog_vars")], consumeErrors=True)
 
-        def loaded(results):
-            rows, var_rows = results
-            n = self.table.restore(rows, var_rows, self._reactor.seconds())
-            log.info("dialog: restored {n} answered call(s) from the dialog table", n=n)
-            self.wake()
-            self.ready.callback(n)
+    def _restore(self, results):
+        rows, var_rows = results
+        n = self.table.restore(rows, var_rows, self._reactor.seconds())
+        log.info("dialog: restored {n} answered call(s) from the dialog table", n=n)
+        self.wake()
+        self.ready.callback(n)
 
-        def failed(f):
-            err = f.value.subFailure.getErrorMessage() if isinstance(
-                f.value, defer.FirstError) else f.getErrorMessage()
-            if attempts > 1 and self.running:
-                log.warn("dialog: cannot read the dialog table yet ({err}); retrying in {s} s",
-                         err=err, s=LOAD_RETRY)
-                self._retry = self._reactor.callLater(LOAD_RETRY, self._load, attempts - 1)
-                return None
-            log.error("dialog: giving up reading the dialog table: {err}", err=err)
-            self.ready.callback(0)
-            return None
-        return d.addCallbacks(loaded, failed)
+    def _load_failed(self, f, delay):
+        err = f.value.subFailure.getErrorMessage() if isinstance(
+            f.value, defer.FirstError) else f.getErrorMessage()
+        if delay is not None and self.running:
+            log.warn("dialog: cannot read the dialog table yet ({err}); retrying in {s} s",
+                     err=err, s=delay)
+            return delay
+        log.error("dialog: giving up reading the dialog table: {err}", err=err)
+        self.ready.callback(0)
+        return None
 
     def stopService(self):
         """Write the pending changes (db_mode 2) and stop the timers."""

@@ -1,50 +1,18 @@
-"""Destinations and destination sets, with Kamailio's state bits and letters.
+"""Destinations and destination sets.
 
-A destination's configured ``flags`` come from the list file or the table;
-its runtime ``state`` starts from them and then moves with probing,
-failover (``ds_mark_dst``) and ``dispatcher.set_state``. Bits, as in
-Kamailio's list file: 1 inactive, 2 trying, 4 disabled, 8 probing,
-16 skip DNS, 32 never ping.
+A destination's configured ``flags`` come from the list file or the table
+(Kamailio's bits: the state bits of :mod:`sipdisp.probing.states`, plus 16
+skip DNS and 32 never ping); its runtime ``state`` starts from them and then
+moves with probing, failover (``ds_mark_dst``) and ``dispatcher.set_state``.
 """
 
 import ipaddress
 import socket
 
-from ..sip.uri import parse_uri
+from ..probing import SKIP_BITS, ProbeTarget
 
-INACTIVE = 1
-TRYING = 2
-DISABLED = 4
-PROBING = 8
+#: configured flag: match the host as written, no DNS lookup
 NODNS = 16
-NOPING = 32
-
-#: the bits that are state (the rest of ``flags`` is configuration)
-STATE_BITS = INACTIVE | TRYING | DISABLED | PROBING
-#: a destination with any of these is never selected (Kamailio's ds_skip_dst)
-SKIP_BITS = INACTIVE | DISABLED
-
-
-def state_letters(state):
-    """Kamailio's two-letter state: A/I/T/D, then P (probing) or X."""
-    if state & DISABLED:
-        first = "D"
-    elif state & INACTIVE:
-        first = "I"
-    elif state & TRYING:
-        first = "T"
-    else:
-        first = "A"
-    return first + ("P" if state & PROBING else "X")
-
-
-def parse_state_letters(text):
-    """``"a"``, ``"ip"``, ``"tp"``, ``"d"`` ... -> ``(base, probing)``; ValueError if invalid."""
-    low = (text or "").strip().lower()
-    if not low or low[0] not in "aitd" or low[1:] not in ("", "p") or low == "dp":
-        raise ValueError(f"state must be a, i, t or d, optionally followed by p "
-                         f"(d never with p), got {text!r}")
-    return low[0], low.endswith("p") and len(low) == 2
 
 
 def parse_attrs(text):
@@ -68,31 +36,22 @@ def _int_attr(attrs, name, lo, hi):
     return number if lo <= number <= hi else 0
 
 
-class Destination:
-    """One destination of a set: configuration plus runtime state.
+class Destination(ProbeTarget):
+    """One destination of a set: configuration plus runtime state (its
+    health state is the :class:`~sipdisp.probing.ProbeTarget` it is).
 
     The same object survives a reload when ``(setid, uri)`` stays in the
     source, so in-flight calls and probes keep pointing at it.
     """
 
-    __slots__ = ("setid", "uri", "uri_obj", "flags", "priority", "attrs_text", "attrs",
-                 "description", "duid", "maxload", "weight", "rweight", "state",
-                 "failures", "successes", "load", "out_until", "proto", "host", "port",
-                 "addrs", "pinging", "last_ping", "position")
+    __slots__ = ("setid", "flags", "priority", "attrs_text", "attrs", "description", "duid",
+                 "maxload", "weight", "rweight", "load", "out_until", "addrs", "position")
 
     def __init__(self, setid, uri, flags=0, priority=0, attrs="", description=""):
+        super().__init__(uri)
         self.setid = setid
-        self.uri = uri
-        self.uri_obj = parse_uri(uri)
-        if not self.uri_obj.is_sip or not self.uri_obj.host:
-            raise ValueError(f"{uri!r} is not a SIP URI")
-        self.state = 0
-        self.failures = 0
-        self.successes = 0
         self.load = 0
         self.out_until = 0.0
-        self.pinging = False
-        self.last_ping = None
         self.position = 0
         self.configure(flags, priority, attrs, description)
 
@@ -107,9 +66,6 @@ class Destination:
         self.maxload = _int_attr(self.attrs, "maxload", 0, 1 << 31)
         self.weight = _int_attr(self.attrs, "weight", 1, 100)
         self.rweight = _int_attr(self.attrs, "rweight", 1, 100)
-        uri = self.uri_obj
-        self.proto = uri.transport
-        self.host, self.port = uri.host_port
         self.addrs = resolve(self.host) if not flags & NODNS else frozenset((self.host,))
 
     @property
@@ -120,11 +76,6 @@ class Destination:
     def usable(self, now):
         """True if it may be selected now (not inactive/disabled, no Retry-After pending)."""
         return not self.state & SKIP_BITS and now >= self.out_until
-
-    @property
-    def letters(self):
-        """The two-letter state (``AP``, ``IP``, ``AX`` ...)."""
-        return state_letters(self.state)
 
     def __repr__(self):
         return f"<Destination {self.setid} {self.uri} {self.letters}>"

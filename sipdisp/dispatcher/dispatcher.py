@@ -5,26 +5,23 @@ call-load accounting and health probing.
 It never reads a clock: route functions use ``ctx.now``, the core's
 transaction-end hook passes ``now``, and its timers (the ping round and the
 load sweep) live in the core's timer heap, so the edge wakes it like any
-transaction. Pings are the core's own client transactions, each with the
-short ``ping_timeout`` as its final-response timer; a ping that times out is
-a failure, whatever ``ping_reply_codes`` says.
+transaction. Probing is a :class:`~sipdisp.probing.Prober`'s: the
+dispatcher names the destinations each round pings (by probing mode) and
+turns the prober's state changes into its log lines and counters.
 
 Per-request state lives in ``ctx.vars`` (Kamailio keeps it in XAVPs):
 ``_dsdst_`` the failover list, ``_dsidx_`` the index in use, ``_dsload_``
 the destination this INVITE's call load is counted on.
 """
 
-import itertools
 import random
 
+from ..config.values import ReplyCodes
 from ..logs import Logger
-from ..proxy.target import Target
-from ..sip.message import Request
+from ..probing import (DISABLED, MODES, NOPING, PROBING, STATE_BITS, Prober,
+                       parse_state_letters, ping_wanted, state_letters)
 from . import algorithms as A
-from .destination import (DISABLED, NOPING, PROBING, STATE_BITS, Destination,
-                          DestinationSet, parse_state_letters, state_letters)
-from .probing import MODES, after_mark, after_ping, ping_wanted
-from .replycodes import ReplyCodes
+from .destination import Destination, DestinationSet
 
 DST_LIST = "_dsdst_"
 DST_INDEX = "_dsidx_"
@@ -48,6 +45,22 @@ def _retry_after(response):
     return min(int(digits), MAX_RETRY_AFTER) if digits else None
 
 
+def _reply_codes(value):
+    return value if isinstance(value, ReplyCodes) else ReplyCodes(value)
+
+
+def _prober_setting(name, doc):
+    """A dispatcher parameter the prober holds, read under its config name."""
+    return property(lambda self: getattr(self.prober, name), doc=doc)
+
+
+#: constructor keyword -> the Prober setting it is (``ping_interval`` has its own path)
+_PROBER_SETTINGS = {"ping_timeout": "timeout", "ping_method": "method", "ping_from": "from_uri",
+                    "ping_reply_codes": "reply_codes", "probing_mode": "mode",
+                    "probing_threshold": "probing_threshold",
+                    "inactive_threshold": "inactive_threshold"}
+
+
 class Dispatcher:
     """Destination sets and everything routes and operators do with them.
 
@@ -63,54 +76,58 @@ class Dispatcher:
                  sweep_interval=30.0, rng=None, log=None):
         if probing_mode not in MODES:
             raise ValueError(f"probing_mode must be 0..3, got {probing_mode!r}")
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.ping_method = ping_method.upper()
-        self.ping_from = ping_from
-        self.reply_codes = (ping_reply_codes if isinstance(ping_reply_codes, ReplyCodes)
-                            else ReplyCodes(ping_reply_codes))
-        self.probing_mode = probing_mode
-        self.probing_threshold = max(1, probing_threshold)
-        self.inactive_threshold = max(1, inactive_threshold)
         self.load_expire = load_expire
         self.load_init_expire = load_init_expire
         self.sweep_interval = sweep_interval
         self.ping_active = True
         self.source = "none"
         self.sets = {}
-        self.timers = {}  # the core's TimerHeap keeps our deadlines here
-        self.stats = {"pings_sent": 0, "pings_ok": 0, "pings_failed": 0,
-                      "state_changes": 0, "loads_expired": 0}
+        self.timers = {}  # the core's TimerHeap keeps our load sweep here
+        self.stats = {"state_changes": 0, "loads_expired": 0}
         self._rng = rng or random.Random()
         self._by_host = {}
         self._pending = {}    # ctx -> deadline: INVITEs whose load awaits their final
         self._calls = {}      # Call-ID -> (destination, deadline): answered calls
-        self._inflight = {}   # ping client transaction -> destination
-        self._ping_ids = itertools.count(1)
-        self._tag = f"{self._rng.getrandbits(32):08x}"
+        self.prober = Prober(self._ping_targets, interval=ping_interval, timeout=ping_timeout,
+                             method=ping_method, from_uri=ping_from,
+                             reply_codes=_reply_codes(ping_reply_codes), mode=probing_mode,
+                             probing_threshold=probing_threshold,
+                             inactive_threshold=inactive_threshold, call_id_prefix="ds",
+                             rng=self._rng)
+        self.prober.listeners.append(self._on_state_change)
         self.log = log or Logger(namespace="sipdisp.dispatcher")
         self.core = None
         if core is not None:
             self.attach(core)
 
+    ping_interval = _prober_setting("interval", "Seconds between ping rounds (0: never).")
+    ping_timeout = _prober_setting("timeout", "Seconds a ping may wait for its final reply.")
+    ping_method = _prober_setting("method", "The method pings use (OPTIONS).")
+    ping_from = _prober_setting("from_uri", "The From URI of pings.")
+    reply_codes = _prober_setting("reply_codes", "The ReplyCodes a ping reply counts as up by.")
+    probing_mode = _prober_setting("mode", "Kamailio's ds_probing_mode (0..3).")
+    probing_threshold = _prober_setting("probing_threshold",
+                                        "Failed pings that make a destination inactive.")
+    inactive_threshold = _prober_setting("inactive_threshold",
+                                         "Good pings that make a destination active again.")
+
     # -- wiring ----------------------------------------------------------------
     def attach(self, core):
-        """Register with ``core``: ``core.modules["dispatcher"]`` and the
+        """Register with ``core``: the
         transaction-end hook that releases call load."""
         self.core = core
-        core.modules["dispatcher"] = self
+        self.prober.core = core
         if self.on_txn_end not in core.txn_end_hooks:
             core.txn_end_hooks.append(self.on_txn_end)
 
     def start(self, now):
         """Arm the ping round and the load sweep in the core's timer heap."""
-        timers = self.core.layer.timers
-        if self.ping_interval > 0:
-            timers.arm(self, "ping", now + self.ping_interval)
-        timers.arm(self, "sweep", now + self.sweep_interval)
+        self.prober.start(now)
+        self.core.timer(self, "sweep").arm(now + self.sweep_interval)
 
     def stop(self):
         """Disarm the timers (the core's heap forgets cancelled names)."""
+        self.prober.stop()
         self.timers.clear()
 
     def reconfigure(self, now, **params):
@@ -119,35 +136,23 @@ class Dispatcher:
         if params.get("probing_mode", self.probing_mode) not in MODES:
             raise ValueError(f"probing_mode must be 0..3, got {params['probing_mode']!r}")
         interval = params.get("ping_interval", self.ping_interval)
+        settings = {}
         for name, value in params.items():
-            if name == "ping_reply_codes":
-                self.reply_codes = (value if isinstance(value, ReplyCodes)
-                                    else ReplyCodes(value))
-            elif name == "ping_method":
-                self.ping_method = value.upper()
-            elif name in ("probing_threshold", "inactive_threshold"):
-                setattr(self, name, max(1, value))
-            elif name in ("ping_interval", "ping_timeout", "ping_from", "probing_mode",
-                          "load_expire", "load_init_expire", "sweep_interval"):
+            if name in _PROBER_SETTINGS:
+                if name == "ping_reply_codes":
+                    value = _reply_codes(value)
+                settings[_PROBER_SETTINGS[name]] = value
+            elif name in ("load_expire", "load_init_expire", "sweep_interval"):
                 setattr(self, name, value)
-            else:
+            elif name != "ping_interval":
                 raise TypeError(f"unknown dispatcher parameter {name!r}")
-        if self.core is not None:
-            if interval > 0:
-                self.core.layer.timers.arm(self, "ping", now + interval)
-            else:
-                self.core.layer.timers.cancel(self, "ping")
+        self.prober.configure(**settings)
+        self.prober.set_interval(interval, now)
 
     def on_timer(self, name, now):
-        """The core's timer heap fired one of ours."""
-        timers = self.core.layer.timers
-        if name == "ping":
-            self.ping_round(now)
-            if self.ping_interval > 0:
-                timers.arm(self, "ping", now + self.ping_interval)
-        elif name == "sweep":
-            self.sweep(now)
-            timers.arm(self, "sweep", now + self.sweep_interval)
+        """The core's timer heap fired the load sweep."""
+        self.sweep(now)
+        self.core.timer(self, "sweep").arm(now + self.sweep_interval)
 
     # -- sets ------------------------------------------------------------------
     def load(self, rows, now=0.0, source=None):
@@ -466,22 +471,18 @@ class Dispatcher:
         return len(self._pending), len(self._calls)
 
     # -- state -----------------------------------------------------------------------
-    def _set_state(self, dest, state, why):
-        old = dest.letters
-        dest.state = state
-        new = dest.letters
-        if new != old:
-            self.stats["state_changes"] += 1
-            emit = self.log.warn if state & (STATE_BITS & ~PROBING) else self.log.info
-            emit("dispatcher: {uri} (set {setid}) {old} -> {new}: {why}",
-                 uri=dest.uri, setid=dest.setid, old=old, new=new, why=why)
+    def _on_state_change(self, change):
+        """The prober's StateChange: one counted log line, a warning unless active."""
+        dest = change.target
+        self.stats["state_changes"] += 1
+        emit = self.log.warn if dest.state & (STATE_BITS & ~PROBING) else self.log.info
+        emit("dispatcher: {uri} (set {setid}) {old} -> {new}: {why}",
+             uri=dest.uri, setid=dest.setid, old=change.old, new=change.new, why=change.reason)
 
     def _mark(self, dest, base, probing, why):
-        state, dest.failures, dest.successes = after_mark(
-            dest.state, dest.failures, base, probing, self.probing_threshold)
         if base == "a":
             dest.out_until = 0.0
-        self._set_state(dest, state, why)
+        self.prober.mark(dest, base, probing, why)
 
     def set_state(self, state, setid, address="all"):
         """``dispatcher.set_state``: apply ``state`` (a/i/t/d, optional p) to
@@ -499,81 +500,14 @@ class Dispatcher:
         return len(targets)
 
     # -- probing ---------------------------------------------------------------------
-    def ping_round(self, now):
-        """Ping every destination the probing mode asks for (one ping in flight each)."""
-        if not self.ping_active or self.core is None:
-            return 0
-        sent = 0
-        mode = self.probing_mode
-        for dset in self.sets.values():
-            for dest in dset.dests:
-                if not dest.pinging and ping_wanted(dest.state, dest.flags, mode):
-                    self.send_ping(dest, now)
-                    sent += 1
-        return sent
-
-    def send_ping(self, dest, now):
-        """Send one ping to ``dest`` as a client transaction of the core whose
-        final-response timer is ``ping_timeout``."""
-        core = self.core
-        listener = core.listener_for(dest.proto, dest.host)
-        if listener is None:
-            self.ping_result(dest, False, now, f"no {dest.proto} listener to ping from")
-            return
-        n = next(self._ping_ids)
-        branch = core.new_branch()
-        uri = dest.uri_obj
-        request = Request(self.ping_method, uri)
-        request.call_id = f"ds-{self._tag}-{n}"
-        request.cseq = 1
-        request.cseq_method = self.ping_method
-        request.headers = [
-            ("via", "Via", listener.via_prefix + branch),
-            ("max-forwards", "Max-Forwards", "70"),
-            ("from", "From", f"<{self.ping_from}>;tag={self._tag}{n:x}"),
-            ("to", "To", f"<{uri}>"),
-            ("call-id", "Call-ID", request.call_id),
-            ("cseq", "CSeq", f"1 {self.ping_method}"),
-            ("content-length", "Content-Length", "0"),
-        ]
-        if core.server_header:
-            request.headers.insert(-1, ("user-agent", "User-Agent", core.server_header))
-        target = Target(dest.proto, dest.host, dest.port, None, listener)
-        client = core.layer.new_client(request, request.to_bytes(), target, target.reliable,
-                                       branch, self.ping_timeout, self.ping_timeout, self)
-        self._inflight[client] = dest
-        dest.pinging = True
-        self.stats["pings_sent"] += 1
-        client.start(now)
-
-    # ClientTransaction owner protocol: the replies and timeouts of our pings
-    def on_branch_response(self, txn, response, now):
-        """A reply to a ping: a final one decides with ``ping_reply_codes``."""
-        if response.status < 200:
-            return
-        dest = self._inflight.pop(txn, None)
-        if dest is not None:
-            ok = self.reply_codes.accepts(response.status)
-            self.ping_result(dest, ok, now, f"{self.ping_method} answered "
-                                            f"{response.status} {response.reason}")
-
-    def on_branch_timeout(self, txn, now):
-        """A ping got no reply within ``ping_timeout``: a failure (never a reply)."""
-        dest = self._inflight.pop(txn, None)
-        if dest is not None:
-            self.ping_result(dest, False, now, f"no reply to {self.ping_method} "
-                                               f"in {self.ping_timeout:g} s")
-
-    def ping_result(self, dest, ok, now, why):
-        """Feed one ping outcome to the state machine (public for tests and tools)."""
-        dest.pinging = False
-        dest.last_ping = (now, why)
-        self.stats["pings_ok" if ok else "pings_failed"] += 1
-        state, dest.failures, dest.successes = after_ping(
-            dest.state, dest.failures, dest.successes, ok, self.probing_mode,
-            self.probing_threshold, self.inactive_threshold)
-        if state != dest.state:
-            self._set_state(dest, state, why)
+    def _ping_targets(self):
+        """The destinations the probing mode pings this round (none while
+        ``dispatcher.ping_active`` is 0)."""
+        if not self.ping_active:
+            return []
+        mode = self.prober.mode
+        return [dest for dset in self.sets.values() for dest in dset.dests
+                if ping_wanted(dest.state, dest.flags, mode)]
 
     # -- management ------------------------------------------------------------------
     def listing(self, now=None):

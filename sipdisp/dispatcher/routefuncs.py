@@ -6,14 +6,14 @@ module): ``ds_select_dst``, ``ds_select_domain``, ``ds_next_dst``,
       then: [{send_reply: [404, "No destination"]}, exit]
 
 Each closure is bound to the dispatcher the route is compiled against
-(``env.dispatcher``); without one (a configuration check) the functions
+(``env.modules.dispatcher``); without one (a configuration check) the functions
 compile and answer False.
 """
 
+from ..probing import parse_state_letters
 from ..routing.plugin import RouteError, int_arg, nargs, str_arg
 from ..sip.uri import parse_uri
 from .algorithms import check_algorithm
-from .destination import parse_state_letters
 
 
 def _set_alg(args, where, name):
@@ -32,7 +32,7 @@ def _selector(name, method):
     compiled into a call of the dispatcher's ``method``."""
     def factory(args, where, env):
         setid, alg, limit = _set_alg(args, where, name)
-        dispatcher = env.dispatcher
+        dispatcher = env.modules.dispatcher
         if dispatcher is None:
             return lambda ctx: False
         select = getattr(dispatcher, method)
@@ -43,7 +43,7 @@ def _selector(name, method):
 def _ds_next_dst(args, where, env):
     """Use the next destination of the selected order; False when none is left."""
     nargs("ds_next_dst", args, where, 0)
-    dispatcher = env.dispatcher
+    dispatcher = env.modules.dispatcher
     if dispatcher is None:
         return lambda ctx: False
     return dispatcher.next_dst
@@ -56,7 +56,7 @@ def _ds_mark_dst(args, where, env):
         state = parse_state_letters(str_arg(args[0], where, "the state") if args else "i")
     except ValueError as exc:
         raise RouteError(where, str(exc)) from None
-    dispatcher = env.dispatcher
+    dispatcher = env.modules.dispatcher
     if dispatcher is None:
         return lambda ctx: False
     mark = dispatcher.mark_dst
@@ -74,7 +74,7 @@ def _ds_is_from_list(args, where, env):
             uri = parse_uri(str_arg(args[2], where, "the URI"))
         except Exception as exc:
             raise RouteError(where, f"bad URI: {exc}") from None
-    dispatcher = env.dispatcher
+    dispatcher = env.modules.dispatcher
     if dispatcher is None:
         return lambda ctx: False
     check = dispatcher.is_from_list

@@ -10,13 +10,11 @@ from twisted.python.failure import Failure
 
 from ..commands import CommandError
 from ..logs import Logger
+from ..storage.retry import CONFIG_LOAD, LoadRetry
 from .dispatcher import Dispatcher
 from .sources import FileSource, TableSource
 
 log = Logger(namespace="sipdisp.dispatcher")
-
-#: seconds between attempts to read the dispatcher table while storage is down
-DB_RETRY = 2.0
 
 #: dispatcher keys a SIGHUP reload applies to the running dispatcher
 RELOADABLE = ("list_file", "ping_interval", "ping_timeout", "ping_method", "ping_from",
@@ -52,6 +50,7 @@ class DispatcherService(Service):
         self.cfg = root.cfg
         core = root.sip.core
         self.dispatcher = dispatcher_from_config(self.cfg, core)
+        root.modules.dispatcher = self.dispatcher
         self._storage = None
         self._own_storage = None
         self._retry = None
@@ -64,13 +63,8 @@ class DispatcherService(Service):
         register_commands(root.registry, self)
         # SIGHUP (sipdisp/reload.py): new probing parameters apply at once, and
         # every reload re-reads the sets
-        hooks = getattr(root, "reload_hooks", None)
-        if hooks is None:
-            hooks = root.reload_hooks = {}
         for key in RELOADABLE:
-            hooks[f"dispatcher.{key}"] = self.apply_config
-        if getattr(root, "always_hooks", None) is None:
-            root.always_hooks = []
+            root.reload_hooks[f"dispatcher.{key}"] = self.apply_config
         root.always_hooks.append(self.reload_for_sighup)
 
     def _load_now(self):
@@ -97,13 +91,7 @@ class DispatcherService(Service):
 
     # -- storage (database source) ---------------------------------------------
     def _find_storage(self):
-        root = self.root
-        storage = (getattr(root, "modules", {}) or {}).get("storage")
-        if storage is None:
-            try:
-                storage = getattr(root.getServiceNamed("storage"), "storage", None)
-            except KeyError:
-                storage = None
+        storage = self.root.modules.storage
         if storage is None:
             from ..storage import open_storage
             storage = open_storage(self.cfg.storage.url, reactor=self._reactor)
@@ -123,17 +111,15 @@ class DispatcherService(Service):
         self.root.sip.switchboard.wake()
 
     def _load_table(self):
-        self._retry = None
-        if not self.running:
-            return None
-        d = self.reload()
+        """Read the table, retrying (storage.retry.CONFIG_LOAD) until it loads."""
+        if self.running:
+            self._retry = LoadRetry(self._reactor, CONFIG_LOAD, self.reload,
+                                    self._load_failed).start()
 
-        def failed(f):
-            log.warn("dispatcher: cannot read the dispatcher table yet ({err}); "
-                     "retrying in {s} s", err=f.getErrorMessage(), s=DB_RETRY)
-            if not self.loaded and self.running:
-                self._retry = self._reactor.callLater(DB_RETRY, self._load_table)
-        return d.addErrback(failed)
+    def _load_failed(self, f, delay):
+        log.warn("dispatcher: cannot read the dispatcher table yet ({err}); "
+                 "retrying in {s} s", err=f.getErrorMessage(), s=delay)
+        return delay if not self.loaded and self.running else None
 
     def stopService(self):
         """Stop probing and any storage of our own."""

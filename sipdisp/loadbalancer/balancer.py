@@ -9,13 +9,12 @@ dialog timeout), failed and cancelled ones until the INVITE's final reply.
 Nothing else keeps load, so nothing can leak: the load of a destination is
 the number of live dialogs in its profile.
 
-Probing reuses the dispatcher's pinger and state machine: each destination
-has a dispatcher :class:`~sipdisp.dispatcher.destination.Destination` as its
-health state, pinged by a private :class:`~sipdisp.dispatcher.Dispatcher`
-whose client transactions, reply codes and state changes are the
-dispatcher's own. OpenSIPS' ``probe_mode`` per destination decides who is
-pinged: 0 never, 1 only while disabled (so probing re-enables it), 2 always
-(probing disables and re-enables it).
+Probing is a :class:`~sipdisp.probing.Prober`'s, the dispatcher's state
+machine in probing mode 1 with thresholds of 1: each destination has a
+probe target as its health state, and the balancer turns the prober's state
+changes into its log lines. OpenSIPS' ``probe_mode`` per destination
+decides who is pinged: 0 never, 1 only while disabled (so probing
+re-enables it), 2 always (probing disables and re-enables it).
 
 Per-request state is ``ctx.vars["_lb_"]``: the group, the asked resources,
 the flags, the destinations tried and the one in use.
@@ -23,10 +22,10 @@ the flags, the destinations tried and the one in use.
 
 import random
 
-from ..dispatcher.destination import DISABLED, INACTIVE, PROBING, Destination
-from ..dispatcher.dispatcher import Dispatcher
-from ..dispatcher.replycodes import ReplyCodes
+from ..config.values import ReplyCodes
+from ..dispatcher.destination import resolve
 from ..logs import Logger
+from ..probing import DISABLED, INACTIVE, PROBING, STATE_BITS, Prober, ProbeTarget
 from ..sip.uri import parse_uri
 from .resources import choose, format_resources, parse_resources
 
@@ -44,7 +43,7 @@ def profile_name(resource):
 
 def reply_codes(text):
     """OpenSIPS' ``probing_reply_codes`` (``"501, 403"``) or Kamailio's
-    ``class=2;code=403`` syntax, as the dispatcher's ReplyCodes."""
+    ``class=2;code=403`` syntax, as ReplyCodes."""
     text = (text or "").strip()
     if text and "=" not in text:
         parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
@@ -55,9 +54,20 @@ def reply_codes(text):
     return ReplyCodes(text)
 
 
+class LbProbe(ProbeTarget):
+    """A destination's health state; ``group`` is the one it was created in
+    (a reload moving the destination keeps its probe)."""
+
+    __slots__ = ("group",)
+
+    def __init__(self, uri, group):
+        super().__init__(uri)
+        self.group = group
+
+
 class LbDestination:
     """One destination of a group: URI, resources, probe mode and its health
-    state (``probe``, a dispatcher Destination)."""
+    state (``probe``, an :class:`LbProbe`)."""
 
     __slots__ = ("id", "group", "uri", "uri_obj", "resources", "probe_mode", "attrs",
                  "description", "probe", "addrs", "port")
@@ -76,8 +86,8 @@ class LbDestination:
         self.probe_mode = probe_mode
         self.attrs = attrs or ""
         self.description = description or ""
-        self.probe = Destination(self.group, uri, 0, 0, "", self.description)
-        self.addrs = self.probe.addrs
+        self.probe = LbProbe(uri, self.group)
+        self.addrs = resolve(self.probe.host)
         self.port = self.probe.port
 
     @property
@@ -102,23 +112,6 @@ class LbCall:
         self.current = None
 
 
-class _StateLog:
-    """The pinger's log, with load balancer wording ("group" for "set")."""
-
-    def __init__(self, log):
-        self._log = log
-
-    def _wrap(self, level):
-        def emit(fmt, **kw):
-            fmt = fmt.replace("dispatcher:", "load_balancer:").replace("(set {setid})",
-                                                                         "(group {setid})")
-            getattr(self._log, level)(fmt, **kw)
-        return emit
-
-    def __getattr__(self, level):
-        return self._wrap(level)
-
-
 class LoadBalancer:
     """Destinations by group and everything routes and operators do with them.
 
@@ -131,68 +124,52 @@ class LoadBalancer:
                  probing_timeout=1.0, rng=None, log=None):
         self.dialogs = dialogs
         self.log = log or Logger(namespace="sipdisp.loadbalancer")
-        self.probing_interval = probing_interval
         self.destinations = []
         self.by_id = {}
         self.groups = {}
         self.source = "none"
-        self.timers = {}
         self._by_host = {}
         self._rng = rng or random.Random()
         self._defined = set()
-        # the dispatcher's pinger: its client transactions, reply codes and state machine
-        self.pinger = Dispatcher(None, ping_interval=probing_interval, ping_timeout=probing_timeout,
-                                 ping_method=probing_method, ping_from=probing_from,
-                                 ping_reply_codes=reply_codes(probing_reply_codes),
-                                 probing_mode=1, probing_threshold=1, inactive_threshold=1,
-                                 rng=self._rng, log=_StateLog(self.log))
+        # mode 1, thresholds 1: one failed probe disables, one good reply enables;
+        # Call-IDs keep the ds- prefix the balancer's pings have always had
+        self.prober = Prober(self._probe_targets, interval=probing_interval,
+                             timeout=probing_timeout, method=probing_method,
+                             from_uri=probing_from, reply_codes=reply_codes(probing_reply_codes),
+                             mode=1, call_id_prefix="ds", rng=self._rng)
+        self.prober.listeners.append(self._on_state_change)
         self.core = None
         if core is not None:
             self.attach(core)
 
     # -- wiring --------------------------------------------------------------------
     def attach(self, core):
-        """Register as ``core.modules["load_balancer"]``; pings go through ``core``."""
+        """Pings go through ``core``."""
         self.core = core
-        self.pinger.core = core  # not pinger.attach: it is no dispatcher of the core
-        core.modules["load_balancer"] = self
+        self.prober.core = core
 
     def start_probing(self, now):
         """Arm the probing round in the core's timer heap."""
-        if self.core is not None and self.probing_interval > 0:
-            self.core.layer.timers.arm(self, "probe", now + self.probing_interval)
+        self.prober.start(now)
 
     def stop_probing(self):
         """Disarm the probing round."""
-        self.timers.clear()
+        self.prober.stop()
 
     def reconfigure(self, now, probing_interval=None, probing_method=None, probing_from=None,
                     probing_reply_codes=None, probing_timeout=None):
         """Apply new probing parameters to the running balancer (SIGHUP)."""
-        pinger = self.pinger
+        prober = self.prober
         if probing_method is not None:
-            pinger.ping_method = probing_method.upper()
+            prober.configure(method=probing_method)
         if probing_from is not None:
-            pinger.ping_from = probing_from
+            prober.configure(from_uri=probing_from)
         if probing_reply_codes is not None:
-            pinger.reply_codes = reply_codes(probing_reply_codes)
+            prober.configure(reply_codes=reply_codes(probing_reply_codes))
         if probing_timeout is not None:
-            pinger.ping_timeout = probing_timeout
-        if probing_interval is not None and probing_interval != self.probing_interval:
-            self.probing_interval = probing_interval
-            if self.core is not None:
-                if probing_interval > 0:
-                    self.core.layer.timers.arm(self, "probe", now + probing_interval)
-                else:
-                    self.core.layer.timers.cancel(self, "probe")
-
-    def on_timer(self, name, now):
-        """The core's heap fired the probing round."""
-        try:
-            self.probe_round(now)
-        finally:
-            if self.probing_interval > 0:
-                self.core.layer.timers.arm(self, "probe", now + self.probing_interval)
+            prober.configure(timeout=probing_timeout)
+        if probing_interval is not None and probing_interval != prober.interval:
+            prober.set_interval(probing_interval, now)
 
     # -- destinations --------------------------------------------------------------------
     def load(self, rows, source=None):
@@ -364,6 +341,15 @@ class LoadBalancer:
         dest.resources[resource] = int(capacity)
         return dest
 
+    def _on_state_change(self, change):
+        """The prober's StateChange: one log line, a warning unless active."""
+        probe = change.target
+        emit = self.log.warn if probe.state & (STATE_BITS & ~PROBING) else self.log.info
+        # the field names of the dispatcher's line: JSON log consumers see the same event
+        emit("load_balancer: {uri} (group {setid}) {old} -> {new}: {why}",
+             uri=probe.uri, setid=probe.group, old=change.old, new=change.new,
+             why=change.reason)
+
     def _set_state(self, dest, state, why):
         old = dest.probe.letters
         dest.probe.state = state
@@ -374,20 +360,18 @@ class LoadBalancer:
                  new=dest.probe.letters, why=why)
 
     # -- probing ------------------------------------------------------------------------------
-    def probe_round(self, now):
-        """Ping the destinations their probe_mode asks for (one ping in flight each)."""
-        if self.core is None:
-            return 0
-        sent = 0
+    def _probe_targets(self):
+        """The probes of the destinations their probe_mode pings this round:
+        never disabled ones (lb.status 0 is the operator's), mode 1 only inactive ones."""
+        targets = []
         for dest in self.destinations:
-            probe = dest.probe
-            if probe.pinging or probe.state & DISABLED or dest.probe_mode == 0:
+            state = dest.probe.state
+            if state & DISABLED or dest.probe_mode == 0:
                 continue
-            if dest.probe_mode == 1 and not probe.state & INACTIVE:
+            if dest.probe_mode == 1 and not state & INACTIVE:
                 continue
-            self.pinger.send_ping(probe, now)
-            sent += 1
-        return sent
+            targets.append(dest.probe)
+        return targets
 
     # -- listing and metrics --------------------------------------------------------------------
     def listing(self):

@@ -18,7 +18,7 @@ from .resources import parse_lb_flags, parse_requested
 
 
 def _lb(ctx):
-    lb = ctx.core.modules.get("load_balancer")
+    lb = ctx.core.modules.load_balancer
     if lb is None:
         raise RuntimeError("the load balancer is not running")
     return lb

@@ -10,12 +10,10 @@ from twisted.internet import defer
 
 from ..commands import CommandError
 from ..logs import Logger
+from ..storage.retry import CONFIG_LOAD, LoadRetry
 from .balancer import LoadBalancer, rows_from_config
 
 log = Logger(namespace="sipdisp.loadbalancer")
-
-#: seconds between attempts to read the load_balancer table while storage is down
-DB_RETRY = 2.0
 
 
 def balancer_from_config(cfg, dialogs, core=None):
@@ -38,8 +36,9 @@ class LoadBalancerService(Service):
         self._reactor = reactor
         self.root = root
         self.cfg = root.cfg
-        self.balancer = balancer_from_config(self.cfg, root.modules["dialog"], root.sip.core)
-        self.storage = root.modules.get("storage")
+        self.balancer = balancer_from_config(self.cfg, root.modules.dialogs, root.sip.core)
+        root.modules.load_balancer = self.balancer
+        self.storage = root.modules.storage
         self._source = self.cfg.load_balancer.source  # kept until a restart
         self._retry = None
         self.loaded = False
@@ -47,10 +46,7 @@ class LoadBalancerService(Service):
             self._apply(rows_from_config(self.cfg.load_balancer.destinations), "config")
         register_commands(root.registry, self)
         # SIGHUP (sipdisp/reload.py): new destinations and probing parameters apply at once
-        hooks = getattr(root, "reload_hooks", None)
-        if hooks is None:
-            hooks = root.reload_hooks = {}
-        hooks["load_balancer"] = self.apply_config
+        root.reload_hooks["load_balancer"] = self.apply_config
 
     def apply_config(self, cfg):
         """A SIGHUP changed ``load_balancer.*``: new probing parameters, and the
@@ -97,16 +93,15 @@ class LoadBalancerService(Service):
         self.root.sip.switchboard.wake()
 
     def _load_table(self):
-        self._retry = None
-        if not self.running:
-            return None
+        """Read the table, retrying (storage.retry.CONFIG_LOAD) until it loads."""
+        if self.running:
+            self._retry = LoadRetry(self._reactor, CONFIG_LOAD, self.reload,
+                                    self._load_failed).start()
 
-        def failed(f):
-            log.warn("load_balancer: cannot read the load_balancer table yet ({err}); "
-                     "retrying in {s} s", err=f.getErrorMessage(), s=DB_RETRY)
-            if not self.loaded and self.running:
-                self._retry = self._reactor.callLater(DB_RETRY, self._load_table)
-        return self.reload().addErrback(failed)
+    def _load_failed(self, f, delay):
+        log.warn("load_balancer: cannot read the load_balancer table yet ({err}); "
+                 "retrying in {s} s", err=f.getErrorMessage(), s=delay)
+        return delay if not self.loaded and self.running else None
 
     def stopService(self):
         """Stop probing."""

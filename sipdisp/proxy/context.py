@@ -16,7 +16,7 @@ class RequestContext:
     __slots__ = ("core", "request", "source", "server", "now", "dst_uri",
                  "fr_timeout", "fr_inv_timeout", "failure_route", "do_record_route",
                  "handled", "flow", "proxy_txn", "failed_branch", "flags", "vars",
-                 "reply_hooks")
+                 "reply_hooks", "branches", "auth_user", "received")
 
     def __init__(self, core, request, source, server, now):
         self.core = core
@@ -37,6 +37,13 @@ class RequestContext:
         self.vars = {}
         # hook(ctx, response, now) for each reply (dialogs, accounting); None: none
         self.reply_hooks = None
+        # the branches the next t_relay forks to (RFC 3261 16.6), each with
+        # ``uri``, ``dst``, ``flow`` and ``routes``: the registrar's lookup sets them
+        self.branches = None
+        # the username the request authenticated as (auth), for the registrar
+        self.auth_user = None
+        # where the request really came from as a URI (nat fix_nated_register)
+        self.received = None
 
     # -- reading the request ------------------------------------------------
     @property

@@ -68,3 +68,21 @@ class Target:
     def __repr__(self):
         conn = f" conn={self.conn}" if self.conn is not None else ""
         return f"<Target {self.proto}:{self.host}:{self.port}{conn}>"
+
+
+class Flows:
+    """The open stream connections (RFC 5626 flows) by id: the edge adds and
+    removes them, the core asks for a Target on one. A connection object has
+    ``proto``, ``peer_host``, ``peer_port`` and ``listener``."""
+
+    __slots__ = ("connections",)
+
+    def __init__(self):
+        self.connections = {}
+
+    def target(self, conn_id):
+        """A Target on live connection ``conn_id``, or None once it is gone."""
+        conn = self.connections.get(conn_id)
+        if conn is None:
+            return None
+        return Target(conn.proto, conn.peer_host, conn.peer_port, conn_id, conn.listener)

@@ -19,7 +19,7 @@ functions of the same names call these.
         else:
             ctx.reply(404, "Not Found")
 
-The subsystems are found in ``ctx.core.modules``: ``registrar`` (absent
+The subsystems are found in ``ctx.core.modules`` (:class:`~sipdisp.routing.plugin.Modules`): ``registrar`` (None
 when ``registrar.enabled`` is false: ``save`` then answers 404 "No
 registrar") and ``auth``.
 """
@@ -29,13 +29,13 @@ from .registrar import parse_save_flags
 
 
 def _registrar(ctx):
-    return ctx.core.modules.get("registrar")
+    return ctx.core.modules.registrar
 
 
 def _auth(ctx):
-    auth = ctx.core.modules.get("auth")
+    auth = ctx.core.modules.auth
     if auth is None:
-        raise RuntimeError("no auth module in core.modules")
+        raise RuntimeError("the auth module is not running")
     return auth
 
 

@@ -118,7 +118,7 @@ def fix_nated_register(ctx):
     as the binding's ``received`` (the seed's ``received_avp``)."""
     if ctx.request.method != "REGISTER":
         return False
-    ctx.vars["_received"] = received_uri(ctx.source)
+    ctx.received = received_uri(ctx.source)
     return True
 
 
@@ -169,16 +169,17 @@ class NatPinger:
         self.from_uri = from_uri
         self.nated_only = nated_only
         self.timers = {}
-        self._heap = None
+        self._timer = None
         self._tag = os.urandom(4).hex()
         self._ids = itertools.count(1)
         self.sent = 0
 
-    def start(self, now, heap):
-        """Arm the ping round in the core's timer heap (nothing when interval is 0)."""
-        self._heap = heap
+    def start(self, now, timer):
+        """Arm the ping round (nothing when interval is 0); ``timer`` is the
+        core's (:meth:`~sipdisp.proxy.interface.Core.timer`)."""
+        self._timer = timer(self, "natping")
         if self.interval > 0:
-            heap.arm(self, "natping", now + self.interval)
+            self._timer.arm(now + self.interval)
 
     def stop(self):
         """Disarm."""
@@ -188,8 +189,8 @@ class NatPinger:
         """One ping round, then re-arm."""
         if name == "natping":
             self.ping_round(now)
-            if self._heap is not None and self.interval > 0:
-                self._heap.arm(self, "natping", now + self.interval)
+            if self._timer is not None and self.interval > 0:
+                self._timer.arm(now + self.interval)
 
     def _listener(self, socket):
         if socket:
@@ -239,14 +240,14 @@ class NatPinger:
 
     def ping_round(self, now):
         """Queue one keepalive per target on the core's transaction layer."""
-        layer = self.core.layer
+        send = self.core.send
         count = 0
         for b, target in self.targets(now):
             if target.proto != "udp" or self.method == "CRLF":
                 data = b"\r\n\r\n"
             else:
                 data = self.options(b, target)
-            layer.send(data, target)
+            send(data, target)
             count += 1
         self.sent += count
         return count

@@ -11,12 +11,11 @@ import email.utils
 import sys
 
 from ..logs import Logger, RepeatLimiter
-from ..proxy.core import BRANCHES
 from ..sip.address import parse_address
 from ..sip.errors import SipParseError
 from ..sip.headers import split_commas
 from ..sip.uri import parse_uri
-from .suspend import FetchFailed, stop_route
+from ..proxy.suspend import FetchFailed, stop_route
 from .usrloc import FLAG_NAT, FLAG_SIPPING, STREAM_PROTOS, Binding, methods_mask, uri_key
 
 # save() flags: Kamailio's numbers, and OpenSIPS' letters
@@ -28,9 +27,6 @@ _SAVE_LETTERS = {"m": SAVE_MEMORY_ONLY, "r": SAVE_NO_REPLY, "f": SAVE_FORCE}
 
 MAX_CONTACT_LENGTH = 512   # the width of location.contact
 MAX_EXPIRES = 2 ** 32 - 1
-
-#: where Auth leaves the authenticated user (see sipdisp/auth/auth.py)
-AUTH_USER = "_auth_user"
 
 log = Logger(namespace="sipdisp.registrar")
 
@@ -412,7 +408,7 @@ class Registrar:
             self.stats["registers"] += 1
             result = process_register(req, ctx.source, existing, ctx.now, self.params,
                                       self.location, username, domain,
-                                      received=ctx.vars.get("_received"),
+                                      received=ctx.received,
                                       socket=self._socket(ctx.source), flags=flags)
             ctx.vars["_reg"] = result
             if result.status == 200 and result.changed:
@@ -437,7 +433,7 @@ class Registrar:
         a local domain, any domain once the route authenticated the request,
         or every domain without ``is_local_domain``."""
         check = self.is_local_domain
-        return check is None or AUTH_USER in ctx.vars or check(domain)
+        return check is None or ctx.auth_user is not None or check(domain)
 
     def _refuse_domain(self, ctx, domain):
         self.stats["rejected"] += 1
@@ -507,7 +503,7 @@ class Registrar:
         first = branches[0]
         ctx.request.uri = first.uri
         ctx.dst_uri = first.dst
-        ctx.vars[BRANCHES] = branches
+        ctx.branches = branches
         self.stats["lookups_found"] += 1
         return True
 

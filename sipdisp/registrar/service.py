@@ -14,38 +14,43 @@ from ..auth.subscribers import Subscribers, load_domains, split_user
 from ..commands import CommandError
 from ..logs import Logger
 from ..storage import StorageUnavailable
+from ..storage.retry import STATE_LOAD, LoadRetry
 from .nat import NatPinger
 from .registrar import Registrar, RegistrarParams
-from .suspend import Suspender
+from ..proxy.suspend import Suspender
 from .usrloc import Location
 
 log = Logger(namespace="sipdisp.registrar")
 
 #: seconds between sweeps of the replay table of expired nonces
 NONCE_SWEEP = 60.0
-#: loading the location table at start: attempts, and seconds between them
+#: loading the location table at start: attempts (paced by storage.retry.STATE_LOAD),
+#: and seconds between looks at a storage still making its first connection
 LOAD_ATTEMPTS = 100
-LOAD_RETRY = 1.0
 LOAD_WAIT = 0.2
+
+
+class _StorageStarting(Exception):
+    """The storage has not finished its first connection attempt yet."""
 
 
 class _Housekeeping:
     """A timer-heap owner forgetting the nonce-counts of expired nonces."""
 
-    def __init__(self, auth, heap, interval):
+    def __init__(self, auth, timer, interval):
         self.auth = auth
-        self.heap = heap
         self.interval = interval
         self.timers = {}
+        self._sweep = timer(self, "nonces")
 
     def start(self, now):
         """Arm the first sweep."""
-        self.heap.arm(self, "nonces", now + self.interval)
+        self._sweep.arm(now + self.interval)
 
     def on_timer(self, name, now):
         """Sweep, then re-arm."""
         self.auth.expire(now)
-        self.heap.arm(self, "nonces", now + self.interval)
+        self._sweep.arm(now + self.interval)
 
 
 def needs_storage(cfg):
@@ -68,7 +73,7 @@ class RegistrarService(Service):
         core = self.core = root.sip.core
         self._own_storage = None
         self._retry = None
-        self.storage = root.modules.get("storage")
+        self.storage = root.modules.storage
         if self.storage is None and needs_storage(cfg):
             self.storage = self._find_storage()
         self.suspender = Suspender(core, clock=reactor.seconds, wake=root.sip.switchboard.wake)
@@ -92,38 +97,31 @@ class RegistrarService(Service):
                          nonce_expire=a.nonce_expire, algorithms=a.algorithms, qop=a.qop,
                          realm=a.realm, calculate_ha1=a.calculate_ha1, use_domain=a.use_domain,
                          bind_address=a.nonce_bind_address, domains=cfg.proxy.domains,
-                         trusted=a.trusted, trust_dispatcher=a.trust_dispatcher)
+                         trusted=a.trusted,
+                         dispatcher=root.modules.dispatcher if a.trust_dispatcher else None)
         n = cfg.nat
         self.pinger = NatPinger(self.location, core, n.natping_interval, n.natping_method,
                                 n.sipping_from, n.ping_nated_only)
-        self._housekeeping = _Housekeeping(self.auth, core.layer.timers, NONCE_SWEEP)
-        core.modules["usrloc"] = self.location
-        core.modules["auth"] = self.auth
+        self._housekeeping = _Housekeeping(self.auth, core.timer, NONCE_SWEEP)
+        root.modules.usrloc = self.location
+        root.modules.auth = self.auth
+        root.modules.registrar = self.registrar
         # SIGHUP (sipdisp/reload.py) may change who is trusted without a restart
-        if not hasattr(root, "reload_hooks"):
-            root.reload_hooks = {}
         root.reload_hooks["auth.trusted"] = lambda new: self.auth.set_trusted(new.auth.trusted)
-        if self.registrar is not None:
-            core.modules["registrar"] = self.registrar
         self.ready = defer.Deferred()
         register_commands(root.registry, self)
 
     # -- storage ----------------------------------------------------------------------
     def _find_storage(self):
         modules = self.root.modules
-        storage = modules.get("storage")
-        if storage is None:
-            try:
-                storage = getattr(self.root.getServiceNamed("storage"), "storage", None)
-            except KeyError:
-                storage = None
+        storage = modules.storage
         if storage is None:
             from ..storage import open_storage
             s = self.cfg.storage
             storage = open_storage(s.url, spool_dir=s.spool_dir,
                                    write_queue_max=s.write_queue_max, reactor=self._reactor)
             self._own_storage = storage
-            modules["storage"] = storage  # later subsystems share it
+            modules.storage = storage  # later subsystems share it
         return storage
 
     def _lookup_subscriber(self, username, domain):
@@ -137,9 +135,8 @@ class RegistrarService(Service):
         """Arm the timers, then load the tables (db_mode 1, 2; domain table)."""
         super().startService()
         now = self._reactor.seconds()
-        heap = self.core.layer.timers
-        self.location.start(now, heap)
-        self.pinger.start(now, heap)
+        self.location.start(now, self.core.timer)
+        self.pinger.start(now, self.core.timer)
         self._housekeeping.start(now)
         self.root.sip.switchboard.wake()
         if self.storage is None:
@@ -156,7 +153,7 @@ class RegistrarService(Service):
             return
         d = self._own_storage.start() if self._own_storage else defer.succeed(None)
         d.addCallback(lambda _: self._prepare_tables())
-        d.addBoth(lambda _: self._load(LOAD_ATTEMPTS))
+        d.addBoth(lambda _: self._start_loading())
 
     def _prepare_tables(self):
         """On an embedded SQLite storage of our own, create missing tables
@@ -166,17 +163,21 @@ class RegistrarService(Service):
         from ..storage.admin import init_schema
         return init_schema(self.storage)
 
-    def _load(self, attempts):
+    def _start_loading(self):
         """Load the location table (db_mode 1, 2) and the domain table,
-        retrying every LOAD_RETRY seconds while the storage is not ready."""
-        self._retry = None
+        retrying (storage.retry.STATE_LOAD) while the storage is not ready."""
         if not self.running:
-            return None
+            return
+        self._retry = LoadRetry(self._reactor, STATE_LOAD, self._load_tables, self._load_failed,
+                                on_loaded=lambda _: self.ready.callback(None),
+                                attempts=LOAD_ATTEMPTS)
+        self._retry.start()
+
+    def _load_tables(self):
         if getattr(self.storage, "state", "connected") in ("stopped", "connecting") \
-                and attempts > 1:
+                and not self._retry.last_attempt:
             # the shared storage is still connecting (and creating the embedded tables)
-            self._retry = self._reactor.callLater(LOAD_WAIT, self._load, attempts - 1)
-            return None
+            return defer.fail(_StorageStarting())
         d = defer.succeed(None)
         if self.location.db_mode in (1, 2):
             d.addCallback(lambda _: self.location.load(self._reactor.seconds()))
@@ -184,21 +185,18 @@ class RegistrarService(Service):
                 "usrloc: loaded {n} binding(s) from the location table", n=n))
         if self.cfg.auth.domain_table:
             d.addCallback(lambda _: self.reload_domains())
-
-        def failed(f):
-            if attempts > 1 and self.running:
-                log.warn("usrloc: cannot read the tables yet ({err}); retrying in {s} s",
-                         err=f.getErrorMessage(), s=LOAD_RETRY)
-                self._retry = self._reactor.callLater(LOAD_RETRY, self._load, attempts - 1)
-                return None
-            log.error("usrloc: giving up loading the tables: {err}", err=f.getErrorMessage())
-            self.ready.callback(None)
-            return None
-
-        def loaded(_):
-            self.ready.callback(None)
-        d.addCallbacks(loaded, failed)
         return d
+
+    def _load_failed(self, f, delay):
+        if f.check(_StorageStarting):
+            return LOAD_WAIT
+        if delay is not None and self.running:
+            log.warn("usrloc: cannot read the tables yet ({err}); retrying in {s} s",
+                     err=f.getErrorMessage(), s=delay)
+            return delay
+        log.error("usrloc: giving up loading the tables: {err}", err=f.getErrorMessage())
+        self.ready.callback(None)
+        return None
 
     def reload_domains(self):
         """Re-read the domain table into the local domains; fires with their count."""

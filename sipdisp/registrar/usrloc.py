@@ -249,7 +249,7 @@ class Location:
         self.records = {}      # aor -> [Binding] (memory modes)
         self.count = 0         # bindings in memory
         self.timers = {}
-        self._heap = None
+        self._timer = None
         self._dirty = {}       # db_mode 2: ruid -> Binding to write, or None to delete
         self._ruid_prefix = f"ul{os.urandom(5).hex()}-"
         self._ruid_seq = itertools.count(1)
@@ -399,10 +399,11 @@ class Location:
         return self.apply(aor, deletes=record)
 
     # -- time ---------------------------------------------------------------------
-    def start(self, now, heap):
-        """Arm the periodic timer in the core's timer heap ``heap``."""
-        self._heap = heap
-        heap.arm(self, "timer", now + self.timer_interval)
+    def start(self, now, timer):
+        """Arm the periodic timer; ``timer`` is the core's
+        (:meth:`~sipdisp.proxy.interface.Core.timer`)."""
+        self._timer = timer(self, "timer")
+        self._timer.arm(now + self.timer_interval)
 
     def stop(self):
         """Disarm the timer."""
@@ -413,8 +414,8 @@ class Location:
         if name != "timer":
             return
         self.tick(now)
-        if self._heap is not None:
-            self._heap.arm(self, "timer", now + self.timer_interval)
+        if self._timer is not None:
+            self._timer.arm(now + self.timer_interval)
 
     def tick(self, now):
         """One timer round: expire bindings in memory, flush (db_mode 2),

@@ -1,14 +1,14 @@
 """Routing configuration: the declarative YAML route in Kamailio's vocabulary
 (compiled once into closures), or a Python request route.
 
-    routing = build_routing(cfg, core, dispatcher, functions)
+    routing = build_routing(cfg, functions, modules, core)
     core.route = routing.entry          # the function the core calls per request
 
-``functions`` is the :class:`FunctionTable` the route may call: the service
-tree builds it (``shipped_functions()``: the core's functions and every
-subsystem's ``register``); without it, every function sipdisp ships. The
-plugin API for subsystems is :mod:`sipdisp.routing.plugin`. Importing this
-package imports no subsystem.
+``functions`` is the :class:`FunctionTable` the route may call and
+``modules`` the running subsystems (:class:`Modules`); the service tree
+builds both (``sipdisp.shipped.shipped_functions()``: the core's functions
+and every subsystem's ``register``). The plugin API for subsystems is
+:mod:`sipdisp.routing.plugin`. Importing this package imports no subsystem.
 
 See docs/routing.md for the vocabulary and the built-in (seed) route.
 """
@@ -17,10 +17,9 @@ import importlib
 import re
 
 from ..config.model import ConfigError
-from .compiler import (EXIT, RETURN, Env, FailureRoute, Routing, compile_routing,
-                       describe_functions)
+from .compiler import EXIT, RETURN, Env, FailureRoute, Routing, compile_routing
 from .default import DEFAULT_ROUTING_YAML, default_routing
-from .plugin import FunctionTable, RouteError
+from .plugin import FunctionTable, Modules, RouteError
 
 _MODULE_RE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*\Z")
 
@@ -59,28 +58,29 @@ def load_module_route(text):
     return func
 
 
-def build_routing(cfg, core=None, dispatcher=None, functions=None):
-    """Compile the configured routing against live modules and the function
-    table ``functions`` (every shipped function when None). Returns the
-    :class:`Routing`, whose ``entry`` is the request route to give the core
-    (the Python function of ``routing.module`` when set). The routing is
-    also ``core.modules["routing"]``, so Python routes can call YAML routes."""
-    routing = compile_routing(routing_spec(cfg), Env(dispatcher, cfg, core, functions))
+def build_routing(cfg, functions, modules=None, core=None):
+    """Compile the configured routing against the function table
+    ``functions`` and the running ``modules``. Returns the :class:`Routing`,
+    whose ``entry`` is the request route to give the core (the Python
+    function of ``routing.module`` when set). The routing is also
+    ``modules.routing``, so Python routes can call YAML routes."""
+    modules = modules if modules is not None else Modules()
+    routing = compile_routing(routing_spec(cfg), Env(functions, modules, cfg, core))
     routing.entry = routing.request_route
     if cfg.routing.module:
         routing.entry = load_module_route(cfg.routing.module)
-    if core is not None:
-        core.modules["routing"] = routing
+    modules.routing = routing
     return routing
 
 
-def validate_routing(cfg, functions=None):
-    """Compile the configured routing without live modules (a config check)."""
-    compile_routing(routing_spec(cfg), Env(None, cfg, None, functions))
+def validate_routing(cfg, functions):
+    """Compile the configured routing against ``functions`` without running
+    modules (a configuration check)."""
+    compile_routing(routing_spec(cfg), Env(functions, config=cfg))
     if cfg.routing.module:
         check_module_name(cfg.routing.module)
 
 
-__all__ = ["EXIT", "RETURN", "Env", "FailureRoute", "FunctionTable", "Routing", "RouteError",
-           "build_routing", "compile_routing", "default_routing", "describe_functions",
+__all__ = ["EXIT", "RETURN", "Env", "FailureRoute", "FunctionTable", "Modules", "Routing",
+           "RouteError", "build_routing", "compile_routing", "default_routing",
            "routing_spec", "validate_routing", "DEFAULT_ROUTING_YAML"]

@@ -19,7 +19,7 @@ from .plugin import EXIT
 
 
 def _dispatcher(ctx):
-    return ctx.core.modules["dispatcher"]
+    return ctx.core.modules.require("dispatcher")
 
 
 def ds_select_dst(ctx, setid, alg, limit=0):
@@ -49,7 +49,7 @@ def ds_is_from_list(ctx, setid=-1, mode=None):
 
 def t_relay(ctx):
     """Forward statefully; False on failure (the dispatcher's call load is released then)."""
-    return relay_step(ctx.core.modules.get("dispatcher"))(ctx)
+    return relay_step(ctx.core.modules.dispatcher)(ctx)
 
 
 #: pattern -> the compiled t_check_status condition, so each pattern compiles once
@@ -68,9 +68,9 @@ def t_check_status(ctx, pattern):
 
 def route(ctx, name):
     """Run the YAML route ``name``; True if it ended with ``exit``."""
-    return ctx.core.modules["routing"].route(name)(ctx) is EXIT
+    return ctx.core.modules.routing.route(name)(ctx) is EXIT
 
 
 def failure_route(ctx, name):
     """The YAML failure route ``name``, for ``ctx.t_on_failure(...)``."""
-    return ctx.core.modules["routing"].failure_route(name)
+    return ctx.core.modules.routing.failure_route(name)

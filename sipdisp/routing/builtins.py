@@ -48,7 +48,7 @@ def _reply(args, where, env, stateless=False):
     if not 100 <= code <= 699:
         raise RouteError(where, f"status code must be 100..699, got {code}")
     reason = template_arg(str_arg(args[1], where, "the reason"), where, env)
-    release = env.dispatcher.release if env.dispatcher is not None else None
+    release = env.modules.dispatcher.release if env.modules.dispatcher is not None else None
 
     def reply(ctx):
         if stateless:
@@ -243,13 +243,7 @@ def _t_check_trans(args, where, env):
     nargs("t_check_trans", args, where, 0)
 
     def t_check_trans(ctx):
-        layer = ctx.core.layer
-        method = ctx.request.method
-        if method == "CANCEL":
-            return layer.find_invite_for_cancel(ctx.request) is not None
-        if method == "ACK":
-            return layer.find_server(ctx.request) is not None
-        return False
+        return ctx.method in ("CANCEL", "ACK") and ctx.core.has_transaction(ctx.request)
     return t_check_trans
 
 
@@ -282,7 +276,7 @@ def _loose_route(args, where, env):
 def _t_relay(args, where, env):
     """Forward statefully to $du, the Route set or the R-URI; False on failure."""
     nargs("t_relay", args, where, 0)
-    return relay_step(env.dispatcher)
+    return relay_step(env.modules.dispatcher)
 
 
 def relay_step(dispatcher):

@@ -22,7 +22,7 @@ route). Nothing is interpreted per message: the per-step cost is one call.
 
 import re
 
-from .plugin import EXIT, RETURN, RouteError, args_list, nargs, str_arg
+from .plugin import EXIT, RETURN, Modules, RouteError, args_list, nargs, str_arg
 from .pv import compile_value
 
 
@@ -47,19 +47,17 @@ def future_message(name):
 
 
 class Env:
-    """What compiled steps are bound to: the dispatcher (None when only
-    validating), the configuration (for ``${...}``), the core and the
-    :class:`~sipdisp.routing.plugin.FunctionTable` the route may call
-    (every function sipdisp ships when None)."""
+    """What compiled steps are bound to: the
+    :class:`~sipdisp.routing.plugin.FunctionTable` the route may call, the
+    running subsystems (:class:`~sipdisp.routing.plugin.Modules`, every slot
+    None when only validating), the configuration (for ``${...}``) and the
+    core (None when only validating)."""
 
-    def __init__(self, dispatcher=None, config=None, core=None, functions=None):
-        if functions is None:
-            from .shipped import shipped_functions
-            functions = shipped_functions()
-        self.dispatcher = dispatcher
+    def __init__(self, functions, modules=None, config=None, core=None):
+        self.functions = functions
+        self.modules = modules if modules is not None else Modules()
         self.config = config
         self.core = core
-        self.functions = functions
 
     @property
     def variables(self):
@@ -327,16 +325,7 @@ def _same(a, b):
     return str(a) == str(b)
 
 
-def compile_routing(spec, env=None, prefix="routing"):
+def compile_routing(spec, env, prefix="routing"):
     """Compile a routing spec (a dict with ``request_route``, ``routes`` and
-    ``failure_routes``) into a :class:`Routing`."""
-    return Compiler(spec, env or Env(), prefix).compile()
-
-
-def describe_functions(functions=None):
-    """``[(name, kinds, doc)]`` of every route function of ``functions``
-    (every function sipdisp ships when None), for docs/routing.md."""
-    if functions is None:
-        from .shipped import shipped_functions
-        functions = shipped_functions()
-    return functions.describe()
+    ``failure_routes``) into a :class:`Routing` bound to ``env``."""
+    return Compiler(spec, env, prefix).compile()

@@ -21,7 +21,7 @@ A factory ``factory(args, where, env)`` runs once, when the route compiles:
 it checks ``args`` (raising :class:`RouteError` with ``where``, the dotted
 key of the step) and returns the closure ``callable(ctx)`` that runs per
 message. ``env`` is the :class:`~sipdisp.routing.compiler.Env` the route is
-compiled against (``env.config``, ``env.core``, ``env.dispatcher``,
+compiled against (``env.config``, ``env.core``, ``env.modules``,
 ``env.variables``).
 """
 
@@ -107,6 +107,35 @@ class FunctionTable:
                 for name in sorted(self.functions)]
 
 
+class Modules:
+    """The subsystems a route may call, one declared slot each (None while a
+    subsystem is not running). The service tree fills it as it builds the
+    subsystems and hands it to the compiler (``env.modules``) and to the core
+    (``core.modules``, where the Python route API finds it); subsystems get
+    their collaborators passed in and never look each other up here."""
+
+    __slots__ = ("routing", "storage", "dispatcher", "registrar", "usrloc", "auth", "dialogs",
+                 "load_balancer", "accounting")
+
+    def __init__(self, **modules):
+        for name in self.__slots__:
+            setattr(self, name, modules.pop(name, None))
+        if modules:
+            raise TypeError(f"unknown modules: {', '.join(sorted(modules))}")
+
+    def items(self):
+        """``(slot, module)`` of every running module, in slot order."""
+        return [(name, getattr(self, name)) for name in self.__slots__
+                if getattr(self, name) is not None]
+
+    def require(self, name):
+        """The module in slot ``name``; RuntimeError naming it when it is not running."""
+        module = getattr(self, name)
+        if module is None:
+            raise RuntimeError(f"the {name} module is not running")
+        return module
+
+
 # -- argument helpers: checked when the route compiles, never per message -------------
 
 def args_list(value):
@@ -169,5 +198,5 @@ def setter_arg(text, where):
     return compile_setter(text, where)
 
 
-__all__ = ["EXIT", "RETURN", "Function", "FunctionTable", "RouteError", "args_list",
+__all__ = ["EXIT", "RETURN", "Function", "FunctionTable", "Modules", "RouteError", "args_list",
            "int_arg", "ms_arg", "nargs", "setter_arg", "str_arg", "template_arg", "value_arg"]

@@ -15,6 +15,7 @@ from .base import (QueueFull, StorageError, StorageStopped, StorageUnavailable,
                    UnknownColumn, UnknownTable)
 from .core import Storage, TableCache
 from .query import ge, gt, le, lt, ne
+from .retry import RECONNECT
 from .schema import SCHEMA, TABLES
 from .service import StorageService
 from .url import DatabaseURL, redact
@@ -44,7 +45,7 @@ def open_storage(url, spool_dir=None, write_queue_max=100000, reactor=None,
     schema = schema if schema is not None else SCHEMA
     backend = make_backend(parsed, schema, reactor)
     if hasattr(backend, "retry"):
-        backend.retry = (options.get("retry_initial", 0.25),
-                         options.get("retry_max", 5.0))
+        backend.retry = (options.get("retry_initial", RECONNECT.initial),
+                         options.get("retry_max", RECONNECT.maximum))
     return Storage(backend, schema=schema, spool_dir=spool_dir,
                    write_queue_max=write_queue_max, reactor=reactor, **options)

@@ -6,14 +6,13 @@ import sys
 
 from twisted.internet import defer
 
+from ..commands import run_async
 from . import admin, schema
 from .core import CONNECTED
 
 
 def register(subparsers):
     """Add the ``db`` command group to the sipdisp command line."""
-    from sipdisp.cli import run_async
-
     db = subparsers.add_parser(
         "db", help="create or check the database tables",
         description="Create or check sipdisp's tables (Kamailio 5.x / "

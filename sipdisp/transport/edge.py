@@ -49,13 +49,15 @@ class Switchboard:
 
     def __init__(self, core, reactor, max_connections=None, limits=None):
         self.core = core
+        # the core's table of open connections, which this edge keeps
+        self.flows = core.flows
         self._reactor = reactor
         limits = limits or ConnectionLimits()
         if max_connections is not None:
             limits = replace(limits, max_incoming=max_connections)
         self.limits = limits
         self.udp_ports = {}
-        self.connections = {}
+        self.connections = self.flows.connections
         self._by_addr = {}
         # incoming and outgoing connections have separate caps, so a flood of
         # idle clients cannot take the slots the proxy needs to reach its next hop
@@ -73,7 +75,6 @@ class Switchboard:
         self.connector = None
         self.send_errors = 0
         self._is_ip = {}
-        core.connections = self.flow_target
 
     # -- receiving ---------------------------------------------------------------
     def receive(self, data, source):
@@ -268,7 +269,4 @@ class Switchboard:
 
     def flow_target(self, conn_id):
         """A Target for live connection ``conn_id`` (RFC 5626 flows), or None."""
-        conn = self.connections.get(conn_id)
-        if conn is None:
-            return None
-        return Target(conn.proto, conn.peer_host, conn.peer_port, conn_id, conn.listener)
+        return self.flows.target(conn_id)

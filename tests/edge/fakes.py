@@ -7,7 +7,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
 from sipdisp.proxy import ProxyCore
-from sipdisp.proxy.target import Listener
+from sipdisp.proxy.target import Flows, Listener
 from sipdisp.transport.edge import Switchboard
 from tests.support.shipped import shipped_route
 
@@ -23,7 +23,7 @@ class RecordingCore:
         self.deadlines = []
         self.timer_calls = []
         self.timer_output = []
-        self.connections = None
+        self.flows = Flows()
 
     def receive(self, data, source, now):
         """Record the message; answer ``replies``."""

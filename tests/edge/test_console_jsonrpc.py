@@ -255,13 +255,14 @@ def test_token_digest_is_sha256_hex():
 ])
 def test_config_rules_for_the_token(raw, error):
     """A listener off loopback needs a token; the token digest must be 64 hex digits."""
-    from sipdisp.config import ConfigError, config_from_dict
+    from sipdisp.config import ConfigError
+    from sipdisp.schema import config_from_dict
     with pytest.raises(ConfigError, match=error):
         config_from_dict(raw)
 
 
 def test_off_loopback_with_token_is_accepted():
     """Listening on all interfaces is allowed once a token is set."""
-    from sipdisp.config import config_from_dict
+    from sipdisp.schema import config_from_dict
     cfg = config_from_dict({"http": {"listen": "0.0.0.0:5064", "token_sha256": "0" * 64}})
     assert cfg.http.listen == ("0.0.0.0", 5064)

@@ -354,7 +354,7 @@ def test_service_listens_where_configured_with_the_host_key(tmp_path, logged):
 
 def test_console_defaults_are_loopback_and_key_only():
     """By default the console listens on 127.0.0.1:2222 with keys only."""
-    from sipdisp.config import config_from_dict
+    from sipdisp.schema import config_from_dict
     cfg = config_from_dict({})
     assert cfg.console.listen == ("127.0.0.1", 2222)
     assert cfg.console.password_file is None

@@ -121,7 +121,7 @@ class Broken:
 
 def test_module_hooks_add_gauges_with_escaped_labels(root):
     """A module's metrics() families appear, prefixed, with label values escaped."""
-    root.modules["dialog"] = Dialogs()
+    root.modules.dialogs = Dialogs()
     samples = scrape(root)
     assert samples[("sipdisp_dialogs", (("state", "confirmed"),))] == 3
     assert samples[("sipdisp_dialogs", (("state", 'early "x"\\\n'),))] == 1
@@ -130,7 +130,7 @@ def test_module_hooks_add_gauges_with_escaped_labels(root):
 
 def test_a_broken_hook_is_fenced_logged_and_counted(root):
     """A hook that raises is logged and counted; the other metrics still render."""
-    root.modules.update(dispatcher=Broken(), dialog=Dialogs())
+    root.modules.dispatcher, root.modules.dialogs = Broken(), Dialogs()
     events = []
     globalLogPublisher.addObserver(events.append)
     try:
@@ -154,7 +154,7 @@ class FakeStorage:
 
 def test_storage_queue_depth_and_state(root):
     """A storage module gives the write queue depth, spool backlog and connection state."""
-    root.modules["storage"] = FakeStorage()
+    root.modules.storage = FakeStorage()
     samples = scrape(root)
     assert samples[("sipdisp_db_queue_depth", ())] == 12
     assert samples[("sipdisp_db_spool_pending", ())] == 3
@@ -192,7 +192,7 @@ def test_dispatcher_destination_states_from_its_list_command(root):
     """Without a hook, the dispatcher's destinations and states come from dispatcher.list."""
     class Dispatcher:
         """A dispatcher module without a metrics() hook."""
-    root.modules["dispatcher"] = Dispatcher()
+    root.modules.dispatcher = Dispatcher()
     root.registry.register("dispatcher.list", lambda: {"NRSETS": 1, "RECORDS": [
         {"SET": {"ID": 1, "TARGETS": [
             {"DEST": {"URI": "sip:10.0.0.1:5060", "FLAGS": "AP"}},

@@ -92,13 +92,14 @@ def test_settle_leaves_no_unhandled_failure():
 
 def test_module_objects_come_from_root_modules(root):
     """dispatcher, registrations and dialogs are the live modules, or None when absent."""
-    for name in ("dispatcher", "usrloc", "registrar", "location", "dialog", "dlg", "dialogs"):
-        root.modules.pop(name, None)
+    for name in ("dispatcher", "usrloc", "registrar", "dialogs"):
+        setattr(root.modules, name, None)
     ns = build_namespace(root)
     assert ns["registrations"] is None and ns["dialogs"] is None
     assert ns["dispatcher"] is None or ns["dispatcher"]._target is None
     usrloc, dialog = object(), object()
-    root.modules.update(dispatcher=FakeDispatcher(), usrloc=usrloc, dialog=dialog)
+    root.modules.dispatcher, root.modules.usrloc = FakeDispatcher(), usrloc
+    root.modules.dialogs = dialog
     ns = build_namespace(root)
     assert repr(ns["dispatcher"]).startswith("<dispatcher: 1 set>")
     assert ns["registrations"] is usrloc and ns["dialogs"] is dialog
@@ -106,7 +107,7 @@ def test_module_objects_come_from_root_modules(root):
 
 def test_module_commands_lay_over_the_live_module(root):
     """dispatcher.list() is the command; other attributes come from the dispatcher object."""
-    root.modules["dispatcher"] = FakeDispatcher()
+    root.modules.dispatcher = FakeDispatcher()
     root.registry.register("dispatcher.list", lambda: [{"set": 1}])
     ns = build_namespace(root)
     assert ns["dispatcher"].list() == [{"set": 1}]

@@ -172,7 +172,7 @@ def test_connection_table_and_flow_target():
     sb, core, clock, _ = board(max_connections=1)
     conn = FakeConn("ws", listener="L")
     conn.conn_id = sb.add_connection(conn)
-    assert core.connections(conn.conn_id) == Target("ws", "127.0.0.1", 40000, conn.conn_id)
+    assert core.flows.target(conn.conn_id) == Target("ws", "127.0.0.1", 40000, conn.conn_id)
     assert not sb.can_accept()
     sb.remove_connection(conn)
     assert sb.connections == {} and sb._by_addr == {}

@@ -13,11 +13,12 @@ from collections import defaultdict
 from twisted.internet import defer
 
 from sipdisp.accounting import Accounting
-from sipdisp.config import config_from_dict
+from sipdisp.schema import config_from_dict
 from sipdisp.dialog import DialogTable, Profiles
 from sipdisp.loadbalancer import LoadBalancer, rows_from_config
 from sipdisp.proxy import Listener, ProxyCore
-from sipdisp.routing import Env, compile_routing
+from sipdisp.routing import Env, Modules, compile_routing
+from sipdisp.shipped import shipped_functions
 from sipdisp.sip import parse_message
 from tests.support import sipmsg
 from tests.support.harness import Link
@@ -125,9 +126,12 @@ class Switch(Link):
                              "resources": f"vm=100;pstn={capacity}", "description": name}
                             for name, port in NODES.items()]
         self.lb.load(rows_from_config(destinations), "config")
-        self.acc = Accounting(self.storage.insert, **(accounting or {}))
+        functions = shipped_functions()
+        self.acc = Accounting(self.storage.insert, variables=functions.variables,
+                              **(accounting or {}))
         self.acc.attach(core, self.dialogs)
-        self.routing = compile_routing(route or ROUTE, Env(None, cfg, core))
+        core.modules = Modules(dialogs=self.dialogs, load_balancer=self.lb, accounting=self.acc)
+        self.routing = compile_routing(route or ROUTE, Env(functions, core.modules, cfg, core))
         core.route = self.routing.request_route
         self.dialogs.start(now)
         self.lb.start_probing(now)

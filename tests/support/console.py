@@ -6,7 +6,7 @@ import os
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from sipdisp.config import config_from_dict
+from sipdisp.schema import config_from_dict
 from sipdisp.service import SipdispService
 
 

@@ -2,12 +2,12 @@
 the configured dispatcher and compiled route, fed bytes with an explicit
 clock. Outgoing messages come back parsed, with where they were sent."""
 
-from sipdisp.config import config_from_dict
+from sipdisp.schema import config_from_dict
 from sipdisp.dispatcher.service import dispatcher_from_config
 from sipdisp.proxy import ProxyCore
 from sipdisp.proxy.target import Listener, Target
-from sipdisp.routing import build_routing
-from sipdisp.routing.shipped import shipped_functions
+from sipdisp.routing import Modules, build_routing
+from sipdisp.shipped import shipped_functions
 from sipdisp.sip import parse_message
 
 PROXY = ("127.0.0.1", 5060)
@@ -47,9 +47,10 @@ class Recorder:
 
 
 class Proxy:
-    """ProxyCore + Dispatcher + compiled route on a UDP listener 127.0.0.1:5060."""
+    """ProxyCore + Dispatcher + compiled route on a UDP listener 127.0.0.1:5060;
+    ``secret`` is the node secret (random when None)."""
 
-    def __init__(self, config=None, rows=(), now=0.0):
+    def __init__(self, config=None, rows=(), now=0.0, secret=None):
         raw = {"console": {"enabled": False}, "http": {"enabled": False}}
         for key, value in (config or {}).items():
             raw[key] = value
@@ -59,14 +60,15 @@ class Proxy:
         self.core = ProxyCore([self.listener], None, t1=cfg.sip.t1, t2=cfg.sip.t2,
                               t4=cfg.sip.t4, fr_timer=cfg.sip.fr_timer,
                               fr_inv_timer=cfg.sip.fr_inv_timer,
-                              max_forwards=cfg.proxy.max_forwards)
+                              max_forwards=cfg.proxy.max_forwards, secret=secret)
         self.log = Recorder()
         self.dispatcher = dispatcher_from_config(cfg, self.core)
         self.dispatcher.log = self.log
         self.dispatcher.load([{"setid": s, "destination": u, "flags": f, "priority": p,
                                "attrs": a} for s, u, f, p, a in
                               (_row(r) for r in rows)], now)
-        self.routing = build_routing(cfg, self.core, self.dispatcher, shipped_functions())
+        self.core.modules = Modules(dispatcher=self.dispatcher)
+        self.routing = build_routing(cfg, shipped_functions(), self.core.modules, self.core)
         self.core.route = self.routing.entry
         self.now = now
         self.dispatcher.start(now)

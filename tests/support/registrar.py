@@ -13,18 +13,20 @@ Outgoing messages come back as ``[(message, Target)]``.
 
 import itertools
 import json
+from types import SimpleNamespace
 import urllib.request
 
 from twisted.internet import defer, task
 
 from sipdisp.auth.digest import calc_ha1, calc_response, parse_auth_params
 from sipdisp.commands import CommandRegistry
-from sipdisp.config import config_from_dict
+from sipdisp.schema import config_from_dict
 from sipdisp.dispatcher.service import dispatcher_from_config
 from sipdisp.proxy import ProxyCore
 from sipdisp.proxy.target import Listener, Target
 from sipdisp.registrar.service import RegistrarService
-from sipdisp.routing import build_routing
+from sipdisp.routing import Modules, build_routing
+from sipdisp.shipped import shipped_functions
 from sipdisp.sip import parse_message
 from sipdisp.storage import open_storage
 
@@ -53,9 +55,9 @@ class FakeRoot:
         self.cfg = cfg
         self.sip = _Sip(core, switchboard)
         self.modules = core.modules
+        self.modules.storage = storage
         self.registry = CommandRegistry()
-        if storage is not None:
-            self.modules["storage"] = storage
+        self.reload_hooks = {}
 
     def getServiceNamed(self, name):
         raise KeyError(name)
@@ -106,11 +108,11 @@ class Stack:
         self.listeners = {"udp": self.udp, "tcp": self.tcp, "ws": self.ws}
         self.core = ProxyCore([self.udp, self.tcp, self.ws], None, t1=cfg.sip.t1,
                               t2=cfg.sip.t2, t4=cfg.sip.t4, fr_timer=cfg.sip.fr_timer,
-                              fr_inv_timer=cfg.sip.fr_inv_timer, domains=cfg.proxy.domains)
-        self.conns = {}
-        self.core.connections = self.flow_target
+                              fr_inv_timer=cfg.sip.fr_inv_timer, domains=cfg.proxy.domains,
+                              modules=Modules())
         self.out = []
         self.dispatcher = dispatcher_from_config(cfg, self.core)
+        self.core.modules.dispatcher = self.dispatcher
         self.dispatcher.load([{"setid": s, "destination": u, "flags": 0, "priority": 0,
                                "attrs": ""} for s, u in rows], now)
         self.storage = open_storage(db, reactor=self.clock, ping_interval=0)
@@ -123,7 +125,7 @@ class Stack:
         self.registrar = self.service.registrar
         self.location = self.service.location
         self.auth = self.service.auth
-        self.routing = build_routing(cfg, self.core, self.dispatcher)
+        self.routing = build_routing(cfg, shipped_functions(), self.core.modules, self.core)
         self.core.route = self.routing.entry
         for user, password in (users or {}).items():
             self.add_user(user, password)
@@ -143,16 +145,13 @@ class Stack:
     def open_conn(self, proto, host, port):
         """A live stream connection from ``host:port``; returns its id."""
         conn_id = next(_ids) + 1000
-        self.conns[conn_id] = Target(proto, host, port, conn_id, self.listeners[proto])
+        self.core.flows.connections[conn_id] = SimpleNamespace(
+            proto=proto, peer_host=host, peer_port=port, listener=self.listeners[proto])
         return conn_id
 
     def close_conn(self, conn_id):
         """The connection closed."""
-        self.conns.pop(conn_id, None)
-
-    def flow_target(self, conn_id):
-        """The core's view of the connection table."""
-        return self.conns.get(conn_id)
+        self.core.flows.connections.pop(conn_id, None)
 
     # -- moving messages -----------------------------------------------------------------
     def send(self, data, source=("10.0.0.1", 5070), proto="udp", conn=None, settle=True):

@@ -16,9 +16,10 @@ import copy
 import functools
 from pathlib import Path
 
-from sipdisp.config import config_from_dict, load_config
+from sipdisp.schema import config_from_dict, load_config
 from sipdisp.dispatcher.service import dispatcher_from_config
-from sipdisp.routing import build_routing
+from sipdisp.routing import Modules, build_routing
+from sipdisp.shipped import shipped_functions
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "etc" / "sipdisp.yaml"
 
@@ -56,5 +57,15 @@ def shipped_route(core, next_hops=("sip:127.0.0.1:5080",), *, branch_timeout=Non
                      for uri in next_hops], now)
     # the one place tests compile the shipped route: a change of build_routing's
     # signature is made here and nowhere else
-    core.route = build_routing(cfg, core, dispatcher).entry
+    modules = modules_of(core)
+    modules.dispatcher = dispatcher
+    core.route = build_routing(cfg, shipped_functions(), modules, core).entry
     return dispatcher
+
+
+def modules_of(core):
+    """``core.modules``: the :class:`Modules` routes find subsystems in, made
+    for a core a test built without one (the service tree passes its own)."""
+    if core.modules is None:
+        core.modules = Modules()
+    return core.modules

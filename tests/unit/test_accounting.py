@@ -10,8 +10,12 @@ import pytest
 
 from sipdisp.accounting import Accounting, parse_extra
 from sipdisp.routing.pv import RouteError
+from sipdisp.shipped import shipped_functions
 from tests.support import sipmsg
 from tests.support.calls import ROUTE, Switch
+
+#: the pseudo-variables a shipped route knows ($DLG_* included)
+VARIABLES = shipped_functions().variables
 
 
 def methods(rows):
@@ -21,15 +25,15 @@ def methods(rows):
 def test_extra_parses_the_seed_syntax_and_refuses_unknown_columns():
     """``src_user=$fU;...`` gives (column, getter) pairs; a column acc lacks, a base column,
     a repeated one or an unknown pseudo-variable is a RouteError."""
-    pairs = parse_extra("src_user=$fU;src_ip=$si")
+    pairs = parse_extra("src_user=$fU;src_ip=$si", VARIABLES)
     assert [c for c, _ in pairs] == ["src_user", "src_ip"]
     for bad, why in (("nosuch=$fU", "no column"), ("callid=$ci", "written by sipdisp"),
                      ("src_ip=$si;src_ip=$si", "twice"), ("src_ip=$nope", "unknown"),
                      ("src_ip", "column=")):
         with pytest.raises(RouteError, match=why):
-            parse_extra(bad)
+            parse_extra(bad, VARIABLES)
     # the dialog module's pseudo-variables are known to extras as to routes
-    assert [c for c, _ in parse_extra("src_user=$DLG_status")] == ["src_user"]
+    assert [c for c, _ in parse_extra("src_user=$DLG_status", VARIABLES)] == ["src_user"]
 
 
 def test_answered_call_gives_invite_and_bye_rows_with_the_seed_extras():
@@ -243,7 +247,7 @@ def test_a_write_that_fails_is_counted_and_logged_never_raised():
 
     def refuse(table, row):
         raise RuntimeError("write queue full")
-    acc = Accounting(refuse, log=Log())
+    acc = Accounting(refuse, variables=VARIABLES, log=Log())
     sw = Switch()
     sw.acc.write_record, sw.acc.log = refuse, Log()
     call = sw.call()

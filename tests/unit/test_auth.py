@@ -200,7 +200,7 @@ def test_local_domains_include_the_listeners_and_the_domain_table():
 def test_a_read_that_never_comes_back_is_answered_500_after_the_timeout():
     """If the database does not answer within 10 s the suspended REGISTER gets 500, once."""
     s = stack(slow=True)
-    s.root.modules["storage"].delay = 60.0
+    s.root.modules.storage.delay = 60.0
     ua = s.ua("alice", password="secret")
     challenge = final(ua.send(ua.register_bytes())).get("www-authenticate")
     auth = ua.answer(challenge, "REGISTER", "sip:example.com")

@@ -1,4 +1,5 @@
-"""Tests for sipdisp.config: types, defaults, one-line errors, the YAML loader and the docs generator."""
+"""Tests for sipdisp.config and the schema sipdisp.schema assembles from the packages:
+types, defaults, one-line errors, the YAML loader and the docs generator."""
 
 import copy
 import math
@@ -9,7 +10,8 @@ import sys
 
 import pytest
 
-from sipdisp.config import SCHEMA, Config, ConfigError, config_from_dict, load_config
+from sipdisp import config
+from sipdisp.config import Config, ConfigError
 from sipdisp.config import docs
 from sipdisp.config.model import (
     Bool,
@@ -27,6 +29,7 @@ from sipdisp.config.model import (
     Str,
     Url,
 )
+from sipdisp.schema import SCHEMA, config_from_dict, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -34,7 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def error(raw, schema=SCHEMA):
     """Validate C{raw} and return the one-line error message."""
     with pytest.raises(ConfigError) as info:
-        config_from_dict(raw, schema)
+        schema.validate(raw)
     message = str(info.value)
     assert "\n" not in message
     return message
@@ -388,6 +391,31 @@ def test_t2_not_below_t1():
     assert error({"sip": {"t1": 2, "t2": 1}}) == "sip.t2: must be >= sip.t1 (2.0), got 1.0"
 
 
+@pytest.mark.parametrize("section, method, codes", [
+    ("dispatcher", "ping_method", "ping_reply_codes"),
+    ("load_balancer", "probing_method", "probing_reply_codes"),
+])
+def test_probers_refuse_call_methods_and_bad_reply_codes(section, method, codes):
+    """The dispatcher's pings and the load balancer's probes follow one rule: no INVITE,
+    ACK or CANCEL, and reply codes that parse."""
+    for bad in ("INVITE", "ack", "OPT IONS"):
+        assert error({section: {method: bad}}) == (
+            f"{section}.{method}: must be a method such as OPTIONS or INFO "
+            f"(not INVITE, ACK or CANCEL), got {bad!r}")
+    assert getattr(getattr(config_from_dict({section: {method: "INFO"}}), section), method) == "INFO"
+    assert error({section: {codes: "class=9"}}) == f"{section}.{codes}: class must be 1..6, got 9"
+
+
+def test_reply_codes_syntax_per_prober():
+    """The load balancer also takes OpenSIPS' code list; the dispatcher only Kamailio's syntax."""
+    lb = config_from_dict({"load_balancer": {"probing_reply_codes": "501, 403"}})
+    assert lb.load_balancer.probing_reply_codes == "501, 403"
+    assert error({"dispatcher": {"ping_reply_codes": "501, 403"}}) == (
+        "dispatcher.ping_reply_codes: '501' is not class=N or code=NNN")
+    assert error({"load_balancer": {"probing_reply_codes": "501, abc"}}) == (
+        "load_balancer.probing_reply_codes: 'abc' is not a reply code")
+
+
 # -- nested sections and schema declaration ------------------------------
 
 
@@ -406,7 +434,7 @@ def nested_schema():
 
 def test_nested_sections_take_defaults_and_values():
     """Sub-sections nest as attributes, with defaults filled at every level."""
-    cfg = config_from_dict({"outer": {"inner": {"deepest": {"c": True}}}}, nested_schema())
+    cfg = nested_schema().validate({"outer": {"inner": {"deepest": {"c": True}}}})
     assert cfg.outer.a == 1
     assert cfg.outer.inner.b == "x"
     assert cfg.outer.inner.deepest.c is True
@@ -473,7 +501,44 @@ def test_every_foundation_key_has_a_doc_sentence():
         assert "\n" not in key.doc, name
 
 
+def test_schema_is_assembled_in_the_documented_order():
+    """The packages' sections sit in the order docs/configuration.md shows them."""
+    assert list(SCHEMA.root.children) == [
+        "listen", "advertise", "tls", "connections", "sip", "proxy", "storage", "log",
+        "console", "http", "dispatcher", "routing", "registrar", "usrloc", "auth", "nat",
+        "dialog", "accounting", "load_balancer"]
+
+
+def test_schema_add_takes_a_section_and_its_checks():
+    """Schema.add adds a section declared elsewhere, then runs its checks on validation."""
+    def small(cfg):
+        """outer.a must be small."""
+        if cfg.outer.a > 5:
+            raise ConfigError("outer.a", "must be small")
+
+    schema = Schema()
+    schema.add(Section("outer", "An outer section.", Key("a", Int(), 1, "A number.")), small)
+    assert schema.checks == [small]
+    assert error({"outer": {"a": 6}}, schema) == "outer.a: must be small"
+
+
+def test_importing_config_loads_no_other_part_of_sipdisp():
+    """import sipdisp.config loads only its own modules: no subsystem, no sip layer."""
+    code = "import sipdisp.config, sys; print(' '.join(m for m in sys.modules if m.startswith('sipdisp')))"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    assert sorted(m for m in out if m != "sipdisp" and not m.startswith("sipdisp.config.")) == [
+        "sipdisp.config"]
+
+
 # -- YAML loading --------------------------------------------------------
+
+
+def test_engine_loads_a_file_against_the_schema_given(tmp_path):
+    """sipdisp.config.load_config validates the file against the schema it is handed."""
+    cfg = config.load_config(write(tmp_path, "outer:\n  a: 3\n"), nested_schema())
+    assert cfg.outer.a == 3 and cfg.outer.inner.b == "x"
 
 
 def test_load_config_reads_yaml(tmp_path):
@@ -566,7 +631,7 @@ def test_shipped_config_loads():
 
 def test_docs_list_every_key_with_type_and_default():
     """The generated reference has a row for every key with its type and default."""
-    text = docs.render()
+    text = docs.render(SCHEMA)
     for name, key in SCHEMA.keys():
         assert f"| `{name}` | {key.type.describe()} |" in text, name
     assert '| `listen.udp` | list of host:port | `["127.0.0.1:5060"]` |' in text
@@ -594,14 +659,14 @@ def test_docs_configuration_md_is_up_to_date():
     path = os.path.join(ROOT, "docs", "configuration.md")
     with open(path, encoding="utf-8") as f:
         committed = f.read()
-    assert committed == docs.render(), (
-        f"docs/configuration.md is out of date with sipdisp/config/schema.py; "
+    assert committed == docs.render(SCHEMA), (
+        f"docs/configuration.md is out of date with the packages' settings; "
         f"regenerate it with `{docs.REGENERATE}` (or `make docs`)")
 
 
 def test_docs_module_runs_as_a_script():
-    """python -m sipdisp.config.docs prints the reference to standard output."""
+    """python -m sipdisp.schema prints the reference to standard output."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "-m", "sipdisp.config.docs"], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-m", "sipdisp.schema"], cwd=ROOT, env=env,
                          check=True, capture_output=True, text=True).stdout
-    assert out == docs.render()
+    assert out == docs.render(SCHEMA)

@@ -141,7 +141,7 @@ def test_timeout_sends_bye_to_both_parties_built_from_the_dialog():
     assert sw.dialogs.dialogs == {} and sw.loads()["fs1"] == 0
     sw.uac.send(sipmsg.response_to(a.to_bytes(), 200, "OK", to_tag=None))
     sw.nodes["fs1"].send(sipmsg.response_to(b.to_bytes(), 200, "OK", to_tag=None))
-    assert sw.dialogs._inflight == {} and sw.dialogs.stats["byes_sent"] == 2
+    assert sw.dialogs.requests.in_flight == 0 and sw.dialogs.stats["byes_sent"] == 2
 
 
 def test_timeout_bye_follows_the_route_set_towards_the_callee():

@@ -1,7 +1,7 @@
 """Dialogs in the dialog table through the storage API (db_mode 1 and 2), and
 answered calls surviving a restart with their timeout, load and CDR data."""
 
-from sipdisp.dialog.table import dialog_from_row, dialog_row
+from sipdisp.dialog.persistence import dialog_from_row, dialog_row
 from tests.support.calls import FakeStorage, Switch
 
 

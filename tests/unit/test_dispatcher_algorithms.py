@@ -8,7 +8,7 @@ import pytest
 
 from sipdisp.dispatcher import algorithms as A
 from sipdisp.dispatcher import Dispatcher
-from sipdisp.dispatcher.destination import INACTIVE
+from sipdisp.probing import INACTIVE
 from tests.support.dispatch import Ctx
 from tests.support.sipmsg import request
 

@@ -140,7 +140,7 @@ def test_retry_after_takes_a_node_out_for_that_long():
     dest = p.dispatcher.sets[0].find(f"sip:{node[0]}:{node[1]}")
     assert dest.out_until == p.now + 30
     assert any("out of service for 30 s" in line for line in p.log.lines)
-    p.dispatcher.ping_result(dest, True, p.now, "test")  # it answers pings: active again
+    p.dispatcher.prober.ping_result(dest, True, p.now, "test")  # it answers pings: active again
     assert dest.letters == "AX"
     assert {invite(p, 50 + n)[2] for n in range(4)} == {NODE2 if node == NODE1 else NODE1}
     p.advance(30.0)

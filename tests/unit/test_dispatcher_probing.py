@@ -1,71 +1,15 @@
-"""Health probing: the state machine as pure functions, Kamailio's reply-code
-syntax, and pings through the real core with an explicit clock."""
+"""Dispatcher health probing: Kamailio's reply-code syntax, and pings through
+the real core with an explicit clock, observed as destination states and the
+prober's StateChange events (the state machine itself: test_probing.py)."""
 
 import pytest
 
-from sipdisp.dispatcher.destination import DISABLED, INACTIVE, NOPING, PROBING, TRYING
-from sipdisp.dispatcher.probing import after_mark, after_ping, ping_wanted
-from sipdisp.dispatcher.replycodes import ReplyCodes
+from sipdisp.config.values import ReplyCodes
 from tests.support.dispatch import Proxy, requests
 from tests.support.sipmsg import response_to
 
 NODE1 = ("127.0.0.1", 5081)
 NODE2 = ("127.0.0.1", 5082)
-
-
-# -- pure functions -------------------------------------------------------------------
-
-def test_failures_walk_active_through_trying_to_inactive():
-    """With probing_threshold 3, two failed pings give trying, the third inactive."""
-    state, f, s = 0, 0, 0
-    seen = []
-    for _ in range(3):
-        state, f, s = after_ping(state, f, s, False, 1, 3, 1)
-        seen.append(state)
-    assert seen == [TRYING | PROBING, TRYING | PROBING, INACTIVE | PROBING]
-    assert f == 3
-
-
-def test_successes_bring_it_back_after_inactive_threshold():
-    """With inactive_threshold 2 one good ping is not enough, two are; mode 1 keeps probing."""
-    state, f, s = after_ping(INACTIVE | PROBING, 3, 0, True, 1, 3, 2)
-    assert (state, f, s) == (INACTIVE | PROBING, 0, 1)
-    state, f, s = after_ping(state, f, s, True, 1, 3, 2)
-    assert (state, f, s) == (PROBING, 0, 0)
-    assert after_ping(state, 0, 1, False, 1, 3, 2)[2] == 0
-
-
-@pytest.mark.parametrize("mode, flag_after_success", [(0, 0), (1, PROBING), (2, 0), (3, PROBING)])
-def test_probing_flag_after_a_successful_ping(mode, flag_after_success):
-    """Modes 0 and 2 clear the probing flag on success; modes 1 and 3 keep it."""
-    state, _, _ = after_ping(INACTIVE | PROBING, 1, 0, True, mode, 1, 1)
-    assert state == flag_after_success
-
-
-def test_a_failed_ping_keeps_the_probing_flag_and_disabled_is_frozen():
-    """Failures keep (or set) probing so the node is pinged until it answers; disabled never moves."""
-    assert after_ping(PROBING, 0, 0, False, 0, 1, 1)[0] == INACTIVE | PROBING
-    assert after_ping(DISABLED, 0, 0, True, 1, 1, 1)[0] == DISABLED
-
-
-@pytest.mark.parametrize("state, flags, mode, wanted", [
-    (0, 0, 0, False), (PROBING, 0, 0, True),
-    (0, 0, 1, True), (DISABLED, 0, 1, False), (0, NOPING, 1, False),
-    (INACTIVE, 0, 2, False), (INACTIVE | PROBING, 0, 2, True), (TRYING | PROBING, 0, 2, False),
-    (PROBING, 0, 3, True), (0, 0, 3, False),
-])
-def test_which_destinations_each_mode_pings(state, flags, mode, wanted):
-    """Each probing mode pings exactly the destinations Kamailio's documentation says."""
-    assert ping_wanted(state, flags, mode) is wanted
-
-
-def test_marks_follow_ds_mark_dst():
-    """a resets, i and d set, t counts towards the threshold, p adds probing (never to d)."""
-    assert after_mark(INACTIVE | PROBING, 4, "a", False, 3) == (0, 0, 0)
-    assert after_mark(0, 0, "i", True, 3) == (INACTIVE | PROBING, 0, 0)
-    assert after_mark(0, 1, "t", False, 3) == (TRYING, 2, 0)
-    assert after_mark(TRYING, 2, "t", True, 3) == (INACTIVE | PROBING, 3, 0)
-    assert after_mark(0, 0, "d", True, 3) == (DISABLED, 0, 0)
 
 
 # -- reply codes ----------------------------------------------------------------------
@@ -105,9 +49,18 @@ def letters(p):
     return [d.letters for d in p.dispatcher.destinations()]
 
 
+def changes(p):
+    """The prober's StateChange events from now on, as ``(uri, old, new, reason)``."""
+    seen = []
+    p.dispatcher.prober.listeners.append(
+        lambda change: seen.append((change.target.uri, change.old, change.new, change.reason)))
+    return seen
+
+
 def test_dead_node_is_inactive_within_interval_times_threshold_plus_timeout():
-    """Unanswered pings (own 1 s timeout, not 32 s) mark a node inactive at 3 x 5 + 1 s, one log line per change."""
+    """Unanswered pings (own 1 s timeout, not 32 s) mark a node inactive at 3 x 5 + 1 s, one event per change."""
     p = proxy()
+    seen = changes(p)
     for round_at in (5.0, 10.0, 15.0):
         out = p.advance_to(round_at)
         pings = requests(out, "OPTIONS")
@@ -122,21 +75,23 @@ def test_dead_node_is_inactive_within_interval_times_threshold_plus_timeout():
     assert msg.via.host == "127.0.0.1" and msg.via.port == 5060
     assert p.now == pytest.approx(16.01)
     assert letters(p) == ["IP", "AP"]
-    node1_lines = [line for line in p.log.lines if "5081" in line]
-    assert node1_lines == [
-        "dispatcher: sip:127.0.0.1:5081 (set 0) AP -> TP: no reply to OPTIONS in 1 s",
-        "dispatcher: sip:127.0.0.1:5081 (set 0) TP -> IP: no reply to OPTIONS in 1 s"]
+    node1_changes = [c for c in seen if c[0] == "sip:127.0.0.1:5081"]
+    assert node1_changes == [
+        ("sip:127.0.0.1:5081", "AP", "TP", "no reply to OPTIONS in 1 s"),
+        ("sip:127.0.0.1:5081", "TP", "IP", "no reply to OPTIONS in 1 s")]
+    assert p.dispatcher.stats["state_changes"] == len(seen)
 
 
 def test_node_comes_back_when_it_answers_again():
     """An inactive node answering its next ping is active again (inactive_threshold 1)."""
     p = proxy(probing_threshold=1)
+    seen = changes(p)
     p.advance(6.0)
     assert letters(p) == ["IP", "IP"]
     out = p.advance(4.0)
     answer(p, out, 200, NODE1)
     assert letters(p) == ["AP", "IP"]
-    assert p.log.lines[-1] == "dispatcher: sip:127.0.0.1:5081 (set 0) IP -> AP: OPTIONS answered 200 OK"
+    assert seen[-1] == ("sip:127.0.0.1:5081", "IP", "AP", "OPTIONS answered 200 OK")
 
 
 def test_accepted_reply_codes_count_as_up_and_others_as_down():
@@ -214,4 +169,19 @@ def test_one_ping_in_flight_per_destination():
     first = {m.call_id for m, _ in requests(p.advance(5.0), "OPTIONS")}
     later = {m.call_id for m, _ in requests(p.advance(5.0), "OPTIONS")}
     assert len(first) == 2 and later <= first  # only retransmissions of the pending pings
-    assert p.dispatcher.stats["pings_sent"] == 2
+    assert p.dispatcher.prober.stats["pings_sent"] == 2
+
+
+def test_state_changes_become_the_documented_log_lines():
+    """Each StateChange is one dispatcher log line in docs/dispatcher.md's words: a warning
+    when the node is not active, info when it is back."""
+    p = proxy(probing_threshold=1)
+    p.log.warn = lambda fmt, **kw: p.log.lines.append("warn " + fmt.format(**kw))
+    p.log.info = lambda fmt, **kw: p.log.lines.append("info " + fmt.format(**kw))
+    p.advance(6.0)
+    out = p.advance(4.0)
+    answer(p, out, 200, NODE1)
+    node1_lines = [line for line in p.log.lines if "5081" in line]
+    assert node1_lines == [
+        "warn dispatcher: sip:127.0.0.1:5081 (set 0) AP -> IP: no reply to OPTIONS in 1 s",
+        "info dispatcher: sip:127.0.0.1:5081 (set 0) IP -> AP: OPTIONS answered 200 OK"]

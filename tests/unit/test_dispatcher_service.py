@@ -5,8 +5,9 @@ import pytest
 import yaml
 from twisted.internet.task import Clock
 
-from sipdisp.config import ConfigError, config_from_dict
+from sipdisp.config import ConfigError
 from sipdisp.reload import Reloader
+from sipdisp.schema import config_from_dict
 from sipdisp.service import make_service
 
 QUIET = {"console": {"enabled": False}, "http": {"enabled": False},
@@ -32,17 +33,17 @@ def test_list_file_is_loaded_when_the_tree_is_built(tmp_path):
     lst = tmp_path / "d.list"
     lst.write_text("0 sip:10.0.0.1:5060\n0 sip:10.0.0.2:5060 0 0 weight=5\n")
     root, _ = build(tmp_path, config(tmp_path, dispatcher={"list_file": str(lst)}))
-    ds = root.modules["dispatcher"]
+    ds = root.modules.dispatcher
     assert [d.uri for d in ds.destinations()] == ["sip:10.0.0.1:5060", "sip:10.0.0.2:5060"]
     assert "dispatcher.reload" in root.registry
-    assert root.modules["routing"].entry is root.sip.core.route
+    assert root.modules.routing.entry is root.sip.core.route
 
 
 def test_missing_list_file_uses_proxy_next_hop(tmp_path):
     """Without the list file set 0 is proxy.next_hop, as the foundation routed."""
     root, _ = build(tmp_path, config(tmp_path, dispatcher={"list_file": str(tmp_path / "no")},
                                      proxy={"next_hop": "sip:127.0.0.1:5999"}))
-    assert [d.uri for d in root.modules["dispatcher"].destinations()] == ["sip:127.0.0.1:5999"]
+    assert [d.uri for d in root.modules.dispatcher.destinations()] == ["sip:127.0.0.1:5999"]
 
 
 def test_bad_list_file_stops_the_build_with_one_line(tmp_path):
@@ -60,7 +61,7 @@ def test_sighup_rereads_sets_and_applies_probing_parameters(tmp_path):
     lst.write_text("0 sip:10.0.0.1:5060\n")
     raw = config(tmp_path, dispatcher={"list_file": str(lst), "ping_interval": 10})
     root, path = build(tmp_path, raw)
-    ds = root.modules["dispatcher"]
+    ds = root.modules.dispatcher
     ds.set_state("ip", 0, "sip:10.0.0.1:5060")
     lst.write_text("0 sip:10.0.0.1:5060\n0 sip:10.0.0.2:5060\n")
     raw["dispatcher"].update(ping_interval=3, probing_threshold=4)
@@ -89,7 +90,7 @@ def test_table_source_reads_the_dispatcher_table_through_storage(tmp_path):
     """source: db loads the dispatcher table through the storage API when the service starts."""
     raw = config(tmp_path, dispatcher={"source": "db"})
     root, _ = build(tmp_path, raw)
-    storage = root.modules["storage"]
+    storage = root.modules.storage
     service = root.dispatcher
     rows = [{"setid": 1, "destination": "sip:10.1.1.1:5060", "flags": 8, "priority": 2,
              "attrs": "weight=30", "description": "fs1"},
@@ -101,13 +102,13 @@ def test_table_source_reads_the_dispatcher_table_through_storage(tmp_path):
             from twisted.internet import defer
             assert table == "dispatcher"
             return defer.succeed([dict(r, id=n) for n, r in enumerate(rows)])
-    root.modules["storage"] = Table()
+    root.modules.storage = Table()
     service.startService()
     try:
-        ds = root.modules["dispatcher"]
+        ds = root.modules.dispatcher
         assert [(d.uri, d.letters, d.weight, d.description) for d in ds.destinations()] == [
             ("sip:10.1.1.1:5060", "AP", 30, "fs1"), ("sip:10.1.1.2:5060", "AX", 0, "fs2")]
         assert ds.source == "table dispatcher"
     finally:
         service.stopService()
-        root.modules["storage"] = storage
+        root.modules.storage = storage

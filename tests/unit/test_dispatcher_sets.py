@@ -7,10 +7,11 @@ from twisted.internet.task import Clock
 from sipdisp.commands import CommandError, CommandRegistry
 from sipdisp.config import ConfigError
 from sipdisp.dispatcher import Dispatcher, ListFileError, parse_list
-from sipdisp.dispatcher.destination import (DISABLED, INACTIVE, PROBING, TRYING,
-                                            parse_attrs, parse_state_letters, state_letters)
+from sipdisp.dispatcher.destination import parse_attrs
 from sipdisp.dispatcher.service import register_commands
 from sipdisp.dispatcher.sources import FileSource, format_list, rows_from_table
+from sipdisp.probing import (DISABLED, INACTIVE, PROBING, TRYING, parse_state_letters,
+                             state_letters)
 from sipdisp.proxy.target import Target
 from tests.support.sipmsg import request
 from tests.support.dispatch import Ctx

@@ -8,10 +8,11 @@ import pytest
 from twisted.internet.task import Clock
 
 from sipdisp.commands import CommandRegistry
-from sipdisp.config import ConfigError, config_from_dict
+from sipdisp.config import ConfigError
 from sipdisp.loadbalancer import (choose, parse_lb_flags, parse_requested, parse_resources,
                                   reply_codes)
 from sipdisp.loadbalancer.service import register_commands
+from sipdisp.schema import config_from_dict
 from tests.support import sipmsg
 from tests.support.calls import Switch
 
@@ -340,6 +341,6 @@ def test_sighup_applies_new_destinations_and_probing_parameters():
         "probing_method": "INFO",
         "destinations": dests + [{"group": 1, "uri": "sip:127.0.0.1:5090", "resources": SEED}]}))
     root.reload_hooks["load_balancer"](new)
-    lb = root.modules["load_balancer"]
+    lb = root.modules.load_balancer
     assert [d.uri for d in lb.destinations] == ["sip:127.0.0.1:5080", "sip:127.0.0.1:5090"]
-    assert lb.pinger.ping_method == "INFO"
+    assert lb.prober.method == "INFO"

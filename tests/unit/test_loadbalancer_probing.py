@@ -1,5 +1,5 @@
 """Load balancer probing by probe_mode (OpenSIPS: 0 never, 1 while disabled,
-2 always), with the dispatcher's pinger, accepted reply codes and timeouts."""
+2 always), with the shared prober, accepted reply codes and timeouts."""
 
 from sipdisp.sip import parse_message
 from tests.support import sipmsg
@@ -101,18 +101,30 @@ def test_administratively_disabled_nodes_are_not_probed_back():
     assert [p.method for p in pings(sw, "fs1")] == ["INFO"]
 
 
+def test_a_probe_failure_is_one_state_change_of_the_destinations_probe():
+    """An unanswered probe is one StateChange, AP -> IP, of fs1's probe (group 1)."""
+    sw = switch((2, 0))
+    changes = []
+    sw.lb.prober.listeners.append(changes.append)
+    sw.advance(5.0)
+    sw.nodes["fs1"].take()
+    sw.advance(1.1)
+    assert [(c.target, c.target.group, c.old, c.new, c.reason) for c in changes] == [
+        (sw.lb.by_id[1].probe, 1, "AP", "IP", "no reply to INFO in 1 s")]
+
+
 def test_state_changes_are_logged_in_load_balancer_words():
-    """A probe failure logs one line naming the group and the load balancer, not the dispatcher."""
+    """A probe failure logs one warning naming the group and the load balancer, not the
+    dispatcher (docs/loadbalancer.md)."""
     sw = switch((2, 0))
     lines = []
 
     class Log:
         def __getattr__(self, level):
-            return lambda fmt, **kw: lines.append(fmt.format(**kw))
+            return lambda fmt, **kw: lines.append(f"{level} " + fmt.format(**kw))
     sw.lb.log = Log()
-    sw.lb.pinger.log._log = sw.lb.log
     sw.advance(5.0)
     sw.nodes["fs1"].take()
     sw.advance(1.1)
-    assert any(line.startswith("load_balancer: sip:127.0.0.1:5081 (group 1) AP -> IP")
-               for line in lines), lines
+    assert lines == ["warn load_balancer: sip:127.0.0.1:5081 (group 1) AP -> IP: "
+                     "no reply to INFO in 1 s"]

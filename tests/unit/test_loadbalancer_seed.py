@@ -7,7 +7,7 @@ import pytest
 import yaml
 from twisted.internet.task import Clock
 
-from sipdisp.config import config_from_dict, load_config
+from sipdisp.schema import config_from_dict, load_config
 from sipdisp.proxy import Listener, Target
 from sipdisp.service import make_service
 from sipdisp.sip import parse_message
@@ -62,7 +62,7 @@ def test_a_call_from_outside_goes_to_group_1_and_is_accounted(seed):
     counts on FS1's pstn, and the 200 and the BYE give acc rows and a CDR."""
     root, core, listener = seed
     written = []
-    root.modules["accounting"].write_record = lambda table, row: written.append((table, row))
+    root.modules.accounting.write_record = lambda table, row: written.append((table, row))
     carrier = ("10.1.1.1", 5060)
     invite = sipmsg.request("INVITE", "sip:1000@127.0.0.1:5060", via_host=carrier[0],
                             via_port=carrier[1], extra=["Contact: <sip:pstn@10.1.1.1>"])
@@ -71,7 +71,7 @@ def test_a_call_from_outside_goes_to_group_1_and_is_accounted(seed):
     forwarded = [(m, to) for m, to in out if m.is_request]
     assert [(m.method, to) for m, to in forwarded] == [("INVITE", FS1)]
     assert forwarded[0][0].has("record-route")
-    lb = root.modules["load_balancer"]
+    lb = root.modules.load_balancer
     assert lb.load_of(lb.by_id[1], "pstn") == 1
     ok = sipmsg.response_to(forwarded[0][0].to_bytes(), 200, "OK", to_tag="fs",
                             extra=[("contact", "<sip:fs@127.0.0.1:5081>")])
@@ -97,7 +97,7 @@ def test_a_call_from_a_group_3_freeswitch_looks_the_user_up(seed):
                             via_port=FS3[1])
     out = send(core, listener, invite, FS3)
     assert [(m.status, m.reason) for m, to in out if not m.is_request][-1] == (404, "Not Found")
-    assert root.modules["dialog"].dialogs == {}
+    assert root.modules.dialogs.dialogs == {}
 
 
 def test_register_is_challenged_with_www_authenticate(seed):

@@ -6,6 +6,8 @@ the next hop (UAS) 127.0.0.1:5080. Tests of the core's own API (failure routes, 
 preloaded Route checks) give it a small route of their own.
 """
 
+from types import SimpleNamespace
+
 import pytest
 
 from sipdisp.proxy import Listener, ProxyCore
@@ -642,8 +644,13 @@ def tcp_to_udp_link(next_hop="sip:127.0.0.1:5080"):
     proto = "tcp" if "transport=tcp" in next_hop else "udp"
     link.uas = link.add_peer("uas", proto, "127.0.0.1", 5080, tcp if proto == "tcp" else udp,
                              conn=8 if proto == "tcp" else None)
-    conns = {7: link.uac.source, 8: link.uas.source}
-    link.core.connections = conns.get
+    for peer in (link.uac, link.uas):
+        source = peer.source
+        if source.conn is None:
+            continue
+        link.core.flows.connections[source.conn] = SimpleNamespace(
+            proto=source.proto, peer_host=source.host, peer_port=source.port,
+            listener=source.listener)
     return link
 
 

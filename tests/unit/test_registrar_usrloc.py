@@ -126,7 +126,7 @@ def test_restored_connection_bound_contact_is_unreachable_until_it_registers_aga
     conn = s.open_conn("tcp", "10.0.0.5", 40000)
     s.ua("alice", host="10.0.0.5", port=40000, proto="tcp", conn=conn).register()
     again = stack(db, 1)
-    again.conns[conn] = s.conns[conn]  # a new connection that happens to get the same id
+    again.core.flows.connections[conn] = s.core.flows.connections[conn]  # a new connection that happens to get the same id
     assert final(again.send(invite("sip:alice@example.com"), source=NODE)).status == 480
     conn2 = again.open_conn("tcp", "10.0.0.5", 40001)
     again.ua("alice", host="10.0.0.5", port=40001, proto="tcp", conn=conn2).register()

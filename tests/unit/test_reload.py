@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from sipdisp.config import load_config
+from sipdisp.schema import load_config
 from sipdisp.logs import get_level, set_level
 from sipdisp.reload import Reloader, flatten
 

@@ -6,11 +6,13 @@ import os
 import pytest
 import yaml
 
-from sipdisp.config import ConfigError, config_from_dict, load_config
+from sipdisp.config import ConfigError
 from sipdisp.routing import (EXIT, RETURN, build_routing, compile_routing, default_routing,
-                             describe_functions, routing_spec)
+                             routing_spec)
 from sipdisp.routing.compiler import Env
 from sipdisp.routing.pv import compile_template
+from sipdisp.schema import config_from_dict, load_config
+from sipdisp.shipped import shipped_functions
 from tests.support.dispatch import Proxy, requests, responses
 from tests.support.sipmsg import request, response_to
 
@@ -27,7 +29,7 @@ def cfg(routing=None, **extra):
 
 def test_default_routing_compiles_into_named_closures():
     """The built-in route compiles: request_route, the seed's named routes and RTF_DISPATCH."""
-    routing = compile_routing(routing_spec(cfg()), Env(config=cfg()))
+    routing = compile_routing(routing_spec(cfg()), Env(shipped_functions(), config=cfg()))
     assert {"RELAY", "REQINIT", "WITHINDLG", "REGISTRAR", "PRESENCE", "FROMNODES",
             "DISPATCH"} <= set(routing.routes)
     assert set(routing.failure_routes) == {"RTF_DISPATCH"}
@@ -57,7 +59,7 @@ def test_kamailio_seed_example_loads_and_compiles():
     seed = load_config(os.path.join(ROOT, "etc", "examples", "kamailio-seed.yaml"))
     assert (seed.dispatcher.ping_interval, seed.dispatcher.probing_threshold,
             seed.dispatcher.probing_mode) == (20, 3, 2)
-    routing = compile_routing(routing_spec(seed), Env(config=seed))
+    routing = compile_routing(routing_spec(seed), Env(shipped_functions(), config=seed))
     assert "FROMNODES" not in routing.routes and "DISPATCH" in routing.routes
 
 
@@ -124,30 +126,8 @@ def test_functions_of_missing_subsystems_say_what_they_need():
 def test_future_lists_no_function_that_exists():
     """FUTURE names only functions that no part of sipdisp declares."""
     from sipdisp.routing.compiler import FUTURE
-    from sipdisp.routing.shipped import shipped_functions
     functions = shipped_functions()
     assert [name for name in FUTURE if name in functions] == []
-
-
-def test_importing_routing_pulls_in_no_subsystem():
-    """import sipdisp.routing loads no routefuncs module and no subsystem that
-    sipdisp.config does not load itself (item 3 of issue 11 empties that)."""
-    import subprocess
-    import sys
-
-    def loaded(module):
-        code = (f"import {module}, sys; "
-                "print(' '.join(sorted(m for m in sys.modules if m.startswith('sipdisp.'))))")
-        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
-                             capture_output=True, text=True).stdout
-        return set(out.split())
-
-    subsystems = ("dispatcher", "registrar", "auth", "dialog", "loadbalancer", "accounting",
-                  "storage", "transport", "console")
-    routing = loaded("sipdisp.routing")
-    assert not [m for m in routing if m.endswith(".routefuncs")]
-    extra = routing - loaded("sipdisp.config")
-    assert sorted(m for m in extra if m.split(".")[1] in subsystems) == []
 
 
 def test_a_function_table_holds_only_what_is_added_to_it():
@@ -157,9 +137,9 @@ def test_a_function_table_holds_only_what_is_added_to_it():
     table = FunctionTable()
     register(table)
     spec = {"request_route": [{"sl_send_reply": [404, "Not here"]}]}
-    assert callable(compile_routing(spec, Env(functions=table)).request_route)
+    assert callable(compile_routing(spec, Env(table)).request_route)
     with pytest.raises(ConfigError) as info:
-        compile_routing({"request_route": [{"lookup": "location"}]}, Env(functions=table))
+        compile_routing({"request_route": [{"lookup": "location"}]}, Env(table))
     assert str(info.value) == "routing.request_route[0].lookup: unknown function 'lookup'"
 
 
@@ -177,11 +157,11 @@ def test_subsystem_pseudo_variables_come_from_the_table():
     from sipdisp.routing import FunctionTable
     from sipdisp.routing.builtins import register
     spec = {"request_route": [{"append_hf": "X-Dlg: $DLG_status"}]}
-    assert compile_routing(spec, Env()).request_route
+    assert compile_routing(spec, Env(shipped_functions())).request_route
     table = FunctionTable()
     register(table)
     with pytest.raises(ConfigError, match=r"unknown pseudo-variable \$DLG_status"):
-        compile_routing(spec, Env(functions=table))
+        compile_routing(spec, Env(table))
 
 
 def test_a_named_route_can_be_replaced_alone():
@@ -200,7 +180,7 @@ def test_routes_are_compiled_once_not_interpreted():
     spec = {"request_route": [{"if": {"is_method": "OPTIONS"},
                                "then": [{"sl_send_reply": [200, "Compiled"]}, "exit"]},
                               {"sl_send_reply": [404, "Other"]}]}
-    routing = compile_routing(spec)
+    routing = compile_routing(spec, Env(shipped_functions()))
     spec["request_route"].clear()
     p = Proxy()
     p.core.route = routing.request_route
@@ -214,7 +194,7 @@ def test_exit_and_return_signals():
                               {"set": {"$var(after_b)": 1}}],
             "routes": {"A": ["return", {"set": {"$var(in_a)": 1}}],
                        "B": ["exit"]}}
-    routing = compile_routing(spec)
+    routing = compile_routing(spec, Env(shipped_functions()))
 
     class C:
         def __init__(self):
@@ -251,7 +231,7 @@ def test_set_assigns_du_and_ruri_and_conditions_compare():
         {"if": {"ne": ["$rU", "e164"]}, "then": [{"sl_send_reply": [404, "Not E.164"]}, "exit"]},
         "t_relay"]}
     p = Proxy()
-    p.core.route = compile_routing(spec).request_route
+    p.core.route = compile_routing(spec, Env(shipped_functions())).request_route
     out = p.send(request("INVITE", "sip:+4930123@127.0.0.1:5060"))
     fwd = requests(out, "INVITE")
     assert fwd[0][1] == ("127.0.0.1", 5099) and fwd[0][0].uri.user == "e164"
@@ -299,14 +279,14 @@ def test_bad_module_is_a_config_error_when_built():
     """A routing.module that cannot be imported is a one-line ConfigError naming the key."""
     c = cfg({"module": "sipdisp.nowhere:route"})
     with pytest.raises(ConfigError, match=r"^routing.module: cannot import sipdisp.nowhere"):
-        build_routing(c)
+        build_routing(c, shipped_functions())
     with pytest.raises(ConfigError, match=r"^routing.module: sipdisp.routing has no function x$"):
-        build_routing(cfg({"module": "sipdisp.routing:x"}))
+        build_routing(cfg({"module": "sipdisp.routing:x"}), shipped_functions())
 
 
 def test_every_function_has_a_doc_line():
     """Each route function documents itself in one line (docs/routing.md lists them)."""
-    rows = describe_functions()
+    rows = shipped_functions().describe()
     assert len(rows) > 40
     assert all(doc and "\n" not in doc for _, _, doc in rows)
     names = {name for name, _, _ in rows}
@@ -315,12 +295,12 @@ def test_every_function_has_a_doc_line():
 
 
 def test_docs_routing_md_lists_every_function():
-    """docs/routing.md's function reference is what python -m sipdisp.routing.docs generates."""
-    from sipdisp.routing import docs
+    """docs/routing.md's function reference is what python -m sipdisp.routedocs generates."""
+    from sipdisp import routedocs as docs
     with open(os.path.join(ROOT, "docs", "routing.md"), encoding="utf-8") as f:
         text = f.read()
-    assert docs.render(text) == text, "run: python -m sipdisp.routing.docs"
-    assert all(f"`{name}`" in text for name, _, _ in describe_functions())
+    assert docs.render(text) == text, "run: python -m sipdisp.routedocs"
+    assert all(f"`{name}`" in text for name, _, _ in shipped_functions().describe())
 
 
 def test_yaml_of_the_default_is_valid_yaml_with_comments_only_as_extras():

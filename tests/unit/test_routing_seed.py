@@ -4,7 +4,7 @@ Record-Route, REGISTRAR, 484, DISPATCH (set 0, round robin) and RTF_DISPATCH."""
 
 import os
 
-from sipdisp.config import load_config
+from sipdisp.schema import load_config
 from tests.support.dispatch import Proxy, requests, responses
 from tests.support.sipmsg import request, response_to, signed_rr
 

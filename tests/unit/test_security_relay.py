@@ -9,7 +9,7 @@ import pytest
 import yaml
 from twisted.internet.task import Clock
 
-from sipdisp.config import config_from_dict
+from sipdisp.schema import config_from_dict
 from sipdisp.proxy import Listener, ProxyCore, Target
 from sipdisp.service import make_service
 from sipdisp.sip import parse_message
@@ -23,12 +23,12 @@ OUR_RR = "sip:127.0.0.1:5060;lr"
 FOREIGN = "sip:bob@192.0.2.66:5999"
 
 
-def shipped_proxy():
+def shipped_proxy(secret=None):
     """The shipped etc/sipdisp.yaml route and dispatcher over one node (set 0)."""
     shipped = yaml.safe_load((ROOT / "etc" / "sipdisp.yaml").read_text())
     return Proxy({"routing": shipped["routing"],
                   "dispatcher": {"list_file": "/nonexistent"}},
-                 rows=[f"sip:{NODE[0]}:{NODE[1]}"])
+                 rows=[f"sip:{NODE[0]}:{NODE[1]}"], secret=secret)
 
 
 @pytest.fixture
@@ -116,8 +116,7 @@ def test_the_signature_survives_a_restart_with_the_same_node_secret():
     listener = Listener("udp0", "udp", "127.0.0.1", 5060)
     rr = signed_rr(ProxyCore([listener], None, secret=b"kept"), OUR_RR, "r@t")
     for secret, relayed in ((b"kept", True), (b"other", False)):
-        p = shipped_proxy()
-        p.core._rr_key = ProxyCore([listener], None, secret=secret)._rr_key
+        p = shipped_proxy(secret)
         out = p.send(request("BYE", "sip:fs@127.0.0.1:5081", call_id="r@t", to_tag="x",
                              extra=[f"Route: {rr}"]))
         assert bool(requests(out, "BYE")) is relayed

@@ -373,7 +373,7 @@ def test_without_the_batch_table_writes_still_flow(clock):
     schema = {k: v for k, v in SCHEMA.items() if k != "sipdisp_batches"}
     st = make(clock, schema=schema)
     assert result_of(st.insert("acc", acc("a"))) == 1
-    assert st._tokens is False
+    assert st.queue.tokens is False
 
 
 def callids_of(st):

@@ -1,28 +1,64 @@
-"""The destination state machine, as pure functions of
-``(state, failures, successes)``: which destinations get pinged, what a
-ping result does, and what ``ds_mark_dst`` / ``dispatcher.set_state`` do.
+"""The probed-target state machine, as pure functions of
+``(state, failures, successes)``: Kamailio's state bits and letters, which
+targets a probing mode pings, what a ping result does, and what a mark
+(``ds_mark_dst``, ``dispatcher.set_state``) does.
+
+State bits, as in Kamailio's dispatcher list file: 1 inactive, 2 trying,
+4 disabled, 8 probing; flag 32 (never ping) is configuration, not state.
 
 Probing modes (Kamailio's ``ds_probing_mode``):
 
-0. ping destinations with the probing flag (flag 8 in the list, or set by
+0. ping targets with the probing flag (flag 8 in the list, or set by
    ``ds_mark_dst("ip")``); a successful ping clears the flag, a failed one
    keeps it, so a node failover took out is pinged until it answers.
-1. ping every destination (except disabled and flag 32); failures move an
+1. ping every target (except disabled and flag 32); failures move an
    active one to trying, then inactive at ``probing_threshold``.
-2. ping only inactive destinations with the probing flag; success clears it.
-3. ping destinations with the probing flag, continually: the flag stays.
+2. ping only inactive targets with the probing flag; success clears it.
+3. ping targets with the probing flag, continually: the flag stays.
 
-Back up: an inactive or trying destination becomes active after
+Back up: an inactive or trying target becomes active after
 ``inactive_threshold`` successful pings in a row.
 """
 
-from .destination import DISABLED, INACTIVE, NOPING, PROBING, TRYING
+INACTIVE = 1
+TRYING = 2
+DISABLED = 4
+PROBING = 8
+#: configured flag: never pinged, whatever the probing mode
+NOPING = 32
+
+#: the bits that are state (the rest of a destination's flags is configuration)
+STATE_BITS = INACTIVE | TRYING | DISABLED | PROBING
+#: a target with any of these takes no traffic (Kamailio's ds_skip_dst)
+SKIP_BITS = INACTIVE | DISABLED
 
 MODES = (0, 1, 2, 3)
 
 
+def state_letters(state):
+    """Kamailio's two-letter state: A/I/T/D, then P (probing) or X."""
+    if state & DISABLED:
+        first = "D"
+    elif state & INACTIVE:
+        first = "I"
+    elif state & TRYING:
+        first = "T"
+    else:
+        first = "A"
+    return first + ("P" if state & PROBING else "X")
+
+
+def parse_state_letters(text):
+    """``"a"``, ``"ip"``, ``"tp"``, ``"d"`` ... -> ``(base, probing)``; ValueError if invalid."""
+    low = (text or "").strip().lower()
+    if not low or low[0] not in "aitd" or low[1:] not in ("", "p") or low == "dp":
+        raise ValueError(f"state must be a, i, t or d, optionally followed by p "
+                         f"(d never with p), got {text!r}")
+    return low[0], low.endswith("p") and len(low) == 2
+
+
 def ping_wanted(state, flags, mode):
-    """True if a destination in ``state`` (configured ``flags``) is pinged in ``mode``."""
+    """True if a target in ``state`` (configured ``flags``) is pinged in ``mode``."""
     if state & DISABLED or flags & NOPING:
         return False
     if mode == 1:

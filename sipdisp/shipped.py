@@ -1,19 +1,19 @@
 """The function table of everything sipdisp ships: the core's functions and
 those of every subsystem, each declared by its own ``register(table)``.
 
-The service tree (``SipdispService``) compiles its route against this
-table; ``build_routing`` and ``validate_routing`` use it when given none.
-Importing :mod:`sipdisp.routing` does not import this module, so it pulls
-in no subsystem; the first compile does.
+This is the assembly: it sits above every subsystem. The service tree
+(``SipdispService``) compiles its route against this table, the
+configuration check compiles the route against it, and
+``python -m sipdisp.routedocs`` documents it.
 """
 
-from ..accounting import routefuncs as accounting_functions
-from ..dialog import routefuncs as dialog_functions
-from ..dispatcher import routefuncs as dispatcher_functions
-from ..loadbalancer import routefuncs as loadbalancer_functions
-from ..registrar import routefuncs as registrar_functions
-from . import builtins
-from .plugin import FunctionTable
+from .accounting import routefuncs as accounting_functions
+from .dialog import routefuncs as dialog_functions
+from .dispatcher import routefuncs as dispatcher_functions
+from .loadbalancer import routefuncs as loadbalancer_functions
+from .registrar import routefuncs as registrar_functions
+from .routing import builtins
+from .routing.plugin import FunctionTable
 
 #: the ``register(table)`` of the core and of each subsystem, in declaration order
 REGISTRARS = (builtins.register, dispatcher_functions.register, registrar_functions.register,

@@ -5,7 +5,7 @@ Routes are synchronous, storage is asynchronous. A route function asks
 :meth:`Suspender.fetch` for a value by key; if the storage already answered
 (the memory backend, or the second run) the value is returned at once.
 Otherwise the request is marked handled (its server transaction stays,
-absorbing retransmissions), :class:`~sipdisp.proxy.core.RouteSuspended`
+absorbing retransmissions), :class:`RouteSuspended`
 stops the route, and when the Deferred fires the value is stored in
 ``ctx.vars`` and the whole route runs again with
 :meth:`~sipdisp.proxy.core.ProxyCore.resume`. The second run finds the value
@@ -19,9 +19,14 @@ import itertools
 from twisted.python.failure import Failure
 
 from ..logs import Logger
-from ..proxy.core import RouteSuspended
 
-log = Logger(namespace="sipdisp.registrar")
+log = Logger(namespace="sipdisp.proxy")
+
+
+class RouteSuspended(Exception):
+    """Raised by a route function to stop the route quietly: the request was
+    answered, or it waits for data (a database read) and the function's
+    owner continues it later with :meth:`ProxyCore.resume`."""
 
 
 class FetchFailed(Exception):
@@ -43,7 +48,7 @@ class Suspender:
         self.clock = clock
         self.wake = wake
         self.timeout = timeout
-        self.timers = {}
+        self.timers = {}  # the core's heap keeps this owner's deadlines here
         self._pending = {}
         self._ids = itertools.count(1)
         self.suspended = 0
@@ -76,7 +81,7 @@ class Suspender:
         self.suspended += 1
         tid = next(self._ids)
         self._pending[tid] = ctx
-        self.core.layer.timers.arm(self, tid, ctx.now + self.timeout)
+        self.core.timer(self, tid).arm(ctx.now + self.timeout)
         d.addCallback(lambda _: self._resume(tid, ctx, key, done[0]))
         d.addErrback(lambda f: log.failure("resuming {ctx!r}", f, ctx=ctx))
         raise RouteSuspended()
@@ -99,7 +104,7 @@ class Suspender:
     def _resume(self, tid, ctx, key, result):
         if self._pending.pop(tid, None) is None:
             return  # timed out and answered already
-        self.timers.pop(tid, None)
+        self.core.timer(self, tid).cancel()
         ctx.vars[key] = result
         self.resumed += 1
         now = self.clock() if self.clock is not None else ctx.now

@@ -1,0 +1,15 @@
+"""Health probing shared by the dispatcher and the load balancer: targets
+pinged with the core's client transactions, Kamailio's state machine
+(active, trying, inactive, disabled, probing) and state changes as events.
+
+- ``states``: state bits and letters, probing modes, the machine as pure functions
+- ``prober``: :class:`Prober`, :class:`ProbeTarget` and the :class:`StateChange` event
+"""
+
+from .prober import Prober, ProbeTarget, StateChange
+from .states import (DISABLED, INACTIVE, MODES, NOPING, PROBING, SKIP_BITS, STATE_BITS, TRYING,
+                     after_mark, after_ping, parse_state_letters, ping_wanted, state_letters)
+
+__all__ = ["DISABLED", "INACTIVE", "MODES", "NOPING", "PROBING", "Prober", "ProbeTarget",
+           "SKIP_BITS", "STATE_BITS", "StateChange", "TRYING", "after_mark", "after_ping",
+           "parse_state_letters", "ping_wanted", "state_letters"]

@@ -1,0 +1,66 @@
+"""Who this proxy is: the hosts, ports and addresses of its listeners and
+domains, and which listener sends to where."""
+
+
+class Identity:
+    """The proxy's own names (RFC 3261 16.4 "this proxy") and listeners."""
+
+    __slots__ = ("listeners", "domains", "_hosts", "_ports", "_addresses")
+
+    def __init__(self, listeners, domains=()):
+        self.domains = set(d.lower() for d in domains)
+        self.set_listeners(listeners)
+
+    def set_listeners(self, listeners):
+        """Replace the listener list (after the edge bound its sockets)."""
+        self.listeners = list(listeners)
+        hosts = set(self.domains)
+        ports = set()
+        for lst in self.listeners:
+            hosts.add(lst.host.lower())
+            hosts.add(lst.advertised_host.lower())
+            ports.add(lst.port)
+            ports.add(lst.advertised_port)
+        self._hosts = hosts
+        self._ports = ports
+        # (host, port) pairs a request must never be sent to: the proxy itself
+        addresses = set()
+        for lst in self.listeners:
+            for host in (lst.host, lst.advertised_host):
+                host = host.lower()
+                if host in ("0.0.0.0", "::"):
+                    addresses.update((h, lst.port) for h in hosts)
+                    addresses.update((h, lst.port) for h in ("127.0.0.1", "::1", "localhost"))
+                addresses.add((host, lst.port))
+                addresses.add((host, lst.advertised_port))
+        self._addresses = addresses
+
+    def is_myself(self, uri):
+        """True if ``uri`` names this proxy (host is ours; port, if any, is ours)."""
+        if not uri.is_sip:
+            return False
+        host = uri.host
+        if host not in self._hosts:
+            return False
+        if host in self.domains and uri.port is None:
+            return True
+        port = uri.port
+        if port is None:
+            port = 5061 if uri.scheme == "sips" else 5060
+        return port in self._ports
+
+    def is_own_address(self, host, port):
+        """True if sending to ``host``:``port`` would reach this proxy itself."""
+        host = host.lower()
+        return (host, port) in self._addresses or (host in self.domains and port in self._ports)
+
+    def listener_for(self, proto, host):
+        """A listener of ``proto`` in the address family of ``host`` (any of ``proto`` else)."""
+        v6 = ":" in host
+        fallback = None
+        for lst in self.listeners:
+            if lst.proto == proto:
+                if (":" in lst.host) == v6:
+                    return lst
+                fallback = fallback or lst
+        return fallback

@@ -1,0 +1,126 @@
+"""The route set this proxy writes and follows (RFC 3261 16.4, 16.6 step 4,
+16.12; RFC 5658 double Record-Route), signed so that only dialogs it
+record-routed itself are relayed in-dialog.
+
+Every Record-Route entry carries RR_SIGNATURE, a keyed hash of the Call-ID
+and the caller's tag; an in-dialog request is relayed only when the entry
+of ours it brings back (in Route, or as a strict-routed Request-URI) has a
+valid one. A stranger writing the proxy's address into Route gets nothing
+relayed.
+"""
+
+import hashlib
+import hmac
+
+from ..sip.address import parse_address
+
+#: Record-Route parameter carrying the dialog's signature
+RR_SIGNATURE = "sdsig"
+#: user part of a Record-Route entry that names a connection (a registered
+#: flow): in-dialog requests go back over that connection
+FLOW_PREFIX = "sdf-"
+
+
+class RouteSet:
+    """Signs, writes and follows this proxy's Record-Route entries."""
+
+    __slots__ = ("identity", "stats", "_key")
+
+    def __init__(self, identity, key, stats):
+        self.identity = identity
+        self.stats = stats
+        self._key = key
+
+    def signature(self, call_id, tag):
+        """The RR_SIGNATURE value for the dialog of ``call_id`` and one party's ``tag``."""
+        data = f"{call_id}\x00{tag or ''}".encode("utf-8", "surrogateescape")
+        return hashlib.blake2s(data, key=self._key, digest_size=9).hexdigest()
+
+    def signed_by_us(self, uri, request):
+        """True if ``uri`` (one of our Record-Route entries, as sent back in
+        Route or a strict-routed Request-URI) carries a valid signature for
+        ``request``'s dialog. The caller's tag is in From on requests from
+        the caller and in To on requests from the callee: either may match."""
+        sig = uri.param(RR_SIGNATURE)
+        if not sig:
+            return False
+        call_id = request.call_id
+        return (hmac.compare_digest(sig, self.signature(call_id, request.from_tag))
+                or hmac.compare_digest(sig, self.signature(call_id, request.to_tag)))
+
+    def loose_route(self, ctx):
+        """RFC 3261 16.4 and 16.12 for an in-dialog request: True when it
+        follows a route set this proxy record-routed (and should be relayed).
+
+        Every consecutive Route entry naming this proxy is removed (as Kamailio
+        does for double Record-Route), so a request listing the proxy many
+        times is not bounced through it once per entry. Only a request whose
+        removed entry (or strict-routed Request-URI) carries a valid
+        RR_SIGNATURE for its dialog is followed: anything else is refused
+        (False, counted as ``route_unsigned``), so a stranger cannot make the
+        proxy relay a request by writing its address into Route."""
+        req = ctx.request
+        if not req.has("route"):
+            return False
+        is_myself = self.identity.is_myself
+        signed = None  # an entry of ours whose signature proves the dialog
+        last = None  # the last entry of ours: its flow token (if any) leads on
+        if is_myself(req.uri) and req.uri.param(RR_SIGNATURE) is not None:
+            # the previous hop was a strict router: R-URI is our RR entry,
+            # the real target is the last Route (16.4).
+            last = req.uri
+            if self.signed_by_us(last, req):
+                signed = last
+            routes = req.values("route")
+            req.uri = parse_address(routes[-1], "Route").uri
+            req.remove("route")
+            for value in routes[:-1]:
+                req.add("route", value)
+        routes = req.addresses("route") if req.has("route") else []
+        while routes and is_myself(routes[0].uri):
+            last = routes.pop(0).uri
+            req.pop_first("route")
+            if signed is None and self.signed_by_us(last, req):
+                signed = last
+        if signed is None:
+            self.stats["route_unsigned"] += 1
+            return False
+        user = last.user
+        if user and user.startswith(FLOW_PREFIX):
+            flow = user[len(FLOW_PREFIX):]
+            if flow.isdigit() and int(flow) != ctx.source.conn:
+                ctx.flow = int(flow)
+        return True
+
+    def remove_preloaded_route(self, ctx):
+        """Drop preloaded Route headers of an initial request when the first is ours."""
+        req = ctx.request
+        if not req.has("route"):
+            return True
+        first = req.addresses("route")[0]
+        if not self.identity.is_myself(first.uri):
+            return False
+        req.remove("route")
+        return True
+
+    def add_record_route(self, ctx, fwd, egress, egress_conn=None):
+        """Record-Route: one entry, or two when ingress and egress differ (RFC 5658);
+        an egress on a connection (a registered flow) carries its flow token too.
+        Each entry is signed for the dialog (see loose_route)."""
+        req = ctx.request
+        sig = f";{RR_SIGNATURE}={self.signature(req.call_id, req.from_tag)}>"
+        ingress = ctx.source.listener
+        if ingress is None or (ingress is egress and egress_conn in (None, ctx.source.conn)):
+            uri = egress.rr_uri
+            if ctx.source.conn is not None:
+                uri = f"sip:{FLOW_PREFIX}{ctx.source.conn}@{uri[4:]}"
+            fwd.prepend("record-route", f"<{uri}{sig}", "Record-Route")
+            return
+        in_uri = ingress.rr_uri
+        if ctx.source.conn is not None:
+            in_uri = f"sip:{FLOW_PREFIX}{ctx.source.conn}@{in_uri[4:]}"
+        out_uri = egress.rr_uri
+        if egress_conn is not None:
+            out_uri = f"sip:{FLOW_PREFIX}{egress_conn}@{out_uri[4:]}"
+        fwd.prepend("record-route", f"<{in_uri};r2=on{sig}", "Record-Route")
+        fwd.prepend("record-route", f"<{out_uri};r2=on{sig}", "Record-Route")

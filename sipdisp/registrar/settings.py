@@ -1,0 +1,56 @@
+"""
+The registrar's sections: REGISTER handling (C{registrar}), the location
+table (C{usrloc}) and NAT keepalives (C{nat}).
+"""
+
+from ..config.model import Bool, Enum, Int, Key, Seconds, Section, SipUri
+
+
+REGISTRAR = Section(
+    "registrar",
+    "REGISTER handling and lookup (Kamailio's registrar module, docs/registrar.md).",
+    Key("enabled", Bool(), True,
+        "Handle REGISTER with save(\"location\"); false answers 404 \"No registrar\" as the seed does."),
+    Key("default_expires", Int(min=1), 3600,
+        "Expiry of a contact whose REGISTER gives none, in seconds."),
+    Key("min_expires", Int(min=0), 60,
+        "Shortest expiry accepted; a shorter non-zero one is answered 423 Interval Too Brief with Min-Expires."),
+    Key("max_expires", Int(min=0), 3600,
+        "Longest expiry granted, in seconds (the seed's 3600); longer ones are cut to it; 0 = no maximum."),
+    Key("max_contacts", Int(min=0), 0,
+        "Most contacts per address-of-record (the OpenSIPS seed's 1); more are answered 503; 0 = no limit."),
+    Key("append_branches", Bool(), True,
+        "lookup forks to every reachable contact in parallel (by q-value); false: only the best one."),
+    Key("method_filtering", Bool(), False,
+        "lookup skips contacts whose Allow (or methods parameter) does not list the request's method."),
+    Key("use_path", Bool(), True,
+        "Store the REGISTER's Path (RFC 3327) and route requests to the contact through it."),
+    Key("accept_any_domain", Bool(), False,
+        "Bind addresses-of-record of any domain; false: a REGISTER the route did not authenticate is answered 403 \"Domain not served\" unless its To domain is local (proxy.domains, a listen or advertised address, the domain table with auth.domain_table)."),
+)
+
+
+USRLOC = Section(
+    "usrloc",
+    "The location table of registered contacts (Kamailio's usrloc module).",
+    Key("db_mode", Int(min=0, max=3), 0,
+        "0 memory only; 1 write-through (every change queued to the location table at once); 2 write-back every timer_interval; 3 database only (shared by several proxies). 1-3 keep registrations across restarts."),
+    Key("use_domain", Bool(), False,
+        "Addresses-of-record are user@domain (multi-domain); false: the user part alone, as the seed's MULTIDOMAIN 0."),
+    Key("timer_interval", Seconds(positive=True), 60.0,
+        "Seconds between sweeps of expired contacts, write-backs (db_mode 2) and deletions of expired rows."),
+)
+
+
+NAT = Section(
+    "nat",
+    "Keepalives to registered contacts behind NAT (Kamailio's nathelper).",
+    Key("natping_interval", Seconds(min=0), 0.0,
+        "Seconds between keepalive rounds (the seeds' 30 and 10); 0 sends none."),
+    Key("natping_method", Enum("OPTIONS", "CRLF"), "OPTIONS",
+        "Keepalive for UDP contacts: an OPTIONS request (sipping) or a CRLF CRLF; TCP/TLS flows always get CRLF CRLF."),
+    Key("ping_nated_only", Bool(), True,
+        "Ping only contacts registered from behind NAT (fix_nated_register) and TCP/TLS flows."),
+    Key("sipping_from", SipUri(), "sip:pinger@localhost",
+        "From URI of the OPTIONS keepalives (Kamailio sipping_from)."),
+)

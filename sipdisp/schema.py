@@ -1,0 +1,90 @@
+"""
+The whole configuration schema, assembled from each package's section, in the
+order docs/configuration.md shows it; and the functions that load the
+sipdisp configuration against it.
+
+Each package declares its keys and their checks in its own C{settings}
+module.  Checks that need every shipped route function (the routing
+compiles; the accounting extras name known pseudo-variables) are attached
+here.  Regenerate the reference with C{make docs}, which runs
+C{python -m sipdisp.schema}.
+"""
+
+import sys
+
+from .accounting import settings as accounting
+from .accounting.acc import parse_extra
+from .auth import settings as auth
+from .config import loader
+from .config import settings as base
+from .config.docs import render
+from .config.model import Schema
+from .console import settings as console
+from .dialog import settings as dialog
+from .dispatcher import settings as dispatcher
+from .loadbalancer import settings as loadbalancer
+from .proxy import settings as proxy
+from .registrar import settings as registrar
+from .routing import settings as routing
+from .routing import validate_routing
+from .shipped import shipped_functions
+from .sip import settings as sip
+from .storage import settings as storage
+from .transport import settings as transport
+
+
+def routing_compiles(cfg):
+    """The routing compiles: every step and condition is a known function with valid arguments, and every route named exists."""
+    validate_routing(cfg, shipped_functions())
+
+
+def accounting_extra(cfg):
+    """`accounting.extra` names columns that acc, missed_calls and cdrs have, with pseudo-variables sipdisp knows."""
+    tables = ("acc", "missed_calls") + (("cdrs",) if cfg.accounting.cdr_table == "cdrs" else ())
+    parse_extra(cfg.accounting.extra, shipped_functions().variables, "accounting.extra", tables)
+
+
+SCHEMA = Schema()
+SCHEMA.add(transport.LISTEN)
+SCHEMA.add(transport.ADVERTISE)
+SCHEMA.add(transport.TLS, transport.tls_files_for_tls_listeners)
+SCHEMA.add(transport.CONNECTIONS, transport.connections_write_buffer)
+SCHEMA.add(sip.SIP, sip.t2_not_below_t1)
+SCHEMA.add(proxy.PROXY)
+SCHEMA.add(storage.STORAGE)
+SCHEMA.add(base.LOG)
+SCHEMA.add(console.CONSOLE)
+SCHEMA.add(console.HTTP, console.http_token_rules)
+SCHEMA.add(dispatcher.DISPATCHER, dispatcher.dispatcher_ping_rules)
+SCHEMA.add(routing.ROUTING, routing_compiles)
+SCHEMA.add(registrar.REGISTRAR)
+SCHEMA.add(registrar.USRLOC)
+SCHEMA.add(auth.AUTH, auth.auth_networks)
+SCHEMA.add(registrar.NAT)
+SCHEMA.add(dialog.DIALOG, dialog.dialog_rules)
+SCHEMA.add(accounting.ACCOUNTING, accounting_extra)
+SCHEMA.add(loadbalancer.LOAD_BALANCER, loadbalancer.load_balancer_probing)
+
+
+def load_config(path):
+    """Read and validate the sipdisp configuration file at C{path}; see L{sipdisp.config.load_config}."""
+    return loader.load_config(path, SCHEMA)
+
+
+def config_from_dict(raw):
+    """
+    Validate a mapping shaped like the YAML file and return a L{Config}.
+
+    Missing keys take their defaults; C{None} or C{{}} gives the defaults.
+    Raises L{ConfigError}.
+    """
+    return SCHEMA.validate(raw)
+
+
+def main():
+    """Write the configuration reference (docs/configuration.md) to standard output."""
+    sys.stdout.write(render(SCHEMA))
+
+
+if __name__ == "__main__":
+    main()
