@@ -38,15 +38,11 @@ class Reloader:
     def __init__(self, root, path):
         self.root = root
         self.path = path
-        hooks = getattr(root, "reload_hooks", None)
-        if hooks is None:
-            hooks = root.reload_hooks = {}
+        hooks = root.reload_hooks
         hooks.setdefault("log.level", lambda cfg: set_level(cfg.log.level))
         repeat = lambda cfg: set_repeat_limit(cfg.log.repeat_limit, cfg.log.repeat_interval)  # noqa: E731
         hooks.setdefault("log.repeat_limit", repeat)
         hooks.setdefault("log.repeat_interval", repeat)
-        if not hasattr(root, "always_hooks"):
-            root.always_hooks = []
 
     def install(self, reactor):
         """Reload when the process gets SIGHUP (the handler defers to the reactor)."""

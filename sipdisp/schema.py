@@ -14,19 +14,27 @@ import sys
 
 from .accounting import settings as accounting
 from .accounting.acc import parse_extra
+from .aliases import settings as aliases
+from .accounting.acclog import parse_log_extra
 from .auth import settings as auth
+from .cache import settings as cache
 from .config import loader
 from .config import settings as base
 from .config.docs import render
 from .config.model import Schema
 from .console import settings as console
 from .dialog import settings as dialog
+from .dialplan import settings as dialplan
 from .dispatcher import settings as dispatcher
+from .dns import settings as dns
+from .drouting import settings as drouting
 from .loadbalancer import settings as loadbalancer
+from .msilo import settings as msilo
 from .proxy import settings as proxy
 from .registrar import settings as registrar
 from .routing import settings as routing
 from .routing import validate_routing
+from .routing.pv import compile_template
 from .shipped import shipped_functions
 from .sip import settings as sip
 from .storage import settings as storage
@@ -34,14 +42,16 @@ from .transport import settings as transport
 
 
 def routing_compiles(cfg):
-    """The routing compiles: every step and condition is a known function with valid arguments, and every route named exists."""
+    """The routing compiles: every step and condition is a known function with valid arguments, every route named exists, and `log.prefix` names known pseudo-variables."""
     validate_routing(cfg, shipped_functions())
+    compile_template(cfg.log.prefix, "log.prefix", shipped_functions().variables)
 
 
 def accounting_extra(cfg):
-    """`accounting.extra` names columns that acc, missed_calls and cdrs have, with pseudo-variables sipdisp knows."""
+    """`accounting.extra` names columns that acc, missed_calls and cdrs have, and `accounting.log_extra` pairs, with pseudo-variables sipdisp knows."""
     tables = ("acc", "missed_calls") + (("cdrs",) if cfg.accounting.cdr_table == "cdrs" else ())
     parse_extra(cfg.accounting.extra, shipped_functions().variables, "accounting.extra", tables)
+    parse_log_extra(cfg.accounting.log_extra, shipped_functions().variables)
 
 
 SCHEMA = Schema()
@@ -62,8 +72,14 @@ SCHEMA.add(registrar.USRLOC)
 SCHEMA.add(auth.AUTH, auth.auth_networks)
 SCHEMA.add(registrar.NAT)
 SCHEMA.add(dialog.DIALOG, dialog.dialog_rules)
-SCHEMA.add(accounting.ACCOUNTING, accounting_extra)
+SCHEMA.add(accounting.ACCOUNTING, accounting_extra, accounting.acc_syslog)
 SCHEMA.add(loadbalancer.LOAD_BALANCER, loadbalancer.load_balancer_probing)
+SCHEMA.add(aliases.ALIASES, aliases.aliases_table)
+SCHEMA.add(dialplan.DIALPLAN, dialplan.dialplan_rules)
+SCHEMA.add(msilo.MSILO)
+SCHEMA.add(drouting.DROUTING, drouting.drouting_rules)
+SCHEMA.add(cache.CACHE)
+SCHEMA.add(dns.DNS, dns.dns_ttls)
 
 
 def load_config(path):

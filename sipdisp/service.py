@@ -11,11 +11,18 @@ from . import __version__
 from .commands import CommandRegistry
 from .console import add_management
 from .dispatcher.service import DispatcherService
+from .dns.client import DnsClient
 from .registrar.service import RegistrarService
 from .dialog.service import DialogService
 from .loadbalancer.service import LoadBalancerService
+from .msilo.service import MsiloService
+from .drouting.service import DRoutingService
 from .accounting.service import AccountingService
-from .routing import Modules, build_routing
+from .aliases.service import AliasService
+from .dialplan.service import DialplanService
+from .cache.service import CacheService
+from .config import ConfigError
+from .routing import Modules, build_routing, routing_spec
 from .shipped import shipped_functions
 from .console.namespace import stat_name
 from .nodesecret import load_node_secret
@@ -42,19 +49,27 @@ class SipService(Service):
             from twisted.internet import reactor
         self._reactor = reactor
         self.cfg = cfg
+        # dns/: next hops given as names (RFC 3263), resolved without blocking the core
+        self.dns = DnsClient(cfg.dns, reactor)
         self.core = ProxyCore(
             [], route or no_route_configured, t1=cfg.sip.t1, t2=cfg.sip.t2, t4=cfg.sip.t4,
             fr_timer=cfg.sip.fr_timer, fr_inv_timer=cfg.sip.fr_inv_timer,
             max_message_size=cfg.sip.max_message_size, domains=cfg.proxy.domains,
             max_forwards=cfg.proxy.max_forwards, server_header=cfg.sip.server_header,
-            secret=load_node_secret(cfg.proxy.secret, cfg.proxy.secret_file), modules=modules)
+            secret=load_node_secret(cfg.proxy.secret, cfg.proxy.secret_file), modules=modules,
+            record_route=cfg.proxy.record_route, resolver=self.dns.next_hops)
         self.switchboard = Switchboard(
             self.core, reactor, limits=ConnectionLimits.from_config(cfg.connections))
+        self.dns.use_stats(self.core.stats)
+        self.dns.set_wake(self.switchboard.wake)
+        self.switchboard.resolve_name = self.dns.address
         self.switchboard.connector = Connector(reactor, self.switchboard, cfg)
         self.listeners = []
         self._ports = []
 
     def privilegedStartService(self):
+        if self._ports:  # bound already (tap.makeService binds early to report errors)
+            return super().privilegedStartService()
         cfg = self.cfg
         tls = None
         if cfg.listen.tls or cfg.listen.wss:
@@ -68,7 +83,7 @@ class SipService(Service):
         if not self._ports:
             self.privilegedStartService()
         super().startService()
-        log.info("sipdisp proxy running; next hop {hop}", hop=self.cfg.proxy.next_hop)
+        log.info("sipdisp proxy running; {routing}", routing=routing_in_use(self.cfg))
 
     def stopService(self):
         super().stopService()
@@ -131,9 +146,14 @@ class SipdispService(MultiService):
         self.reload_hooks = {}
         self.always_hooks = []
         # storage/: the database every subsystem writes through
-        self.storage = open_storage(cfg.storage.url, spool_dir=cfg.storage.spool_dir,
-                                    write_queue_max=cfg.storage.write_queue_max,
-                                    reactor=reactor)
+        try:
+            self.storage = open_storage(cfg.storage.url, spool_dir=cfg.storage.spool_dir,
+                                        write_queue_max=cfg.storage.write_queue_max,
+                                        reactor=reactor)
+        except ValueError as exc:  # a URL that does not parse: one line naming the key
+            raise ConfigError("storage.url", str(exc)) from None
+        # whether the route challenges requests itself (the registrar's warning)
+        self.route_authenticates = route_authenticates(cfg)
         self.modules = Modules(storage=self.storage)
         self.functions = shipped_functions()
         self.sip = SipService(cfg, route=route, reactor=reactor, modules=self.modules)
@@ -153,8 +173,24 @@ class SipdispService(MultiService):
         self.dialogs.setServiceParent(self)
         self.load_balancer = LoadBalancerService(self, reactor)
         self.load_balancer.setServiceParent(self)
+        # msilo/: offline messages (m_store, m_dump) over storage and the location table
+        self.msilo = MsiloService(self, reactor)
+        self.msilo.setServiceParent(self)
+        # drouting/: PSTN gateways and rules (OpenSIPS drouting), when drouting.enabled
+        self.drouting = DRoutingService(self, reactor)
+        self.drouting.setServiceParent(self)
         self.accounting = AccountingService(self, reactor)
         self.accounting.setServiceParent(self)
+        # cache/: cachedb engines (local://, redis://) for cache_store, cache_fetch ...
+        self.cache = CacheService(self, reactor)
+        self.cache.setServiceParent(self)
+        # aliases/ and dialplan/: alias_db_lookup and dp_translate, when enabled
+        if cfg.aliases.enabled:
+            self.aliases = AliasService(self, reactor)
+            self.aliases.setServiceParent(self)
+        if cfg.dialplan.enabled:
+            self.dialplan = DialplanService(self, reactor)
+            self.dialplan.setServiceParent(self)
         if route is None:
             self.sip.core.route = build_routing(cfg, self.functions, self.modules,
                                                 self.sip.core).entry
@@ -178,6 +214,44 @@ def tune_gc():
     """
     gc.collect()
     gc.freeze()
+
+
+#: route functions that challenge or check credentials (Kamailio auth, auth_db)
+AUTH_FUNCTIONS = frozenset(("www_authorize", "www_authenticate", "pv_www_authorize",
+                            "auth_check", "www_challenge", "proxy_authorize",
+                            "proxy_authenticate", "proxy_challenge", "auth_challenge"))
+
+
+def route_authenticates(cfg):
+    """True if the configured YAML route calls an authentication function
+    (www_authorize, auth_check ...) anywhere, as the seeds do for REGISTER
+    (the built-in route: when auth.enabled); with routing.module set, whether
+    a Python route does cannot be known."""
+    if cfg.routing.module:
+        return False
+    if cfg.routing.request_route is None:
+        return cfg.auth.enabled  # the built-in route challenges only then
+
+    def calls(node):
+        if isinstance(node, dict):
+            return any(k in AUTH_FUNCTIONS or calls(v) for k, v in node.items())
+        if isinstance(node, (list, tuple)):
+            return any(calls(v) for v in node)
+        return isinstance(node, str) and node in AUTH_FUNCTIONS
+    return calls(routing_spec(cfg))
+
+
+def routing_in_use(cfg):
+    """The start-up line's account of the routing: the Python module, the
+    YAML route of the configuration, or the built-in one and where it sends calls."""
+    if cfg.routing.module:
+        return f"routing: Python module {cfg.routing.module} (routing.module)"
+    if cfg.routing.request_route is not None:
+        return "routing: the YAML route of the configuration (routing.request_route)"
+    if cfg.dispatcher.source == "db":
+        return "routing: the built-in route, dispatcher set 0 from the dispatcher table"
+    return (f"routing: the built-in route, dispatcher set 0 from {cfg.dispatcher.list_file} "
+            f"(proxy.next_hop {cfg.proxy.next_hop} when the file is missing)")
 
 
 def register_core_commands(root):

@@ -8,17 +8,24 @@ configuration check compiles the route against it, and
 """
 
 from .accounting import routefuncs as accounting_functions
+from .aliases import routefuncs as aliases_functions
+from .dialplan import routefuncs as dialplan_functions
+from .cache import routefuncs as cache_functions
 from .dialog import routefuncs as dialog_functions
 from .dispatcher import routefuncs as dispatcher_functions
+from .drouting import routefuncs as drouting_functions
 from .loadbalancer import routefuncs as loadbalancer_functions
+from .msilo import routefuncs as msilo_functions
 from .registrar import routefuncs as registrar_functions
 from .routing import builtins
 from .routing.plugin import FunctionTable
 
 #: the ``register(table)`` of the core and of each subsystem, in declaration order
-REGISTRARS = (builtins.register, dispatcher_functions.register, registrar_functions.register,
+REGISTRARS = (builtins.register, aliases_functions.register, dialplan_functions.register,
+              dispatcher_functions.register, registrar_functions.register,
               dialog_functions.register, loadbalancer_functions.register,
-              accounting_functions.register)
+              accounting_functions.register, drouting_functions.register, cache_functions.register,
+              msilo_functions.register)
 
 
 def shipped_functions():

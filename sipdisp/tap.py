@@ -30,13 +30,58 @@ def makeService(options):
         raise SystemExit(f"sipdisp: cannot read {path}: {exc.strerror}")
     set_level(cfg.log.level)
     set_repeat_limit(cfg.log.repeat_limit, cfg.log.repeat_interval)
+    refused = database_refusal(cfg.storage.url)
+    if refused:
+        raise SystemExit(f"sipdisp: {path}: storage.url: the database refuses sipdisp: {refused}")
     try:
         root = make_service(cfg)
-    except ConfigError as exc:  # e.g. a bad dispatcher list file or routing.module
+        # bind the SIP sockets now, before twistd starts logging, so a port in
+        # use is one line here rather than a traceback in the log
+        root.sip.privilegedStartService()
+    except ConfigError as exc:  # e.g. a bad dispatcher list file, routing.module, a port in use
         raise SystemExit(f"sipdisp: {path}: {exc}")
     root.reloader = Reloader(root, path)
     root.reloader.install(_reactor())
     return root
+
+
+#: what PostgreSQL and MariaDB say when they refuse a login or a database
+#: (unlike an unreachable server, which the storage waits for and reconnects to)
+_PG_REFUSALS = ("authentication failed", "does not exist", "no pg_hba.conf entry",
+                "permission denied")
+_MYSQL_REFUSALS = (1044, 1045, 1049, 1698)  # access denied (db, user), unknown database
+
+
+def database_refusal(url, timeout=3):
+    """Why the server database at ``url`` refuses sipdisp's login (wrong
+    password, unknown role or database), or None: it accepted, is SQLite or
+    memory, or cannot be reached (then the storage keeps retrying as during
+    an outage). One blocking attempt of at most ``timeout`` seconds, before
+    the reactor runs."""
+    from .storage.url import DatabaseURL
+    try:
+        parsed = DatabaseURL(url)
+    except ValueError:
+        return None  # the service reports it, naming storage.url
+    if parsed.backend == "postgres":
+        import psycopg2
+        try:
+            psycopg2.connect(host=parsed.host or "localhost", port=parsed.port or 5432,
+                             user=parsed.user, password=parsed.password,
+                             dbname=parsed.database, connect_timeout=timeout).close()
+        except psycopg2.Error as exc:
+            text = " ".join(str(exc).split())
+            return text if any(r in text for r in _PG_REFUSALS) else None
+    elif parsed.backend == "mysql":
+        import pymysql
+        try:
+            pymysql.connect(host=parsed.host or "localhost", port=parsed.port or 3306,
+                            user=parsed.user or "", password=parsed.password or "",
+                            database=parsed.database, connect_timeout=timeout).close()
+        except pymysql.err.MySQLError as exc:
+            code = exc.args[0] if exc.args else None
+            return " ".join(str(exc.args[-1]).split()) if code in _MYSQL_REFUSALS else None
+    return None
 
 
 def _reactor():

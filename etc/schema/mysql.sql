@@ -184,6 +184,109 @@ CREATE TABLE IF NOT EXISTS `domain` (
 
 INSERT INTO `version` (`table_name`, `table_version`) SELECT 'domain', 2 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM `version` WHERE `table_name` = 'domain');
 
+CREATE TABLE IF NOT EXISTS `dbaliases` (
+    `id` INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    `alias_username` VARCHAR(64) DEFAULT '' NOT NULL,
+    `alias_domain` VARCHAR(64) DEFAULT '' NOT NULL,
+    `username` VARCHAR(64) DEFAULT '' NOT NULL,
+    `domain` VARCHAR(64) DEFAULT '' NOT NULL,
+    KEY alias_user_idx (`alias_username`),
+    KEY alias_idx (`alias_username`, `alias_domain`),
+    KEY target_idx (`username`, `domain`)
+);
+
+INSERT INTO `version` (`table_name`, `table_version`) SELECT 'dbaliases', 1 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM `version` WHERE `table_name` = 'dbaliases');
+
+CREATE TABLE IF NOT EXISTS `dialplan` (
+    `id` INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    `dpid` INT(11) NOT NULL,
+    `pr` INT(11) NOT NULL,
+    `match_op` INT(11) NOT NULL,
+    `match_exp` VARCHAR(64) NOT NULL,
+    `match_len` INT(11) NOT NULL,
+    `subst_exp` VARCHAR(64) NOT NULL,
+    `repl_exp` VARCHAR(64) NOT NULL,
+    `attrs` VARCHAR(64) NOT NULL
+);
+
+INSERT INTO `version` (`table_name`, `table_version`) SELECT 'dialplan', 2 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM `version` WHERE `table_name` = 'dialplan');
+
+CREATE TABLE IF NOT EXISTS `silo` (
+    `id` INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    `src_addr` VARCHAR(128) DEFAULT '' NOT NULL,
+    `dst_addr` VARCHAR(128) DEFAULT '' NOT NULL,
+    `username` VARCHAR(64) DEFAULT '' NOT NULL,
+    `domain` VARCHAR(64) DEFAULT '' NOT NULL,
+    `inc_time` INT(11) DEFAULT 0 NOT NULL,
+    `exp_time` INT(11) DEFAULT 0 NOT NULL,
+    `snd_time` INT(11) DEFAULT 0 NOT NULL,
+    `ctype` VARCHAR(32) DEFAULT 'text/plain' NOT NULL,
+    `body` BLOB,
+    `extra_hdrs` TEXT,
+    `callid` VARCHAR(128) DEFAULT '' NOT NULL,
+    `status` INT(11) DEFAULT 0 NOT NULL,
+    KEY account_idx (`username`, `domain`)
+);
+
+INSERT INTO `version` (`table_name`, `table_version`) SELECT 'silo', 8 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM `version` WHERE `table_name` = 'silo');
+
+CREATE TABLE IF NOT EXISTS `dr_gateways` (
+    `id` INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    `gwid` VARCHAR(64) NOT NULL,
+    `type` INT(10) UNSIGNED DEFAULT 0 NOT NULL,
+    `address` VARCHAR(128) NOT NULL,
+    `strip` INT(10) UNSIGNED DEFAULT 0 NOT NULL,
+    `pri_prefix` VARCHAR(16) DEFAULT NULL,
+    `attrs` VARCHAR(255) DEFAULT NULL,
+    `probe_mode` INT(10) UNSIGNED DEFAULT 0 NOT NULL,
+    `state` INT(10) UNSIGNED DEFAULT 0 NOT NULL,
+    `socket` VARCHAR(128) DEFAULT NULL,
+    `description` VARCHAR(128) DEFAULT NULL,
+    CONSTRAINT dr_gw_idx UNIQUE (`gwid`)
+);
+
+INSERT INTO `version` (`table_name`, `table_version`) SELECT 'dr_gateways', 6 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM `version` WHERE `table_name` = 'dr_gateways');
+
+CREATE TABLE IF NOT EXISTS `dr_rules` (
+    `ruleid` INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    `groupid` VARCHAR(255) NOT NULL,
+    `prefix` VARCHAR(64) NOT NULL,
+    `timerec` VARCHAR(255) DEFAULT NULL,
+    `priority` INT(11) DEFAULT 0 NOT NULL,
+    `routeid` VARCHAR(255) DEFAULT NULL,
+    `gwlist` VARCHAR(255) NOT NULL,
+    `sort_alg` VARCHAR(1) DEFAULT 'N' NOT NULL,
+    `sort_profile` INT(10) UNSIGNED DEFAULT NULL,
+    `attrs` VARCHAR(255) DEFAULT NULL,
+    `description` VARCHAR(128) DEFAULT NULL
+);
+
+INSERT INTO `version` (`table_name`, `table_version`) SELECT 'dr_rules', 4 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM `version` WHERE `table_name` = 'dr_rules');
+
+CREATE TABLE IF NOT EXISTS `dr_carriers` (
+    `id` INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    `carrierid` VARCHAR(64) NOT NULL,
+    `gwlist` VARCHAR(255) NOT NULL,
+    `flags` INT(10) UNSIGNED DEFAULT 0 NOT NULL,
+    `sort_alg` VARCHAR(1) DEFAULT 'N' NOT NULL,
+    `state` INT(10) UNSIGNED DEFAULT 0 NOT NULL,
+    `attrs` VARCHAR(255) DEFAULT NULL,
+    `description` VARCHAR(128) DEFAULT NULL,
+    CONSTRAINT dr_carrier_idx UNIQUE (`carrierid`)
+);
+
+INSERT INTO `version` (`table_name`, `table_version`) SELECT 'dr_carriers', 3 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM `version` WHERE `table_name` = 'dr_carriers');
+
+CREATE TABLE IF NOT EXISTS `dr_groups` (
+    `id` INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    `username` VARCHAR(64) NOT NULL,
+    `domain` VARCHAR(128) DEFAULT NULL,
+    `groupid` INT(10) UNSIGNED DEFAULT 0 NOT NULL,
+    `description` VARCHAR(128) DEFAULT NULL
+);
+
+INSERT INTO `version` (`table_name`, `table_version`) SELECT 'dr_groups', 2 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM `version` WHERE `table_name` = 'dr_groups');
+
 CREATE TABLE IF NOT EXISTS `cdrs` (
     `cdr_id` BIGINT(20) AUTO_INCREMENT PRIMARY KEY NOT NULL,
     `start_time` DATETIME DEFAULT '2000-01-01 00:00:00' NOT NULL,

@@ -195,6 +195,113 @@ CREATE TABLE IF NOT EXISTS "domain" (
 
 INSERT INTO "version" ("table_name", "table_version") SELECT 'domain', 2 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'domain');
 
+CREATE TABLE IF NOT EXISTS "dbaliases" (
+    "id" SERIAL PRIMARY KEY NOT NULL,
+    "alias_username" VARCHAR(64) DEFAULT '' NOT NULL,
+    "alias_domain" VARCHAR(64) DEFAULT '' NOT NULL,
+    "username" VARCHAR(64) DEFAULT '' NOT NULL,
+    "domain" VARCHAR(64) DEFAULT '' NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS dbaliases_alias_user_idx ON "dbaliases" ("alias_username");
+
+CREATE INDEX IF NOT EXISTS dbaliases_alias_idx ON "dbaliases" ("alias_username", "alias_domain");
+
+CREATE INDEX IF NOT EXISTS dbaliases_target_idx ON "dbaliases" ("username", "domain");
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'dbaliases', 1 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'dbaliases');
+
+CREATE TABLE IF NOT EXISTS "dialplan" (
+    "id" SERIAL PRIMARY KEY NOT NULL,
+    "dpid" INTEGER NOT NULL,
+    "pr" INTEGER NOT NULL,
+    "match_op" INTEGER NOT NULL,
+    "match_exp" VARCHAR(64) NOT NULL,
+    "match_len" INTEGER NOT NULL,
+    "subst_exp" VARCHAR(64) NOT NULL,
+    "repl_exp" VARCHAR(64) NOT NULL,
+    "attrs" VARCHAR(64) NOT NULL
+);
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'dialplan', 2 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'dialplan');
+
+CREATE TABLE IF NOT EXISTS "silo" (
+    "id" SERIAL PRIMARY KEY NOT NULL,
+    "src_addr" VARCHAR(128) DEFAULT '' NOT NULL,
+    "dst_addr" VARCHAR(128) DEFAULT '' NOT NULL,
+    "username" VARCHAR(64) DEFAULT '' NOT NULL,
+    "domain" VARCHAR(64) DEFAULT '' NOT NULL,
+    "inc_time" INTEGER DEFAULT 0 NOT NULL,
+    "exp_time" INTEGER DEFAULT 0 NOT NULL,
+    "snd_time" INTEGER DEFAULT 0 NOT NULL,
+    "ctype" VARCHAR(32) DEFAULT 'text/plain' NOT NULL,
+    "body" BYTEA,
+    "extra_hdrs" TEXT,
+    "callid" VARCHAR(128) DEFAULT '' NOT NULL,
+    "status" INTEGER DEFAULT 0 NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS silo_account_idx ON "silo" ("username", "domain");
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'silo', 8 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'silo');
+
+CREATE TABLE IF NOT EXISTS "dr_gateways" (
+    "id" SERIAL PRIMARY KEY NOT NULL,
+    "gwid" VARCHAR(64) NOT NULL,
+    "type" INTEGER DEFAULT 0 NOT NULL,
+    "address" VARCHAR(128) NOT NULL,
+    "strip" INTEGER DEFAULT 0 NOT NULL,
+    "pri_prefix" VARCHAR(16) DEFAULT NULL,
+    "attrs" VARCHAR(255) DEFAULT NULL,
+    "probe_mode" INTEGER DEFAULT 0 NOT NULL,
+    "state" INTEGER DEFAULT 0 NOT NULL,
+    "socket" VARCHAR(128) DEFAULT NULL,
+    "description" VARCHAR(128) DEFAULT NULL,
+    CONSTRAINT dr_gateways_dr_gw_idx UNIQUE ("gwid")
+);
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'dr_gateways', 6 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'dr_gateways');
+
+CREATE TABLE IF NOT EXISTS "dr_rules" (
+    "ruleid" SERIAL PRIMARY KEY NOT NULL,
+    "groupid" VARCHAR(255) NOT NULL,
+    "prefix" VARCHAR(64) NOT NULL,
+    "timerec" VARCHAR(255) DEFAULT NULL,
+    "priority" INTEGER DEFAULT 0 NOT NULL,
+    "routeid" VARCHAR(255) DEFAULT NULL,
+    "gwlist" VARCHAR(255) NOT NULL,
+    "sort_alg" VARCHAR(1) DEFAULT 'N' NOT NULL,
+    "sort_profile" INTEGER DEFAULT NULL,
+    "attrs" VARCHAR(255) DEFAULT NULL,
+    "description" VARCHAR(128) DEFAULT NULL
+);
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'dr_rules', 4 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'dr_rules');
+
+CREATE TABLE IF NOT EXISTS "dr_carriers" (
+    "id" SERIAL PRIMARY KEY NOT NULL,
+    "carrierid" VARCHAR(64) NOT NULL,
+    "gwlist" VARCHAR(255) NOT NULL,
+    "flags" INTEGER DEFAULT 0 NOT NULL,
+    "sort_alg" VARCHAR(1) DEFAULT 'N' NOT NULL,
+    "state" INTEGER DEFAULT 0 NOT NULL,
+    "attrs" VARCHAR(255) DEFAULT NULL,
+    "description" VARCHAR(128) DEFAULT NULL,
+    CONSTRAINT dr_carriers_dr_carrier_idx UNIQUE ("carrierid")
+);
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'dr_carriers', 3 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'dr_carriers');
+
+CREATE TABLE IF NOT EXISTS "dr_groups" (
+    "id" SERIAL PRIMARY KEY NOT NULL,
+    "username" VARCHAR(64) NOT NULL,
+    "domain" VARCHAR(128) DEFAULT NULL,
+    "groupid" INTEGER DEFAULT 0 NOT NULL,
+    "description" VARCHAR(128) DEFAULT NULL
+);
+
+INSERT INTO "version" ("table_name", "table_version") SELECT 'dr_groups', 2 WHERE NOT EXISTS (SELECT 1 FROM "version" WHERE "table_name" = 'dr_groups');
+
 CREATE TABLE IF NOT EXISTS "cdrs" (
     "cdr_id" BIGSERIAL PRIMARY KEY NOT NULL,
     "start_time" TIMESTAMP WITHOUT TIME ZONE DEFAULT '2000-01-01 00:00:00' NOT NULL,

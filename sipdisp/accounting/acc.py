@@ -105,8 +105,10 @@ class Accounting:
 
     def __init__(self, write, *, variables, flag=None, missed_flag=None, failed_flag=None,
                  extra=SEED_EXTRA, cdr=True, cdr_table="cdrs",
-                 local_bye=True, log=None):
+                 local_bye=True, log=None, acclog=None):
         self.write_record = write
+        # records as log lines (Kamailio's log_flag ...): an acclog.AccLog, or None
+        self.acclog = acclog
         # each kind: do_accounting's own flag, plus the configured Kamailio flag if any
         self.acc_flags = _names(ACC_FLAG, flag)
         self.missed_flags = _names(MISSED_FLAG, missed_flag)
@@ -189,6 +191,10 @@ class Accounting:
         if failed and ctx.request.method == "INVITE" and self.has(ctx, self.missed_flags):
             self._emit("missed_calls", self.row(ctx, status, reason, to_tag, now))
             wrote = True
+        if self.acclog is not None and self.acclog.account(ctx, status, reason, to_tag, now,
+                                                           self.has, self.failed_flags):
+            self.stats["log"] += 1
+            wrote = True
         return wrote
 
     def row(self, ctx, status, reason, to_tag, now):
@@ -218,6 +224,15 @@ class Accounting:
         row = self.row(ctx, status, reason, None, ctx.now if now is None else now)
         row["sip_code"] = status[:3]
         self._emit(table, row)
+
+    def log_request(self, ctx, comment, now=None):
+        """Kamailio ``acc_log_request("200 Dialog Timeout")``: an acc log line
+        (``ACC: request accounted: ...``) for the current request, now."""
+        if self.acclog is None:
+            raise RuntimeError("accounting to the log is not set up")
+        status, _, reason = str(comment).strip().partition(" ")
+        self.acclog.request(ctx, status[:3], reason, ctx.now if now is None else now)
+        self.stats["log"] += 1
 
     # -- dialogs and CDRs --------------------------------------------------------------
     def on_dialog_confirmed(self, dlg, ctx, now):
@@ -287,6 +302,10 @@ class Accounting:
         """Prometheus families: records written by table, and records lost."""
         yield ("sipdisp_acc_records_total", "counter",
                "Accounting records queued for the database, by table.",
-               [({"table": t}, n) for t, n in sorted(self.stats.items()) if t != "errors"])
+               [({"table": t}, n) for t, n in sorted(self.stats.items())
+                if t not in ("errors", "log")])
+        yield ("sipdisp_acc_log_records_total", "counter",
+               "Accounting records written as log lines (accounting.log_flag, acc_log_request).",
+               self.stats["log"])
         yield ("sipdisp_acc_record_errors_total", "counter",
                "Accounting records that could not be queued or written.", self.stats["errors"])

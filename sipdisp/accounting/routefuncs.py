@@ -5,6 +5,7 @@ function table by :func:`register`.
     - do_accounting: [db, "missed"]      # ... and missed calls
     - do_accounting: [db, "failed"]      # BYE: even if the transaction fails
     - acc_db_request: ["200 Dialog Timeout", acc]
+    - acc_log_request: "200 Dialog Timeout"   # Kamailio: an acc log line
 
 Kamailio's ``setflag: FLT_ACC`` (and FLT_ACCMISSED, FLT_ACCFAILED, as named
 by ``accounting.flag`` ...) does the same as ``do_accounting``.
@@ -44,6 +45,12 @@ def acc_db_request(ctx, comment, table="acc"):
     return True
 
 
+def acc_log_request(ctx, comment):
+    """Python API: write an acc log line for this request now, e.g. ``"200 Dialog Timeout"``."""
+    _acc(ctx).log_request(ctx, comment)
+    return True
+
+
 def _do_accounting(args, where, env):
     """Account this request (OpenSIPS): ``do_accounting: [db(, "cdr|missed|failed")]``."""
     nargs("do_accounting", args, where, 1, 3)
@@ -58,13 +65,25 @@ def _do_accounting(args, where, env):
     return lambda ctx: do_accounting(ctx, kinds)
 
 
-def _acc_db_request(args, where, env):
-    """Write a record for this request now: ``acc_db_request: ["200 Dialog Timeout", acc]``."""
-    nargs("acc_db_request", args, where, 1, 2)
+def _comment(args, where):
     comment = str(args[0]).strip()
     code = comment.split(" ", 1)[0]
     if not (code.isdigit() and len(code) == 3):
         raise RouteError(where, f"the comment must start with a status code, got {comment!r}")
+    return comment
+
+
+def _acc_log_request(args, where, env):
+    """Write an acc log line for this request now (Kamailio): ``acc_log_request: "200 Dialog Timeout"``."""
+    nargs("acc_log_request", args, where, 1)
+    comment = _comment(args, where)
+    return lambda ctx: acc_log_request(ctx, comment)
+
+
+def _acc_db_request(args, where, env):
+    """Write a record for this request now: ``acc_db_request: ["200 Dialog Timeout", acc]``."""
+    nargs("acc_db_request", args, where, 1, 2)
+    comment = _comment(args, where)
     table = str(args[1]) if len(args) > 1 else "acc"
     if table not in ("acc", "missed_calls"):
         raise RouteError(where, f"table must be acc or missed_calls, got {table!r}")
@@ -74,5 +93,5 @@ def _acc_db_request(args, where, env):
 def register(table):
     """Declare the accounting route functions in ``table`` (a FunctionTable)."""
     table.add("do_accounting", _do_accounting, action=True, condition=True)
-    table.add(("acc_db_request", "acc_log_request"), _acc_db_request, action=True,
-              condition=True)
+    table.add("acc_db_request", _acc_db_request, action=True, condition=True)
+    table.add("acc_log_request", _acc_log_request, action=True, condition=True)

@@ -7,15 +7,28 @@ dialog table, and registers ``acc.stats``.
 from twisted.application.service import Service
 
 from .acc import Accounting
+from .acclog import AccLog, LoggerWriter, SyslogWriter
 
 
-def accounting_from_config(cfg, write, variables):
-    """An :class:`Accounting` with the parameters of ``cfg.accounting``, whose
-    extras may read the pseudo-variables ``variables`` (name -> getter)."""
+def log_writer_from_config(cfg):
+    """Where acc log lines go: syslog with ``accounting.log_facility`` when
+    set (at ``accounting.syslog_address``), else sipdisp's own log."""
     a = cfg.accounting
+    if a.log_facility is None:
+        return LoggerWriter(a.log_level)
+    return SyslogWriter(a.log_facility, a.log_level, a.syslog_address)
+
+
+def accounting_from_config(cfg, write, variables, log_writer=None):
+    """An :class:`Accounting` with the parameters of ``cfg.accounting``, whose
+    extras may read the pseudo-variables ``variables`` (name -> getter);
+    ``log_writer(line)`` takes its log lines (default: from the config)."""
+    a = cfg.accounting
+    acclog = AccLog(log_writer or log_writer_from_config(cfg), variables, flag=a.log_flag,
+                    missed_flag=a.log_missed_flag, extra=a.log_extra)
     return Accounting(write, variables=variables, flag=a.flag, missed_flag=a.missed_flag,
                       failed_flag=a.failed_transaction_flag, extra=a.extra, cdr=a.cdr,
-                      cdr_table=a.cdr_table, local_bye=a.local_bye)
+                      cdr_table=a.cdr_table, local_bye=a.local_bye, acclog=acclog)
 
 
 class AccountingService(Service):
@@ -30,6 +43,12 @@ class AccountingService(Service):
         self.accounting.attach(root.sip.core, root.modules.dialogs)
         root.modules.accounting = self.accounting
         register_commands(root.registry, self)
+
+    def stopService(self):
+        super().stopService()
+        close = getattr(self.accounting.acclog.writer, "close", None)
+        if close is not None:
+            close()
 
 
 def register_commands(registry, service):

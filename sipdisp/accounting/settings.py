@@ -4,7 +4,7 @@ parameters).  The check of C{accounting.extra} needs the pseudo-variables of
 every shipped route function, so L{sipdisp.schema} attaches it.
 """
 
-from ..config.model import Bool, Enum, Key, Nullable, Section, Str
+from ..config.model import Bool, ConfigError, Enum, Key, Nullable, Section, Str
 
 
 ACCOUNTING = Section(
@@ -24,4 +24,31 @@ ACCOUNTING = Section(
         "Table of the CDRs: sipdisp's cdrs (with setup time, identity and extras) or Kamailio's acc_cdrs (times only)."),
     Key("local_bye", Bool(), True,
         "Write an acc row '200 Dialog Timeout' for the BYEs sipdisp sends itself at a dialog's timeout (the OpenSIPS seed's local_route)."),
+    Key("log_flag", Nullable(Str()), None,
+        "Request flag (setflag) that writes the transaction's acc record as a log line, as Kamailio's log_flag (the Kamailio seed's FLT_ACC); null: no log accounting by flag."),
+    Key("log_missed_flag", Nullable(Str()), None,
+        "Request flag that writes a failed INVITE as an 'ACC: call missed' log line, as Kamailio's log_missed_flag (FLT_ACCMISSED)."),
+    Key("log_extra", Str(), "",
+        "Extra name=$pseudo-variable pairs appended to acc log lines, as Kamailio's log_extra (the seed's src_user=$fU;...)."),
+    Key("log_level", Enum("debug", "info", "notice", "warn", "error"), "notice",
+        "Level of acc log lines, as Kamailio's acc log_level (notice: info in sipdisp's own log, notice in syslog)."),
+    Key("log_facility", Nullable(Str()), None,
+        "Syslog facility of acc log lines, as Kamailio's log_facility (LOG_LOCAL0 ... LOG_DAEMON); null: they go to sipdisp's own log."),
+    Key("syslog_address", Str(), "/dev/log",
+        "Where acc log lines go when log_facility is set: a unix datagram socket path or host:port (UDP)."),
 )
+
+
+def acc_syslog(cfg):
+    """`accounting.log_facility` names a syslog facility (LOG_LOCAL0 ...) and `accounting.syslog_address` is a socket path or host:port."""
+    from .acclog import facility_code, syslog_target
+    a = cfg.accounting
+    if a.log_facility is not None:
+        try:
+            facility_code(a.log_facility)
+        except ValueError as exc:
+            raise ConfigError("accounting.log_facility", str(exc)) from None
+    try:
+        syslog_target(a.syslog_address)
+    except ValueError as exc:
+        raise ConfigError("accounting.syslog_address", str(exc)) from None

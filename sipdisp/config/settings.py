@@ -3,7 +3,7 @@ The section that belongs to no package: C{log}, applied to L{sipdisp.logs} at
 start-up and on reload.
 """
 
-from sipdisp.config.model import Enum, Int, Key, Seconds, Section
+from sipdisp.config.model import Enum, Int, Key, Seconds, Section, Str
 
 
 LOG = Section(
@@ -15,4 +15,6 @@ LOG = Section(
         "Most lines of one kind a peer can cause (a malformed message, bad credentials) per repeat_interval; the rest are counted and their number logged; 0 = no limit."),
     Key("repeat_interval", Seconds(positive=True), 10.0,
         "The interval of log.repeat_limit, in seconds."),
+    Key("prefix", Str(), "",
+        "Text put before every line the route logs (xlog, xdbg ...), with pseudo-variables, as Kamailio's log_prefix (the Kamailio seed's \"{$mt $hdr(CSeq) $ci} \"); compiled once."),
 )

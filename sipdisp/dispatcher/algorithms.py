@@ -10,10 +10,14 @@ clock, a random source or the message: the dispatcher passes those in.
 
     0  hash over Call-ID           1  hash over From URI
     2  hash over To URI            3  hash over Request-URI user
-    4  round robin                 6  random
+    4  round robin                 5  hash over the auth username
+                                      (round robin without credentials)
+    6  random                      7  hash over a pseudo-variable (hash_pvar)
     8  priority order              9  weight (attr ``weight``, percent)
     10 call load (fewest active calls, attr ``maxload``)
     11 relative weight (attr ``rweight``, re-normalised over usable ones)
+    12 parallel forking to every usable destination, in priority order
+    13 latency (lowest estimated ping round-trip time first)
 """
 
 import zlib
@@ -23,11 +27,15 @@ HASH_FROM = 1
 HASH_TO = 2
 HASH_RURI_USER = 3
 ROUND_ROBIN = 4
+HASH_AUTH_USER = 5
 RANDOM = 6
+HASH_PVAR = 7
 PRIORITY = 8
 WEIGHT = 9
 CALL_LOAD = 10
 RELATIVE_WEIGHT = 11
+PARALLEL = 12
+LATENCY = 13
 
 #: algorithm number -> short name (``dispatcher.list`` and the docs use it)
 ALGORITHMS = {
@@ -36,11 +44,15 @@ ALGORITHMS = {
     HASH_TO: "hash over To URI",
     HASH_RURI_USER: "hash over Request-URI user",
     ROUND_ROBIN: "round robin",
+    HASH_AUTH_USER: "hash over the auth username",
     RANDOM: "random",
+    HASH_PVAR: "hash over dispatcher.hash_pvar",
     PRIORITY: "priority order",
     WEIGHT: "weight",
     CALL_LOAD: "call load",
     RELATIVE_WEIGHT: "relative weight",
+    PARALLEL: "parallel forking to all",
+    LATENCY: "latency",
 }
 
 SLOTS = 100  # weight tables have 100 slots: weights are percentages
@@ -180,3 +192,26 @@ def by_load(loads, maxloads, usable):
         return []
     first = min(candidates, key=lambda i: (loads[i], i))
     return [first] + [i for i in candidates if i != first]
+
+
+def by_latency(latencies, usable):
+    """Algorithm 13: usable destinations by estimated ping round-trip time,
+    lowest first (the earlier in the set on a tie); those never measured
+    (``None``) come after the measured ones, in set order."""
+    candidates = [i for i in range(len(latencies)) if usable[i]]
+    return sorted(candidates, key=lambda i: (latencies[i] is None, latencies[i] or 0.0, i))
+
+
+def percent_weights(weights):
+    """Relative weights (OpenSIPS' weight column: 1 and 3) as the percentages
+    algorithm 9 wants (25 and 75), summing to exactly 100 (largest remainder);
+    all zero stays all zero."""
+    total = sum(w for w in weights if w > 0)
+    if total <= 0:
+        return [0] * len(weights)
+    exact = [max(w, 0) * SLOTS / total for w in weights]
+    out = [int(x) for x in exact]
+    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - out[i]), i))
+    for i in order[:SLOTS - sum(out)]:
+        out[i] += 1
+    return out

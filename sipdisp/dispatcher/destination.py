@@ -9,7 +9,7 @@ moves with probing, failover (``ds_mark_dst``) and ``dispatcher.set_state``.
 import ipaddress
 import socket
 
-from ..probing import SKIP_BITS, ProbeTarget
+from ..probing import SKIP_BITS, LatencyStats, ProbeTarget
 
 #: configured flag: match the host as written, no DNS lookup
 NODNS = 16
@@ -45,18 +45,24 @@ class Destination(ProbeTarget):
     """
 
     __slots__ = ("setid", "flags", "priority", "attrs_text", "attrs", "description", "duid",
-                 "maxload", "weight", "rweight", "load", "out_until", "addrs", "position")
+                 "maxload", "weight", "rweight", "load", "out_until", "addrs", "position",
+                 "socket")
 
-    def __init__(self, setid, uri, flags=0, priority=0, attrs="", description=""):
+    def __init__(self, setid, uri, flags=0, priority=0, attrs="", description="", socket="",
+                 weight=None, rweight=None):
         super().__init__(uri)
         self.setid = setid
         self.load = 0
         self.out_until = 0.0
         self.position = 0
-        self.configure(flags, priority, attrs, description)
+        self.configure(flags, priority, attrs, description, socket, weight, rweight)
 
-    def configure(self, flags, priority, attrs, description=""):
-        """Apply (new) configured columns; runtime state is left alone."""
+    def configure(self, flags, priority, attrs, description="", socket="", weight=None,
+                  rweight=None):
+        """Apply (new) configured columns; runtime state is left alone.
+        ``socket`` is OpenSIPS' column (``udp:10.0.0.1:5060``, the listener
+        to send from); ``weight``/``rweight`` given as numbers (OpenSIPS'
+        weight column) override the attrs."""
         self.flags = flags
         self.priority = priority
         self.attrs_text = attrs or ""
@@ -64,9 +70,19 @@ class Destination(ProbeTarget):
         self.description = description or ""
         self.duid = self.attrs.get("duid") or self.uri
         self.maxload = _int_attr(self.attrs, "maxload", 0, 1 << 31)
-        self.weight = _int_attr(self.attrs, "weight", 1, 100)
-        self.rweight = _int_attr(self.attrs, "rweight", 1, 100)
+        self.weight = _int_attr(self.attrs, "weight", 1, 100) if weight is None else weight
+        self.rweight = _int_attr(self.attrs, "rweight", 1, 100) if rweight is None else rweight
+        self.socket = socket or ""
+        # Kamailio's ``latency=<ms>`` attribute seeds the estimate until pings measure it
+        seed = _int_attr(self.attrs, "latency", 1, 1 << 31)
+        if seed and (self.latency is None or not self.latency.count):
+            self.latency = LatencyStats(seed / 1000.0)
         self.addrs = resolve(self.host) if not flags & NODNS else frozenset((self.host,))
+
+    @property
+    def latency_estimate(self):
+        """The estimated ping round-trip time in seconds, or None if never measured."""
+        return self.latency.estimate if self.latency is not None else None
 
     @property
     def key(self):

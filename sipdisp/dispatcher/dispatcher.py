@@ -20,6 +20,7 @@ from ..config.values import ReplyCodes
 from ..logs import Logger
 from ..probing import (DISABLED, MODES, NOPING, PROBING, STATE_BITS, Prober,
                        parse_state_letters, ping_wanted, state_letters)
+from ..auth.digest import DigestError, parse_auth_params
 from . import algorithms as A
 from .destination import Destination, DestinationSet
 
@@ -58,7 +59,9 @@ def _prober_setting(name, doc):
 _PROBER_SETTINGS = {"ping_timeout": "timeout", "ping_method": "method", "ping_from": "from_uri",
                     "ping_reply_codes": "reply_codes", "probing_mode": "mode",
                     "probing_threshold": "probing_threshold",
-                    "inactive_threshold": "inactive_threshold"}
+                    "inactive_threshold": "inactive_threshold",
+                    "ping_latency_stats": "latency_stats",
+                    "latency_estimator_alpha": "latency_alpha"}
 
 
 class Dispatcher:
@@ -73,7 +76,8 @@ class Dispatcher:
                  ping_method="OPTIONS", ping_from="sip:dispatcher@localhost",
                  ping_reply_codes="", probing_mode=0, probing_threshold=1,
                  inactive_threshold=1, load_expire=7200.0, load_init_expire=300.0,
-                 sweep_interval=30.0, rng=None, log=None):
+                 sweep_interval=30.0, ping_latency_stats=True, latency_estimator_alpha=0.9,
+                 rng=None, log=None):
         if probing_mode not in MODES:
             raise ValueError(f"probing_mode must be 0..3, got {probing_mode!r}")
         self.load_expire = load_expire
@@ -83,7 +87,8 @@ class Dispatcher:
         self.source = "none"
         self.sets = {}
         self.timers = {}  # the core's TimerHeap keeps our load sweep here
-        self.stats = {"state_changes": 0, "loads_expired": 0}
+        self.stats = {"state_changes": 0, "loads_expired": 0, "hash_key_missing": 0,
+                      "forked": 0}
         self._rng = rng or random.Random()
         self._by_host = {}
         self._pending = {}    # ctx -> deadline: INVITEs whose load awaits their final
@@ -93,7 +98,8 @@ class Dispatcher:
                              reply_codes=_reply_codes(ping_reply_codes), mode=probing_mode,
                              probing_threshold=probing_threshold,
                              inactive_threshold=inactive_threshold, call_id_prefix="ds",
-                             rng=self._rng)
+                             rng=self._rng, latency_stats=ping_latency_stats,
+                             latency_alpha=latency_estimator_alpha)
         self.prober.listeners.append(self._on_state_change)
         self.log = log or Logger(namespace="sipdisp.dispatcher")
         self.core = None
@@ -110,6 +116,10 @@ class Dispatcher:
                                         "Failed pings that make a destination inactive.")
     inactive_threshold = _prober_setting("inactive_threshold",
                                          "Good pings that make a destination active again.")
+    ping_latency_stats = _prober_setting("latency_stats",
+                                         "True if ping round-trip times are measured.")
+    latency_estimator_alpha = _prober_setting("latency_alpha",
+                                              "The EWMA weight of the past latency estimate.")
 
     # -- wiring ----------------------------------------------------------------
     def attach(self, core):
@@ -172,14 +182,16 @@ class Dispatcher:
             priority = int(row.get("priority") or 0)
             attrs = row.get("attrs") or ""
             description = row.get("description") or ""
+            # OpenSIPS' table (sources.rows_from_opensips): socket and numeric weights
+            extra = (row.get("socket") or "", row.get("weight"), row.get("rweight"))
             dest = old.pop((setid, uri), None)
             if dest is None:
-                dest = Destination(setid, uri, flags, priority, attrs, description)
+                dest = Destination(setid, uri, flags, priority, attrs, description, *extra)
                 self._initial_state(dest)
                 added += 1
             else:
                 reset = dest.flags != flags
-                dest.configure(flags, priority, attrs, description)
+                dest.configure(flags, priority, attrs, description, *extra)
                 if reset:
                     dest.failures = dest.successes = 0
                     self._initial_state(dest)
@@ -250,13 +262,18 @@ class Dispatcher:
         return removed
 
     # -- selection (route functions) ---------------------------------------------
-    def order(self, dset, alg, request, now):
+    def order(self, dset, alg, request, now, key=None):
         """The failover order of ``dset`` for ``request`` with algorithm ``alg``
-        (a list of Destinations, selected one first)."""
+        (a list of Destinations, selected one first); ``key`` is the hashed
+        value of algorithm 7 (``dispatcher.hash_pvar``)."""
         dests = dset.dests
         n = len(dests)
         usable = tuple(d.usable(now) for d in dests)
-        if alg == A.ROUND_ROBIN:
+        username = auth_username(request) if alg == A.HASH_AUTH_USER else ""
+        if username:
+            idx = A.by_hash(n, usable, username)
+        elif alg in (A.ROUND_ROBIN, A.HASH_AUTH_USER):
+            # algorithm 5 without credentials to hash: round robin, as Kamailio does
             idx, dset.rr_next = A.round_robin(n, usable, dset.rr_next)
         elif alg == A.HASH_CALLID:
             idx = A.by_hash(n, usable, request.call_id)
@@ -276,36 +293,72 @@ class Dispatcher:
             idx = A.by_load([d.load for d in dests], [d.maxload for d in dests], usable)
         elif alg == A.RELATIVE_WEIGHT:
             idx, dset.rw_next = A.by_table(n, usable, dset.rweight_table(usable), dset.rw_next)
+        elif alg == A.HASH_PVAR:
+            idx = A.by_hash(n, usable, key)
+        elif alg == A.PARALLEL:
+            idx = A.by_priority(n, usable)
+        elif alg == A.LATENCY:
+            idx = A.by_latency([d.latency_estimate for d in dests], usable)
         else:
             A.check_algorithm(alg)
             idx = []
         return [dests[i] for i in idx]
 
-    def select_dst(self, ctx, setid, alg, limit=0, domain=False):
+    def select_dst(self, ctx, setid, alg, limit=0, domain=False, key=None):
         """Kamailio ``ds_select_dst(set, alg[, limit])``: pick a destination of
         ``setid`` and send there (``$du``; the R-URI host with ``domain``,
         ``ds_select_domain``). The rest of the order is kept for ``next_dst``.
-        False when the set is unknown or has no usable destination."""
+        Algorithm 12 forks to every usable destination at once (``ctx.branches``,
+        one transaction, no failover left). Algorithm 7 hashes ``key`` (the
+        value of ``dispatcher.hash_pvar``); without one it selects nothing, as
+        in Kamailio. False when the set is unknown or has no usable destination."""
         dset = self.sets.get(setid)
         if dset is None:
             return False
-        order = self.order(dset, alg, ctx.request, ctx.now)
+        if alg == A.HASH_PVAR and not key:
+            self.stats["hash_key_missing"] += 1
+            return False
+        order = self.order(dset, alg, ctx.request, ctx.now, key)
         if limit > 0:
             order = order[:limit]
         if not order:
             return False
         vars = ctx.vars
         vars[DST_LIST] = order
-        vars[DST_INDEX] = 0
         vars["_dsdomain_"] = domain
+        if alg == A.PARALLEL:
+            # every destination is in use at once: ds_next_dst has none left
+            vars[DST_INDEX] = len(order) - 1
+            self._fork(ctx, order, domain)
+            return True
+        vars[DST_INDEX] = 0
         self._use(ctx, order[0])
         if ctx.request.method == "INVITE":
             self._charge(ctx, order[0])
         return True
 
-    def select_domain(self, ctx, setid, alg, limit=0):
+    def select_domain(self, ctx, setid, alg, limit=0, key=None):
         """Kamailio ``ds_select_domain``: as ``select_dst`` but rewriting the R-URI host:port."""
-        return self.select_dst(ctx, setid, alg, limit, domain=True)
+        return self.select_dst(ctx, setid, alg, limit, domain=True, key=key)
+
+    def _fork(self, ctx, order, domain):
+        """Algorithm 12: one branch per destination, relayed together by ``t_relay``."""
+        ruri = ctx.request.uri
+        branches = []
+        for dest in order:
+            if domain:
+                uri = ruri.copy()
+                uri.host, uri.port = dest.uri_obj.host, dest.uri_obj.port
+                uri._text = None  # the cached text is stale now
+                branches.append(ForkBranch(uri))
+            else:
+                branches.append(ForkBranch(ruri, dest.uri_obj))
+        first = branches[0]
+        ctx.set_ruri(first.uri)
+        if first.dst is not None:
+            ctx.set_dst(first.dst)
+        ctx.branches = branches
+        self.stats["forked"] += 1
 
     def next_dst(self, ctx):
         """Kamailio ``ds_next_dst()``: use the next destination of the failover
@@ -532,10 +585,50 @@ class Dispatcher:
                     entry["OUT_FOR"] = round(dest.out_until - now, 1)
                 if dest.last_ping is not None:
                     entry["LAST_PING"] = dest.last_ping[1]
+                if dest.socket:
+                    entry["SOCKET"] = dest.socket
+                if dest.latency is not None:
+                    entry["LATENCY"] = dest.latency.describe()
                 targets.append({"DEST": entry})
             records.append({"SET": {"ID": setid, "TARGETS": targets}})
         return {"NRSETS": len(self.sets), "SOURCE": self.source,
                 "PING_ACTIVE": int(self.ping_active), "RECORDS": records}
+
+
+class ForkBranch:
+    """One branch of algorithm 12's parallel fork (the core's branch shape:
+    ``uri`` the Request-URI, ``dst`` the $du, no flow, no routes)."""
+
+    __slots__ = ("uri", "dst", "flow", "routes")
+
+    def __init__(self, uri, dst=None):
+        self.uri = uri
+        self.dst = dst
+        self.flow = None
+        self.routes = ()
+
+    def __repr__(self):
+        return f"<ForkBranch {self.uri} dst={self.dst}>"
+
+
+def auth_username(request):
+    """The username of the request's digest credentials (Proxy-Authorization
+    first, then Authorization, as Kamailio's algorithm 5 reads them), with
+    ``@domain`` if it carries one; "" without credentials."""
+    for header in ("proxy-authorization", "authorization"):
+        value = request.get(header)
+        if not value:
+            continue
+        scheme, _, rest = value.strip().partition(" ")
+        if scheme.lower() != "digest":
+            continue
+        try:
+            username = parse_auth_params(rest).get("username")
+        except DigestError:
+            continue
+        if username:
+            return username
+    return ""
 
 
 def _uri_key(request, header):

@@ -11,9 +11,9 @@ compile and answer False.
 """
 
 from ..probing import parse_state_letters
-from ..routing.plugin import RouteError, int_arg, nargs, str_arg
+from ..routing.plugin import RouteError, int_arg, nargs, str_arg, value_arg
 from ..sip.uri import parse_uri
-from .algorithms import check_algorithm
+from .algorithms import HASH_PVAR, check_algorithm
 
 
 def _set_alg(args, where, name):
@@ -27,15 +27,35 @@ def _set_alg(args, where, name):
     return setid, alg, limit
 
 
+def _hash_key(env, where):
+    """Algorithm 7's key: ``dispatcher.hash_pvar`` compiled into ``ctx -> str``
+    (Kamailio's hash_pvar; "" when the variable is unset); a RouteError when
+    the key is not configured."""
+    config = env.config
+    text = config.dispatcher.hash_pvar if config is not None else ""
+    if not text:
+        raise RouteError(where, "algorithm 7 hashes dispatcher.hash_pvar, which is not set "
+                                "(a pseudo-variable such as \"$fU\" or \"$fU@$fd\")")
+    getter = value_arg(text, where, env)
+
+    def key(ctx):
+        value = getter(ctx)
+        return "" if value is None else str(value)
+    return key
+
+
 def _selector(name, method):
     """The factory of ``ds_select_dst``/``ds_select_domain``: ``[set, alg(, limit)]``
     compiled into a call of the dispatcher's ``method``."""
     def factory(args, where, env):
         setid, alg, limit = _set_alg(args, where, name)
+        key = _hash_key(env, where) if alg == HASH_PVAR else None
         dispatcher = env.modules.dispatcher
         if dispatcher is None:
             return lambda ctx: False
         select = getattr(dispatcher, method)
+        if key is not None:
+            return lambda ctx: select(ctx, setid, alg, limit, key=key(ctx))
         return lambda ctx: select(ctx, setid, alg, limit)
     return factory
 

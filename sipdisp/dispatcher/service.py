@@ -19,7 +19,7 @@ log = Logger(namespace="sipdisp.dispatcher")
 #: dispatcher keys a SIGHUP reload applies to the running dispatcher
 RELOADABLE = ("list_file", "ping_interval", "ping_timeout", "ping_method", "ping_from",
               "ping_reply_codes", "probing_mode", "probing_threshold", "inactive_threshold",
-              "load_expire", "load_init_expire")
+              "load_expire", "load_init_expire", "ping_latency_stats", "latency_estimator_alpha")
 
 
 def dispatcher_params(cfg):
@@ -29,7 +29,9 @@ def dispatcher_params(cfg):
                 ping_method=d.ping_method, ping_from=d.ping_from,
                 ping_reply_codes=d.ping_reply_codes, probing_mode=d.probing_mode,
                 probing_threshold=d.probing_threshold, inactive_threshold=d.inactive_threshold,
-                load_expire=d.load_expire, load_init_expire=d.load_init_expire)
+                load_expire=d.load_expire, load_init_expire=d.load_init_expire,
+                ping_latency_stats=d.ping_latency_stats,
+                latency_estimator_alpha=d.latency_estimator_alpha / 1000.0)
 
 
 def dispatcher_from_config(cfg, core=None):
@@ -104,7 +106,8 @@ class DispatcherService(Service):
         super().startService()
         if self.source is None:
             self._storage = self._find_storage()
-            self.source = TableSource(self._storage)
+            self.source = TableSource(self._storage,
+                                      table_format=self.cfg.dispatcher.table_format)
             start = self._own_storage.start() if self._own_storage else defer.succeed(None)
             start.addCallback(lambda _: self._load_table())
         self.dispatcher.start(self._reactor.seconds())

@@ -4,6 +4,7 @@ health is probed (Kamailio's dispatcher module parameters).
 """
 
 from ..config.model import (
+    Bool,
     Enum,
     Int,
     Key,
@@ -20,7 +21,15 @@ DISPATCHER = Section(
     "dispatcher",
     "Destination sets and their health (Kamailio's dispatcher module, docs/dispatcher.md).",
     Key("source", Enum("file", "db"), "file",
-        "Where the sets come from: the list file, or the dispatcher table of storage.url (Kamailio's columns)."),
+        "Where the sets come from: the list file, or the dispatcher table of storage.url (Kamailio's or OpenSIPS' columns)."),
+    Key("table_format", Enum("auto", "kamailio", "opensips"), "auto",
+        "Columns of the dispatcher table: kamailio (version 4: flags, priority, attrs), opensips (OpenSIPS 3.x version 9: state, probe_mode, weight, priority, socket, attrs), or auto, told apart by the columns the table has."),
+    Key("hash_pvar", Str(), "",
+        "What algorithm 7 hashes (Kamailio/OpenSIPS hash_pvar): a pseudo-variable or a template such as '$fU@$fd'; a route using algorithm 7 needs it."),
+    Key("ping_latency_stats", Bool(), True,
+        "Measure the round-trip time of every ping (Kamailio ds_ping_latency_stats), shown by dispatcher.list as LATENCY and used by algorithm 13."),
+    Key("latency_estimator_alpha", Int(min=0, max=999), 900,
+        "Weight of the past in the latency estimate, in thousandths (Kamailio ds_latency_estimator_alpha: 900 means a new sample counts 10 %)."),
     Key("list_file", Path(), "etc/dispatcher.list",
         "Kamailio-format list file, one 'setid uri [flags [priority [attrs]]]' per line; if it does not exist, set 0 is proxy.next_hop alone."),
     Key("ping_interval", Seconds(min=0), 10.0,

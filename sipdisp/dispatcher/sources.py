@@ -1,6 +1,15 @@
 """Where destination sets come from: a Kamailio-format list file or the
-``dispatcher`` table (Kamailio's columns), both turned into plain rows
-``{"setid", "destination", "flags", "priority", "attrs", "description"}``.
+``dispatcher`` table (Kamailio's columns, or OpenSIPS 3.x's read as is), all
+turned into plain rows
+``{"setid", "destination", "flags", "priority", "attrs", "description"}``
+(OpenSIPS rows add ``socket``, ``weight`` and ``rweight``).
+
+OpenSIPS 3.x's table (version 9) has ``id, setid, destination, socket,
+state, probe_mode, weight, priority, attrs, description``: ``state`` 0
+active, 1 inactive, 2 probing becomes Kamailio's state bits (``AX``, ``IX``,
+``IP``), ``probe_mode`` 1 (always ping) the probing flag, and the relative
+``weight`` both the relative weight of algorithm 11 and the percentage of
+algorithm 9 (weights 1 and 3 in a set: 25 % and 75 %).
 
 List file syntax, one destination per line (``#`` starts a comment)::
 
@@ -12,7 +21,30 @@ List file syntax, one destination per line (``#`` starts a comment)::
 from twisted.internet import defer
 
 from ..config.model import ConfigError
+from ..probing import INACTIVE, PROBING
 from ..sip.uri import parse_uri
+from ..storage.schema import Column, Table
+from .algorithms import percent_weights
+
+#: OpenSIPS 3.x's dispatcher table (version 9), as its DDL creates it; sipdisp
+#: reads it as is (``sipdisp db init`` creates Kamailio's)
+OPENSIPS_TABLE = Table("dispatcher", 9, (
+    Column("id", "serial"),
+    Column("setid", "int", default=0),
+    Column("destination", "string", 192, default=""),
+    Column("socket", "string", 128, null=True, default=None),
+    Column("state", "int", default=0),
+    Column("probe_mode", "int", default=0),
+    Column("weight", "string", 64, default="1"),
+    Column("priority", "int", default=0),
+    Column("attrs", "string", 128, null=True, default=None),
+    Column("description", "string", 64, null=True, default=None),
+), origin="opensips")
+
+#: OpenSIPS' state column -> Kamailio state bits
+OPENSIPS_STATES = {0: 0, 1: INACTIVE, 2: INACTIVE | PROBING}
+#: table formats and how to tell them apart by their columns
+FORMATS = ("kamailio", "opensips")
 
 
 class ListFileError(ConfigError):
@@ -69,6 +101,71 @@ def format_list(rows):
     return "\n".join(lines) + "\n"
 
 
+def detect_format(records):
+    """``"opensips"`` when the records have OpenSIPS' columns (``state``,
+    ``probe_mode``, ``socket``) and no Kamailio ``flags``, else ``"kamailio"``."""
+    for rec in records:
+        keys = set(rec)
+        if "flags" not in keys and keys & {"state", "probe_mode", "socket"}:
+            return "opensips"
+        return "kamailio"
+    return "kamailio"
+
+
+def _opensips_int(rec, column, allowed=None):
+    value = rec.get(column)
+    text = "0" if value is None or value == "" else str(value).strip()
+    if not text.lstrip("-").isdigit():
+        raise ValueError(f"dispatcher table row id {rec.get('id')}: {column} must be an "
+                         f"integer, got {value!r}")
+    number = int(text)
+    if allowed is not None and number not in allowed:
+        raise ValueError(f"dispatcher table row id {rec.get('id')}: {column} must be one of "
+                         f"{', '.join(map(str, allowed))}, got {number}")
+    return number
+
+
+def _opensips_socket(rec):
+    """The socket column checked: ``proto:host:port`` (empty: none)."""
+    text = str(rec.get("socket") or "").strip()
+    if not text:
+        return ""
+    proto, _, rest = text.partition(":")
+    host, _, port = rest.rpartition(":")
+    if proto.lower() not in ("udp", "tcp", "tls", "ws", "wss") or not host or not port.isdigit():
+        raise ValueError(f"dispatcher table row id {rec.get('id')}: socket must be "
+                         f"proto:host:port such as udp:10.0.0.1:5060, got {text!r}")
+    return f"{proto.lower()}:{host}:{port}"
+
+
+def rows_from_opensips(records):
+    """Rows from OpenSIPS 3.x ``dispatcher`` records (version 9 columns); a
+    ValueError naming the row id for a value sipdisp cannot use (such as a
+    weight that is a statistic name rather than a number)."""
+    rows = []
+    for rec in records:
+        state = OPENSIPS_STATES[_opensips_int(rec, "state", tuple(OPENSIPS_STATES))]
+        probe_mode = _opensips_int(rec, "probe_mode", (0, 1))
+        weight = _opensips_int(rec, "weight")
+        if weight < 0:
+            raise ValueError(f"dispatcher table row id {rec.get('id')}: weight must be >= 0, "
+                             f"got {weight}")
+        flags = state | (PROBING if probe_mode else 0)
+        rows.append({"setid": _opensips_int(rec, "setid"),
+                     "destination": str(rec.get("destination") or "").strip(),
+                     "flags": flags, "priority": _opensips_int(rec, "priority"),
+                     "attrs": rec.get("attrs") or "",
+                     "description": rec.get("description") or "",
+                     "socket": _opensips_socket(rec), "rweight": min(weight, 100)})
+    by_set = {}
+    for row in rows:
+        by_set.setdefault(row["setid"], []).append(row)
+    for members in by_set.values():
+        for row, pct in zip(members, percent_weights([r["rweight"] for r in members])):
+            row["weight"] = pct
+    return rows
+
+
 def rows_from_table(records):
     """Rows from ``dispatcher`` table records (dicts with Kamailio's columns)."""
     rows = []
@@ -110,18 +207,35 @@ class FileSource:
 
 
 class TableSource:
-    """Destination sets from the ``dispatcher`` table, through the storage API."""
+    """Destination sets from the ``dispatcher`` table, through the storage API,
+    in ``table_format`` kamailio, opensips or auto (told by the columns)."""
 
-    def __init__(self, storage, table="dispatcher"):
+    def __init__(self, storage, table="dispatcher", table_format="auto"):
+        if table_format not in FORMATS + ("auto",):
+            raise ValueError(f"table_format must be auto, kamailio or opensips, "
+                             f"got {table_format!r}")
         self.storage = storage
         self.table = table
+        self.table_format = table_format
+        #: the format of the last load (auto: as detected)
+        self.format = None if table_format == "auto" else table_format
 
     def describe(self):
         """Where the sets come from, for logs and ``dispatcher.list``."""
+        if self.format == "opensips":
+            return f"table {self.table} (OpenSIPS format)"
         return f"table {self.table}"
 
     def load(self):
-        """A Deferred firing with the rows of the table."""
+        """A Deferred firing with the rows of the table (a ValueError naming
+        the row for a bad value)."""
         d = self.storage.select(self.table, order_by=["setid", "id"])
-        d.addCallback(rows_from_table)
+        d.addCallback(self._convert)
         return d
+
+    def _convert(self, records):
+        fmt = self.table_format
+        if fmt == "auto":
+            fmt = detect_format(records) if records else (self.format or "kamailio")
+        self.format = fmt
+        return rows_from_opensips(records) if fmt == "opensips" else rows_from_table(records)

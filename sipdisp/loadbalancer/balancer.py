@@ -18,6 +18,14 @@ re-enables it), 2 always (probing disables and re-enables it).
 
 Per-request state is ``ctx.vars["_lb_"]``: the group, the asked resources,
 the flags, the destinations tried and the one in use.
+
+Across a restart (dialog ``db_mode`` 1 or 2) the binding of a call to its
+destination also lives in the dialog's variables (``dialog_vars``, key
+``lb_dst``: ``"<id>:<resource>,<resource>"``). The dialog table restores its
+profile memberships only for profiles defined when it reloads, and with
+``load_balancer.source: db`` the ``lb-<resource>`` profiles are defined only
+once the table is read; :meth:`LoadBalancer.rebind` counts every restored call
+again from that variable, whichever of the two loads comes first.
 """
 
 import random
@@ -33,6 +41,8 @@ from .resources import choose, format_resources, parse_resources
 LB = "_lb_"
 #: prefix of the dialog profiles that count calls per resource
 PROFILE_PREFIX = "lb-"
+#: the dialog variable (``dialog_vars``) binding a call to its destination and resources
+BINDING_VAR = "lb_dst"
 PROBE_MODES = (0, 1, 2)
 
 
@@ -131,6 +141,7 @@ class LoadBalancer:
         self._by_host = {}
         self._rng = rng or random.Random()
         self._defined = set()
+        self.stats = {"rebound": 0}
         # mode 1, thresholds 1: one failed probe disables, one good reply enables;
         # Call-IDs keep the ds- prefix the balancer's pings have always had
         self.prober = Prober(self._probe_targets, interval=probing_interval,
@@ -211,8 +222,10 @@ class LoadBalancer:
         self._by_host = by_host
         if source is not None:
             self.source = source
+        # dialogs restored before these profiles existed count again now
+        rebound = self.rebind()
         return {"groups": len(groups), "destinations": len(dests), "kept": kept,
-                "added": added, "removed": len(old)}
+                "added": added, "removed": len(old), "rebound": rebound}
 
     def _initial_state(self, dest, new):
         if new:
@@ -271,6 +284,8 @@ class LoadBalancer:
                 self._uncount(dlg, call.current, call.resources)
             for resource in call.resources:
                 self.dialogs.profiles.add(dlg, profile_name(resource), str(dest.id))
+            dlg.vars[BINDING_VAR] = binding_text(dest.id, call.resources)
+            dlg.vars_stored = False  # rewrite dialog_vars with the new binding
         call.tried.append(dest)
         call.current = dest
         ctx.set_dst(dest.uri_obj)
@@ -284,6 +299,34 @@ class LoadBalancer:
         if dlg is None and ctx.request.method == "INVITE" and ctx.request.to_tag is None:
             dlg = self.dialogs.create(ctx)
         return dlg
+
+    def rebind(self):
+        """Count again every dialog whose ``lb_dst`` variable binds it to a
+        destination but that is not in that destination's profiles (dialogs
+        restored after a restart before the profiles were defined). Idempotent;
+        returns how many dialogs were counted again."""
+        profiles = self.dialogs.profiles
+        counted = 0
+        for dlg in list(self.dialogs.dialogs.values()):
+            text = dlg.vars.get(BINDING_VAR)
+            if not text:
+                continue
+            try:
+                dest_id, resources = parse_binding(text)
+            except ValueError as exc:
+                self.log.warn("load_balancer: dialog {id}: ignoring a bad {var} variable: {err}",
+                              id=dlg.id, var=BINDING_VAR, err=exc)
+                continue
+            added = False
+            for resource in resources:
+                self._define(resource)
+                added = profiles.add(dlg, profile_name(resource), str(dest_id)) or added
+            counted += added
+        if counted:
+            self.stats["rebound"] += counted
+            self.log.info("load_balancer: {n} restored call(s) counted again on their "
+                          "destinations", n=counted)
+        return counted
 
     def _uncount(self, dlg, dest, resources):
         for resource in resources:
@@ -413,6 +456,20 @@ class LoadBalancer:
                "takes calls.", up)
 
 
+def binding_text(dest_id, resources):
+    """The ``lb_dst`` dialog variable: ``"7:pstn,vm"``."""
+    return f"{int(dest_id)}:{','.join(resources)}"
+
+
+def parse_binding(text):
+    """``"7:pstn,vm"`` -> ``(7, ("pstn", "vm"))``; ValueError when malformed."""
+    dest_id, sep, names = str(text).partition(":")
+    resources = tuple(r.strip() for r in names.split(",") if r.strip())
+    if not sep or not dest_id.strip().isdigit() or not resources:
+        raise ValueError(f"expected '<id>:<resource>[,<resource>...]', got {text!r}")
+    return int(dest_id), resources
+
+
 def rows_from_config(entries):
     """``load_balancer.destinations`` entries as table rows (ids 1, 2 ... when not given)."""
     rows = []
@@ -424,5 +481,5 @@ def rows_from_config(entries):
     return rows
 
 
-__all__ = ["LB", "LbCall", "LbDestination", "LoadBalancer", "profile_name", "reply_codes",
+__all__ = ["BINDING_VAR", "LB", "LbCall", "binding_text", "parse_binding", "LbDestination", "LoadBalancer", "profile_name", "reply_codes",
            "rows_from_config"]

@@ -45,6 +45,12 @@ class LoadBalancerService(Service):
         if self._source == "config":
             self._apply(rows_from_config(self.cfg.load_balancer.destinations), "config")
         register_commands(root.registry, self)
+        # the dialog table reloads answered calls after a restart (db_mode 1/2):
+        # count their loads again once it has (see LoadBalancer.rebind)
+        dialog_service = getattr(root, "dialogs", None)
+        ready = getattr(dialog_service, "ready", None)
+        if ready is not None:
+            ready.addCallback(self._dialogs_restored)
         # SIGHUP (sipdisp/reload.py): new destinations and probing parameters apply at once
         root.reload_hooks["load_balancer"] = self.apply_config
 
@@ -64,6 +70,12 @@ class LoadBalancerService(Service):
         d = self.reload()
         self.root.sip.switchboard.wake()
         return d
+
+    def _dialogs_restored(self, result):
+        """The dialog table finished its reload: count the restored calls' loads."""
+        self.balancer.rebind()
+        self.root.sip.switchboard.wake()
+        return result
 
     def _apply(self, rows, source):
         summary = self.balancer.load(rows, source)

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from ..proxy.target import Target
 from ..sip.message import Request
 from ..sip.uri import parse_uri
+from .latency import LatencyStats
 from .states import after_mark, after_ping, state_letters
 
 
@@ -27,7 +28,7 @@ class ProbeTarget:
     outcome). Owners keep it across reloads so a pending ping still lands."""
 
     __slots__ = ("uri", "uri_obj", "proto", "host", "port", "state", "failures",
-                 "successes", "pinging", "last_ping")
+                 "successes", "pinging", "last_ping", "latency")
 
     def __init__(self, uri):
         self.uri = uri
@@ -42,6 +43,8 @@ class ProbeTarget:
         self.pinging = False
         #: ``(now, why)`` of the last ping outcome, or None
         self.last_ping = None
+        #: round-trip times of the pings (:class:`~.latency.LatencyStats`), when measured
+        self.latency = None
 
     @property
     def letters(self):
@@ -66,24 +69,28 @@ class Prober:
     A final reply is up when ``reply_codes.accepts(status)``; ``mode`` (0..3,
     see :mod:`.states`) and the thresholds drive the state machine. Call-IDs
     are ``<call_id_prefix>-<tag>-<n>``, the tag drawn once from ``rng``.
-    ``listeners`` are called with each :class:`StateChange`.
+    ``listeners`` are called with each :class:`StateChange`. With
+    ``latency_stats`` each reply's round-trip time goes into the target's
+    :class:`~.latency.LatencyStats` (EWMA weight ``latency_alpha``).
     """
 
     _SETTINGS = ("timeout", "method", "from_uri", "reply_codes", "mode",
-                 "probing_threshold", "inactive_threshold")
+                 "probing_threshold", "inactive_threshold", "latency_stats", "latency_alpha")
 
     def __init__(self, targets, *, interval, timeout, method, from_uri, reply_codes, mode,
-                 probing_threshold=1, inactive_threshold=1, call_id_prefix, rng):
+                 probing_threshold=1, inactive_threshold=1, call_id_prefix, rng,
+                 latency_stats=False, latency_alpha=0.9):
         self.targets = targets
         self.interval = interval
         self.configure(timeout=timeout, method=method, from_uri=from_uri,
                        reply_codes=reply_codes, mode=mode, probing_threshold=probing_threshold,
-                       inactive_threshold=inactive_threshold)
+                       inactive_threshold=inactive_threshold, latency_stats=latency_stats,
+                       latency_alpha=latency_alpha)
         self.listeners = []
         self.core = None
         self.timers = {}  # the core's TimerHeap keeps our round here
         self.stats = {"pings_sent": 0, "pings_ok": 0, "pings_failed": 0}
-        self._inflight = {}  # ping client transaction -> target
+        self._inflight = {}  # ping client transaction -> (target, time sent)
         self._ping_ids = itertools.count(1)
         self._call_id_prefix = call_id_prefix
         self._tag = f"{rng.getrandbits(32):08x}"
@@ -98,6 +105,8 @@ class Prober:
                 value = value.upper()
             elif name in ("probing_threshold", "inactive_threshold"):
                 value = max(1, value)
+            elif name == "latency_alpha" and not 0.0 <= value < 1.0:
+                raise ValueError(f"latency_alpha must be in [0, 1), got {value!r}")
             setattr(self, name, value)
 
     # -- rounds ----------------------------------------------------------------------
@@ -168,7 +177,7 @@ class Prober:
             request.headers.insert(-1, ("user-agent", "User-Agent", core.server_header))
         route = Target(target.proto, target.host, target.port, None, listener)
         client = self._start_client(request, route, branch, now)
-        self._inflight[client] = target
+        self._inflight[client] = (target, now)
         target.pinging = True
         self.stats["pings_sent"] += 1
 
@@ -177,16 +186,22 @@ class Prober:
         """A reply to a ping: a final one decides with ``reply_codes``."""
         if response.status < 200:
             return
-        target = self._inflight.pop(txn, None)
-        if target is not None:
+        entry = self._inflight.pop(txn, None)
+        if entry is not None:
+            target, sent = entry
+            if self.latency_stats:
+                self._stats_of(target).add(max(now - sent, 0.0), self.latency_alpha)
             ok = self.reply_codes.accepts(response.status)
             self.ping_result(target, ok, now, f"{self.method} answered "
                                               f"{response.status} {response.reason}")
 
     def on_branch_timeout(self, txn, now):
         """A ping got no reply within ``timeout``: a failure (never a reply)."""
-        target = self._inflight.pop(txn, None)
-        if target is not None:
+        entry = self._inflight.pop(txn, None)
+        if entry is not None:
+            target = entry[0]
+            if self.latency_stats:
+                self._stats_of(target).timed_out()
             self.ping_result(target, False, now, f"no reply to {self.method} "
                                                  f"in {self.timeout:g} s")
 
@@ -200,6 +215,12 @@ class Prober:
             self.probing_threshold, self.inactive_threshold)
         if state != target.state:
             self.set_state(target, state, why)
+
+    @staticmethod
+    def _stats_of(target):
+        if target.latency is None:
+            target.latency = LatencyStats()
+        return target.latency
 
     # -- states ----------------------------------------------------------------------
     def set_state(self, target, state, why):

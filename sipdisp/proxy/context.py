@@ -16,7 +16,9 @@ class RequestContext:
     __slots__ = ("core", "request", "source", "server", "now", "dst_uri",
                  "fr_timeout", "fr_inv_timeout", "failure_route", "do_record_route",
                  "handled", "flow", "proxy_txn", "failed_branch", "flags", "vars",
-                 "reply_hooks", "branches", "auth_user", "received")
+                 "reply_hooks", "branches", "auth_user", "received", "reply_route",
+                 "branch_route", "bflags", "avps", "rr_params", "route_params", "dropped",
+                 "rport_forced")
 
     def __init__(self, core, request, source, server, now):
         self.core = core
@@ -44,6 +46,22 @@ class RequestContext:
         self.auth_user = None
         # where the request really came from as a URI (nat fix_nated_register)
         self.received = None
+        # force_rport: replies go to the source port whatever the Via says
+        self.rport_forced = False
+        # t_on_reply / t_on_branch: routes run per reply / per outgoing branch
+        self.reply_route = None
+        self.branch_route = None
+        # branch flags of the branch being built (setbflag; lookup restores a
+        # contact's, save stores them as its cflags): a bit mask
+        self.bflags = 0
+        # $avp(name): name -> [values], newest last; made on first assignment
+        self.avps = None
+        # add_rr_param: ";name=value" added (and signed) in our Record-Route
+        self.rr_params = None
+        # the URI of our Route entry loose_route followed, whose parameters
+        # check_route_param reads (formatted only when a route asks)
+        self.route_params = None
+        # ``dropped`` is set by ``drop`` in a branch route, read only after one ran
 
     # -- reading the request ------------------------------------------------
     @property
@@ -97,6 +115,11 @@ class RequestContext:
         ingress and egress sockets differ, RFC 5658)."""
         self.do_record_route = True
 
+    def force_rport(self):
+        """Kamailio ``force_rport``: answer to the packet's source port as if
+        the top Via had ``;rport`` (RFC 3581)."""
+        self.core.force_rport(self)
+
     def loose_route(self):
         """Process Route headers of an in-dialog request (RFC 3261 16.4);
         True when a route set was followed and the request should be relayed."""
@@ -125,6 +148,16 @@ class RequestContext:
     def t_on_failure(self, route):
         """Run ``route(ctx)`` when every branch failed (no 2xx), before replying."""
         self.failure_route = route
+
+    def t_on_reply(self, route):
+        """Run ``route(reply_ctx)`` (a :class:`ReplyContext`) for every reply a
+        branch receives, before it is relayed upstream."""
+        self.reply_route = route
+
+    def t_on_branch(self, route):
+        """Run ``route(ctx)`` once per branch just before it is sent, with
+        ``ctx.request`` that branch's copy of the request."""
+        self.branch_route = route
 
     def t_relay(self):
         """Forward the request statefully (statelessly for ACK); True on success."""
@@ -179,3 +212,96 @@ class RequestContext:
 
     def __repr__(self):
         return f"<RequestContext {self.request.method} {self.request.uri}>"
+
+
+class ReplyContext:
+    """One reply received on a branch, as a reply route (``t_on_reply``) sees
+    it: the current message (``request``, named so that the route functions
+    that act on "the message" act on the reply, as Kamailio's do) is the
+    reply; ``source`` is where it came from, the branch's destination (a
+    client transaction's replies come back over the NAT binding or the
+    connection its request went out on); ``branch`` the client transaction;
+    ``bflags`` that branch's flags. Flags, ``$var`` and ``$avp`` are the
+    transaction's, shared with the request route. ``drop`` sets ``dropped``:
+    a provisional reply is then not relayed."""
+
+    __slots__ = ("ctx", "request", "source", "branch", "bflags", "now", "dropped")
+
+    def __init__(self, ctx, reply, branch, bflags, now):
+        self.ctx = ctx
+        self.request = reply
+        self.branch = branch
+        self.source = branch.dst if branch.dst is not None else branch.target
+        self.bflags = bflags
+        self.now = now
+        self.dropped = False
+
+    @property
+    def reply(self):
+        """The reply (the same object as ``request``)."""
+        return self.request
+
+    @property
+    def core(self):
+        """The proxy core."""
+        return self.ctx.core
+
+    @property
+    def proxy_txn(self):
+        """The response context the reply belongs to."""
+        return self.ctx.proxy_txn
+
+    @property
+    def vars(self):
+        """The transaction's ``$var`` values."""
+        return self.ctx.vars
+
+    @property
+    def flags(self):
+        """The transaction's flags (setflag)."""
+        return self.ctx.flags
+
+    @property
+    def avps(self):
+        """The transaction's ``$avp`` lists."""
+        return self.ctx.avps
+
+    @avps.setter
+    def avps(self, value):
+        self.ctx.avps = value
+
+    @property
+    def auth_user(self):
+        """What the request authenticated as."""
+        return self.ctx.auth_user
+
+    @property
+    def dst_uri(self):
+        """None: a reply has no destination URI (Kamailio's ``$du`` is null here)."""
+        return None
+
+    @property
+    def failure_route(self):
+        """The transaction's failure route (``t_on_failure`` may change it here)."""
+        return self.ctx.failure_route
+
+    @failure_route.setter
+    def failure_route(self, route):
+        self.ctx.failure_route = route
+
+    @property
+    def reply_route(self):
+        """The transaction's reply route (``t_on_reply`` may change it here)."""
+        return self.ctx.reply_route
+
+    @reply_route.setter
+    def reply_route(self, route):
+        self.ctx.reply_route = route
+
+    @property
+    def failed_branch(self):
+        """None: no branch has failed while a reply route runs."""
+        return None
+
+    def __repr__(self):
+        return f"<ReplyContext {self.request.status} {self.request.cseq_method}>"

@@ -47,7 +47,8 @@ class ProxyCore:
     """Everything between parsed bytes and the bytes to send.
 
     ``flows`` is the table of open stream connections (:class:`Flows`),
-    which the edge fills; a new empty one by default. ``modules`` is opaque
+    which the edge fills; a new empty one by default. ``resolver`` answers
+    for next hops given as names (:mod:`.failover`). ``modules`` is opaque
     to the core: the subsystems routes may call
     (:class:`sipdisp.routing.plugin.Modules`), where the Python route API
     finds them as ``ctx.core.modules``."""
@@ -55,8 +56,10 @@ class ProxyCore:
     def __init__(self, listeners, route, *, t1=0.5, t2=4.0, t4=5.0, fr_timer=30.0,
                  fr_inv_timer=120.0, max_message_size=65535, domains=(),
                  max_forwards=10, server_header="sipdisp", rng=None, secret=None,
-                 flows=None, modules=None):
+                 flows=None, modules=None, record_route=True, resolver=None):
         self.route = route
+        # proxy.record_route: false makes the route's record_route add nothing
+        self.record_route = record_route
         self.layer = TransactionLayer(t1, t2, t4)
         self.fr_timer = fr_timer
         self.fr_inv_timer = fr_inv_timer
@@ -65,6 +68,9 @@ class ProxyCore:
         self.server_header = server_header
         self.modules = modules
         self.flows = flows if flows is not None else Flows()
+        # next hops given as names (RFC 3263): sipdisp.dns.NextHops, injected
+        # by the service; None sends names to the edge as they are (failover.py)
+        self.resolver = resolver
         self.flow_target = self.flows.target
         self.stats = Counter()
         # lines a stranger can trigger per message, rate-limited (log.repeat_limit)
@@ -215,15 +221,31 @@ class ProxyCore:
         self.layer.send(resp.to_bytes(), self._response_target(request, source))
         self.stats["snd_reply", status] += 1
 
-    def _response_target(self, request, source):
-        """Where responses to ``request`` go (RFC 3261 18.2.2, RFC 3581 section 4)."""
+    def _response_target(self, request, source, force_rport=False):
+        """Where responses to ``request`` go (RFC 3261 18.2.2, RFC 3581 section 4);
+        ``force_rport``: to the source port even without ``;rport`` in the Via."""
         if source.proto in STREAM_PROTOS:
             return Target(source.proto, source.host, source.port, source.conn, source.listener)
         via = request.via
         port = source.port
-        if via is not None and via.param("rport") is None:
+        if not force_rport and via is not None and via.param("rport") is None:
             port = via.port or 5060
         return Target(source.proto, source.host, port, None, source.listener)
+
+    def force_rport(self, ctx):
+        """Kamailio ``force_rport``: treat the request as if its top Via had
+        ``;rport`` (RFC 3581 section 4): the Via gets ``received`` and
+        ``rport=<source port>``, and every reply, stateful or not, goes to the
+        packet's source address and port instead of the Via's sent-by."""
+        ctx.rport_forced = True
+        req, source = ctx.request, ctx.source
+        via = req.via
+        if via is not None:
+            via.set_param("received", source.host)
+            via.set_param("rport", str(source.port))
+            self._replace_top_via(req, str(via))
+        if ctx.server is not None:
+            ctx.server.source = self._response_target(req, source, True)
 
     def _on_request(self, req, source, now):
         via = req.via
@@ -368,7 +390,8 @@ class ProxyCore:
         else:  # stateless: no transaction (sl_send_reply, challenges)
             if self.server_header:
                 resp.add("server", self.server_header)
-            self.layer.send(resp.to_bytes(), self._response_target(req, ctx.source))
+            forced = getattr(ctx, "rport_forced", False)
+            self.layer.send(resp.to_bytes(), self._response_target(req, ctx.source, forced))
             self.stats["snd_reply", status] += 1
         if status >= 200 and getattr(ctx, "reply_hooks", None) is not None:
             txn = ctx.proxy_txn

@@ -4,10 +4,13 @@ stateless forwarding of ACKs, and the choice of the next hop."""
 
 import hashlib
 
+from sipdisp.logs import Logger, msg_prefix
+
 from ..sip.address import parse_address
 from ..sip.headers import split_commas
 from ..sip.message import make_response
 from ..sip.uri import DEFAULT_PORTS
+from .failover import NamedHop, is_numeric, relay_named
 from .response_context import ProxyTransaction
 from .target import Target
 
@@ -17,6 +20,8 @@ from .target import Target
 COUNTED_METHODS = frozenset((
     "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO", "UPDATE", "PRACK",
     "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"))
+
+log = Logger()
 
 
 class Relay:
@@ -62,11 +67,34 @@ class Relay:
             fwd.prepend("max-forwards", str(core.max_forwards))
         else:
             fwd.set("max-forwards", str(int(mf) - 1))
-        target = self.next_hop(ctx, fwd)
+        branch_route = ctx.branch_route
+        if branch_route is None:
+            target = self.next_hop(ctx, fwd)
+        else:
+            # t_on_branch: the route sees and changes this branch's copy; its
+            # $du and branch flags are the branch's, not the request's
+            dst, bflags = ctx.dst_uri, ctx.bflags
+            if not self._branch_route(ctx, branch_route, fwd):
+                ctx.dst_uri, ctx.bflags = dst, bflags
+                self.stats["branches_dropped"] += 1
+                return False
+            target = self.next_hop(ctx, fwd)
+            branch_flags = ctx.bflags
+            ctx.dst_uri, ctx.bflags = dst, bflags
         if target is None:
             if not proxy_txn.branches and not proxy_txn.final_sent:
                 ctx.reply(503, "No Transport For Next Hop")
             return False
+        flags = ctx.bflags if branch_route is None else branch_flags
+        if target.__class__ is NamedHop:  # a name: held for DNS, or failover (failover.py)
+            return relay_named(self, ctx, proxy_txn, fwd, target, index, flags, ctx.now)
+        return self.send_branch(ctx, proxy_txn, fwd, target, index, flags, ctx.now)
+
+    def send_branch(self, ctx, proxy_txn, fwd, target, index, flags, now, owner=None):
+        """Send ``fwd`` to ``target`` as branch ``index`` of ``proxy_txn``
+        (a new client transaction whose events go to ``owner``, the
+        response context by default); False when it cannot go out."""
+        core = self.core
         if target.conn is None and self.identity.is_own_address(target.host, target.port):
             # to itself: at best a wasted round trip, at worst (a Route or
             # R-URI naming the proxy again and again) an amplifier
@@ -75,34 +103,60 @@ class Relay:
                 ctx.reply(482, "Loop Detected")
             return False
         listener = target.listener
-        if ctx.do_record_route:
+        if ctx.do_record_route and core.record_route:  # proxy.record_route: false adds none
             self.routeset.add_record_route(ctx, fwd, listener, target.conn)
         branch = f"{core.new_branch()}.{self.loops.loop_hash(fwd)}"
         fwd.prepend("via", listener.via_prefix + branch, "Via")
         data = fwd.to_bytes()
         client = self.layer.new_client(fwd, data, target, target.reliable, branch,
-                                       ctx.fr_timeout, ctx.fr_inv_timeout, proxy_txn, index)
+                                       ctx.fr_timeout, ctx.fr_inv_timeout,
+                                       owner or proxy_txn, index)
         client.dst = target
+        if flags:  # the branch's flags, for its reply route
+            proxy_txn.set_branch_flags(index, flags)
         proxy_txn.branches.append(client)
         proxy_txn.pending += 1
         self.stats["fwd_requests"] += 1
-        self.stats["snd_request", req.method if req.method in COUNTED_METHODS else "OTHER"] += 1
-        client.start(ctx.now)
+        method = fwd.method
+        self.stats["snd_request", method if method in COUNTED_METHODS else "OTHER"] += 1
+        client.start(now)
         return True
+
+    def _branch_route(self, ctx, route, fwd):
+        """Run the branch route ``route`` on ``fwd`` (the branch's copy of the
+        request, as ``ctx.request`` meanwhile); False when it dropped the branch.
+        A route that raises is logged and the branch goes out as it stands."""
+        req = ctx.request
+        ctx.request = fwd
+        ctx.dropped = False
+        try:
+            route(ctx)
+        except Exception:
+            self.stats["route_errors"] += 1
+            log.failure("{prefix} branch route raised", prefix=msg_prefix(req))
+        finally:
+            ctx.request = req
+        return not ctx.dropped
 
     def relay_branches(self, ctx, branches):
         """Parallel forking (RFC 3261 16.6): relay once per branch, each an
         object with ``uri`` (the new Request-URI), ``dst`` ($du or None),
         ``flow`` (a connection id or None) and ``routes`` (Route values to
-        put first, such as a registered Path). True if any branch went out."""
+        put first, such as a registered Path), and optionally ``bflags``
+        (the branch flags a registered contact was saved with; the first
+        branch keeps the request's, which lookup set from it and the route
+        may have changed since). True if any branch went out."""
         req = ctx.request
-        headers, dst, flow = req.headers, ctx.dst_uri, ctx.flow
+        headers, dst, flow, bflags = req.headers, ctx.dst_uri, ctx.flow, ctx.bflags
         sent = False
         try:
-            for branch in branches:
+            for i, branch in enumerate(branches):
                 req.uri = branch.uri
                 ctx.dst_uri = branch.dst
                 ctx.flow = branch.flow
+                if i:
+                    flags = getattr(branch, "bflags", None)
+                    ctx.bflags = bflags if flags is None else flags
                 if branch.routes:
                     req.headers = list(headers)
                     for value in reversed(branch.routes):
@@ -114,7 +168,7 @@ class Relay:
             req.headers = headers
             if branches:
                 req.uri = branches[0].uri
-            ctx.dst_uri, ctx.flow = dst, flow
+            ctx.dst_uri, ctx.flow, ctx.bflags = dst, flow, bflags
         return sent
 
     def _relay_stateless(self, ctx):
@@ -124,12 +178,14 @@ class Relay:
         if mf is not None and mf.isdigit():
             fwd.set("max-forwards", str(max(int(mf) - 1, 0)))
         target = self.next_hop(ctx, fwd)
+        if target.__class__ is NamedHop:
+            target = self._stateless_named(ctx, target)
         if target is None:
             return False
         if target.conn is None and self.identity.is_own_address(target.host, target.port):
             self.stats["loops_refused"] += 1
             return False
-        if ctx.do_record_route:
+        if ctx.do_record_route and self.core.record_route:
             self.routeset.add_record_route(ctx, fwd, target.listener, target.conn)
         digest = hashlib.blake2s((req.via.branch or req.call_id).encode("utf-8", "surrogateescape"),
                                  digest_size=8).hexdigest()
@@ -139,8 +195,19 @@ class Relay:
         self.stats["snd_request", req.method if req.method in COUNTED_METHODS else "OTHER"] += 1
         return True
 
+    def _stateless_named(self, ctx, hop):
+        """The first target of a name for a stateless relay (an ACK); on a
+        cache miss the ACK is relayed again once the answer is there."""
+        if not hop.resolution.done:
+            hop.resolution.wait(lambda now: self._relay_stateless(ctx))
+            return None
+        targets = hop.targets(self)
+        return targets[0] if targets else None
+
     def next_hop(self, ctx, fwd):
-        """Target for ``fwd``: $du, else the top Route (strict or loose), else the R-URI."""
+        """Target for ``fwd``: $du, else the top Route (strict or loose), else
+        the R-URI. A name becomes a :class:`~.failover.NamedHop` when the core
+        has a resolver (RFC 3263: its targets, or the DNS answer pending)."""
         uri = ctx.dst_uri
         if uri is None:
             route = fwd.get("route")
@@ -165,6 +232,12 @@ class Relay:
             conn_target = self.core.flow_target(ctx.flow)
             if conn_target is not None:
                 return conn_target
+        resolver = self.core.resolver
+        if resolver is not None and not is_numeric(host):
+            explicit = uri.param("transport")
+            hop = NamedHop(uri.scheme, explicit.lower() if explicit else None, host, uri.port, None)
+            hop.resolve(self, ctx.now)
+            return hop
         listener = self.identity.listener_for(proto, host)
         if listener is None:
             return None

@@ -5,6 +5,7 @@ CANCEL; and the reply hooks subsystems attach to a request."""
 from sipdisp.logs import Logger, msg_prefix
 
 from ..sip.message import make_response
+from .context import ReplyContext
 
 log = Logger()
 
@@ -22,7 +23,7 @@ class ProxyTransaction:
     """A response context (RFC 3261 16.7): one server transaction and its branches."""
 
     __slots__ = ("core", "ctx", "server", "request", "branches", "best", "canceled",
-                 "final_sent", "pending", "last_reply", "final_reply", "ended")
+                 "final_sent", "pending", "last_reply", "final_reply", "ended", "branch_flags")
 
     def __init__(self, core, ctx):
         self.core = core
@@ -37,6 +38,7 @@ class ProxyTransaction:
         self.last_reply = None  # the final that ended the latest failed branch
         self.final_reply = None  # the final sent upstream, once the transaction ended
         self.ended = False  # txn_end_hooks ran
+        self.branch_flags = None  # branch index -> its branch flags, when not 0
         ctx.proxy_txn = self
         if self.server is not None:
             self.server.owner = self
@@ -52,6 +54,8 @@ class ProxyTransaction:
             if 200 <= status < 300:
                 self.core.forward_response(self, response, now)
             return
+        if ctx.reply_route is not None and self._reply_route(ctx, branch, response, now):
+            return  # a provisional reply the reply route dropped
         if status > 100 and ctx.reply_hooks is not None:
             call_reply_hooks(ctx, response, now)
         if status < 200:
@@ -119,6 +123,37 @@ class ProxyTransaction:
         ctx.server = None
         self.request = self.best = self.last_reply = self.final_reply = None
         self.branches = []
+
+    # -- reply routes and branch flags ----------------------------------------------
+    def set_branch_flags(self, index, flags):
+        """Remember the branch flags branch ``index`` was sent with."""
+        if self.branch_flags is None:
+            self.branch_flags = {}
+        self.branch_flags[index] = flags
+
+    def _reply_route(self, ctx, branch, response, now):
+        """Run the reply route (``t_on_reply``) on ``response`` before it is
+        relayed; True when the route dropped it (``drop``, provisional replies
+        only: a final reply cannot be dropped, as in Kamailio). A route that
+        raises is logged and the reply goes on."""
+        flags = self.branch_flags
+        rctx = ReplyContext(ctx, response, branch,
+                            flags.get(branch.index, 0) if flags else 0, now)
+        try:
+            ctx.reply_route(rctx)
+        except Exception:
+            self.core.stats["route_errors"] += 1
+            log.failure("{prefix} reply route raised", prefix=msg_prefix(response))
+            return False
+        if not rctx.dropped:
+            return False
+        if response.status >= 200:
+            self.core.stats["reply_drop_ignored"] += 1
+            log.debug("{prefix} drop of a final reply in a reply route ignored",
+                      prefix=msg_prefix(response))
+            return False
+        self.core.stats["replies_dropped"] += 1
+        return True
 
     # -- helpers --------------------------------------------------------------
     def _branch_done(self, branch):

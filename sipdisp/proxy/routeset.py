@@ -19,6 +19,29 @@ RR_SIGNATURE = "sdsig"
 #: user part of a Record-Route entry that names a connection (a registered
 #: flow): in-dialog requests go back over that connection
 FLOW_PREFIX = "sdf-"
+#: the URI parameters this proxy writes in its Record-Route itself; any other
+#: parameter of an entry (``add_rr_param``) is covered by the signature
+OWN_RR_PARAMS = frozenset(("lr", "r2", RR_SIGNATURE, "transport"))
+#: names ``add_rr_param`` may not use
+RESERVED_RR_PARAMS = OWN_RR_PARAMS | {"maddr"}
+
+
+def signed_params(params):
+    """The canonical text of the parameters the signature covers: every URI
+    parameter but :data:`OWN_RR_PARAMS`, sorted, as ``name=value;name``
+    (empty when there are none, which signs as before they existed)."""
+    extra = sorted((n.lower(), v) for n, v in params if n.lower() not in OWN_RR_PARAMS)
+    return ";".join(n if v is None else f"{n}={v}" for n, v in extra)
+
+
+def _params_of(text):
+    """``[(name, value)]`` of ``";a=b;c"`` (add_rr_param's checked text)."""
+    out = []
+    for part in text.split(";"):
+        if part:
+            name, eq, value = part.partition("=")
+            out.append((name, value if eq else None))
+    return out
 
 
 class RouteSet:
@@ -31,10 +54,15 @@ class RouteSet:
         self.stats = stats
         self._key = key
 
-    def signature(self, call_id, tag):
-        """The RR_SIGNATURE value for the dialog of ``call_id`` and one party's ``tag``."""
-        data = f"{call_id}\x00{tag or ''}".encode("utf-8", "surrogateescape")
-        return hashlib.blake2s(data, key=self._key, digest_size=9).hexdigest()
+    def signature(self, call_id, tag, params=""):
+        """The RR_SIGNATURE value for the dialog of ``call_id`` and one party's
+        ``tag``, covering the entry's extra parameters ``params`` (the text of
+        :func:`signed_params`) so that a peer can neither add nor change one."""
+        data = f"{call_id}\x00{tag or ''}"
+        if params:
+            data = f"{data}\x00{params}"
+        return hashlib.blake2s(data.encode("utf-8", "surrogateescape"), key=self._key,
+                               digest_size=9).hexdigest()
 
     def signed_by_us(self, uri, request):
         """True if ``uri`` (one of our Record-Route entries, as sent back in
@@ -45,8 +73,9 @@ class RouteSet:
         if not sig:
             return False
         call_id = request.call_id
-        return (hmac.compare_digest(sig, self.signature(call_id, request.from_tag))
-                or hmac.compare_digest(sig, self.signature(call_id, request.to_tag)))
+        params = signed_params(uri.params) if len(uri.params) > 2 else ""
+        return (hmac.compare_digest(sig, self.signature(call_id, request.from_tag, params))
+                or hmac.compare_digest(sig, self.signature(call_id, request.to_tag, params)))
 
     def loose_route(self, ctx):
         """RFC 3261 16.4 and 16.12 for an in-dialog request: True when it
@@ -85,6 +114,8 @@ class RouteSet:
         if signed is None:
             self.stats["route_unsigned"] += 1
             return False
+        # check_route_param reads the parameters of the entry that proved the dialog
+        ctx.route_params = signed
         user = last.user
         if user and user.startswith(FLOW_PREFIX):
             flow = user[len(FLOW_PREFIX):]
@@ -106,9 +137,15 @@ class RouteSet:
     def add_record_route(self, ctx, fwd, egress, egress_conn=None):
         """Record-Route: one entry, or two when ingress and egress differ (RFC 5658);
         an egress on a connection (a registered flow) carries its flow token too.
-        Each entry is signed for the dialog (see loose_route)."""
+        Each entry is signed for the dialog and for the parameters
+        ``add_rr_param`` added (``ctx.rr_params``, see loose_route)."""
         req = ctx.request
-        sig = f";{RR_SIGNATURE}={self.signature(req.call_id, req.from_tag)}>"
+        extra = ctx.rr_params
+        if extra is None:
+            sig = f";{RR_SIGNATURE}={self.signature(req.call_id, req.from_tag)}>"
+        else:
+            sig = f"{extra};{RR_SIGNATURE}=" \
+                  f"{self.signature(req.call_id, req.from_tag, signed_params(_params_of(extra)))}>"
         ingress = ctx.source.listener
         if ingress is None or (ingress is egress and egress_conn in (None, ctx.source.conn)):
             uri = egress.rr_uri

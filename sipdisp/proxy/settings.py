@@ -24,7 +24,7 @@ PROXY = Section(
     Key("max_forwards", Int(min=1, max=255), 10,
         "Max-Forwards value set when a request has none; a request arriving with 0 is answered 483."),
     Key("record_route", Bool(), True,
-        "Add Record-Route to dialog-forming requests so in-dialog requests come back through the proxy."),
+        "Let the route's record_route add Record-Route, so in-dialog requests come back through the proxy; false: record_route adds nothing and in-dialog requests go end to end."),
     Key("next_hop", SipUri(), "sip:127.0.0.1:5080",
         "Default destination for requests no other rule routes, such as a FreeSWITCH node."),
     Key("branch_timeout", Seconds(positive=True), 2.0,

@@ -81,9 +81,11 @@ def _sdp_private(body):
 def nat_uac_test(ctx, flags):
     """Kamailio ``nat_uac_test(flags)``: True if any test selected in
     ``flags`` (the ``NAT_*`` bits; the seed's 23 = 1+2+4+16) says the client
-    is behind NAT."""
+    is behind NAT. In a reply route the message is a reply, whose top Via
+    is this proxy's own: the Via tests (2, 4, 16) say nothing there and are
+    skipped; the others look at the reply and where it came from."""
     req, src = ctx.request, ctx.source
-    via = req.via
+    via = req.via if req.is_request else None
     if flags & NAT_CONTACT_PRIVATE:
         hp = _contact_hostport(req)
         if hp is not None and is_private(hp[0]):
@@ -124,7 +126,8 @@ def fix_nated_register(ctx):
 
 def fix_nated_contact(ctx):
     """Kamailio ``fix_nated_contact()``: rewrite the host and port of the
-    first Contact to the source address (for dialogs with NATed clients)."""
+    first Contact to the source address (for dialogs with NATed clients);
+    in a reply route, the reply's Contact to where the reply came from."""
     req, src = ctx.request, ctx.source
     for i, (key, name, value) in enumerate(req.headers):
         if key != "contact":

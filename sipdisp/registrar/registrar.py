@@ -145,10 +145,12 @@ def _unquote(text):
 
 
 def process_register(req, source, existing, now, params, location, username, domain,
-                     received=None, socket=None, flags=0):
+                     received=None, socket=None, flags=0, bflags=0):
     """RFC 3261 10.3 steps 6-8 for one REGISTER whose AOR has ``existing``
     live bindings. ``received`` is the NATed source (``fix_nated_register``),
-    ``socket`` the listener it came in on (``udp:127.0.0.1:5060``)."""
+    ``socket`` the listener it came in on (``udp:127.0.0.1:5060``),
+    ``bflags`` the route's branch flags (``setbflag``), stored with each
+    contact as its ``cflags`` as Kamailio's and OpenSIPS' registrars do."""
     p = params
     result = RegisterResult(200, "OK")
     callid, cseq = req.call_id, req.cseq
@@ -243,7 +245,7 @@ def process_register(req, source, existing, now, params, location, username, dom
         bound = stream and uri.is_sip and (
             uri.transport in STREAM_PROTOS or reg_id or host.endswith(".invalid")
             or source.proto in ("ws", "wss"))
-        cflags = 0
+        cflags = bflags
         if received or bound:
             cflags |= FLAG_NAT
         if received:
@@ -320,7 +322,7 @@ def process_register(req, source, existing, now, params, location, username, dom
 class Branch:
     """One destination of a forked request (see ProxyCore.relay_branches)."""
 
-    __slots__ = ("uri", "dst", "flow", "routes", "binding")
+    __slots__ = ("uri", "dst", "flow", "routes", "binding", "bflags")
 
     def __init__(self, uri, dst=None, flow=None, routes=(), binding=None):
         self.uri = uri
@@ -328,6 +330,8 @@ class Branch:
         self.flow = flow
         self.routes = list(routes)
         self.binding = binding
+        # the branch flags the contact was saved with (usrloc cflags)
+        self.bflags = binding.cflags if binding is not None else 0
 
     def __repr__(self):
         return f"<Branch {self.uri} dst={self.dst} flow={self.flow}>"
@@ -409,7 +413,8 @@ class Registrar:
             result = process_register(req, ctx.source, existing, ctx.now, self.params,
                                       self.location, username, domain,
                                       received=ctx.received,
-                                      socket=self._socket(ctx.source), flags=flags)
+                                      socket=self._socket(ctx.source), flags=flags,
+                                      bflags=ctx.bflags)
             ctx.vars["_reg"] = result
             if result.status == 200 and result.changed:
                 d = self.location.apply(aor, result.inserts, result.updates, result.deletes,
@@ -503,6 +508,7 @@ class Registrar:
         first = branches[0]
         ctx.request.uri = first.uri
         ctx.dst_uri = first.dst
+        ctx.bflags = first.bflags  # isbflagset(NAT) after lookup, as Kamailio's
         ctx.branches = branches
         self.stats["lookups_found"] += 1
         return True

@@ -142,7 +142,8 @@ class RegistrarService(Service):
         if self.storage is None:
             self.ready.callback(None)
             return
-        if self.cfg.registrar.enabled and not self.cfg.auth.enabled:
+        if (self.cfg.registrar.enabled and not self.cfg.auth.enabled
+                and not getattr(self.root, "route_authenticates", False)):
             log.warn("registrar without authentication (auth.enabled is false): anyone can "
                      "register any address-of-record of {domains}",
                      domains="any domain (registrar.accept_any_domain)"

@@ -26,8 +26,9 @@ _MODULE_RE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*\Z")
 
 def routing_spec(cfg):
     """The spec to compile from ``cfg.routing``: the built-in route when
-    ``request_route`` is null, with ``routes`` and ``failure_routes`` from
-    the config added or replacing built-in ones of the same name."""
+    ``request_route`` is null, with ``routes``, ``failure_routes``,
+    ``onreply_routes`` and ``branch_routes`` from the config added or
+    replacing built-in ones of the same name."""
     section = cfg.routing
     if section.request_route is None:
         spec = default_routing()
@@ -35,6 +36,8 @@ def routing_spec(cfg):
         spec = {"request_route": section.request_route, "routes": {}, "failure_routes": {}}
     spec["routes"].update(section.routes or {})
     spec["failure_routes"].update(section.failure_routes or {})
+    spec.setdefault("onreply_routes", {}).update(section.onreply_routes or {})
+    spec.setdefault("branch_routes", {}).update(section.branch_routes or {})
     return spec
 
 

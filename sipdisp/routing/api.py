@@ -11,6 +11,7 @@ same names as in the YAML route, taking the request context first.
 
 Everything else is on the context itself: ``ctx.reply``, ``ctx.record_route``,
 ``ctx.loose_route``, ``ctx.t_set_fr``, ``ctx.t_on_failure(function)``,
+``ctx.t_on_reply(function)``, ``ctx.t_on_branch(function)``,
 ``ctx.t_is_canceled``, ``ctx.t_branch_timeout``, ``ctx.t_branch_replied``.
 """
 
@@ -74,3 +75,13 @@ def route(ctx, name):
 def failure_route(ctx, name):
     """The YAML failure route ``name``, for ``ctx.t_on_failure(...)``."""
     return ctx.core.modules.routing.failure_route(name)
+
+
+def reply_route(ctx, name):
+    """The YAML reply route ``name``, for ``ctx.t_on_reply(...)``."""
+    return ctx.core.modules.routing.reply_route(name)
+
+
+def branch_route(ctx, name):
+    """The YAML branch route ``name``, for ``ctx.t_on_branch(...)``."""
+    return ctx.core.modules.routing.branch_route(name)

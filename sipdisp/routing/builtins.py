@@ -7,7 +7,9 @@ their own ``routefuncs.py``; :func:`register` declares these.
 import re
 
 from ..logs import LEVELS, Logger, get_level
+from ..proxy.routeset import RESERVED_RR_PARAMS, RR_SIGNATURE
 from ..sip.uri import parse_uri
+from . import sanity
 from .plugin import (EXIT, RETURN, RouteError, int_arg, ms_arg, nargs, setter_arg, str_arg,
                      template_arg, value_arg)
 
@@ -23,8 +25,13 @@ def _exit(args, where, env):
 
 
 def _drop(args, where, env):
-    """Stop routing without forwarding or replying (Kamailio ``drop``)."""
+    """Stop routing without forwarding or replying (Kamailio ``drop``); in a reply route drop a provisional reply, in a branch route the branch."""
     nargs("drop", args, where, 0)
+    if env.kind in ("reply", "branch"):
+        def drop(ctx):
+            ctx.dropped = True
+            return EXIT
+        return drop
     return lambda ctx: EXIT
 
 
@@ -143,6 +150,74 @@ def _isflagset(args, where, env):
     return lambda ctx: flag in ctx.flags
 
 
+def _setbflag(args, where, env):
+    """Set a branch flag (0-31 or a name of routing.branch_flags): ``setbflag: NAT``; save stores it with the contact."""
+    nargs("setbflag", args, where, 1)
+    mask = 1 << env.flag_bit(args[0], where)
+
+    def setbflag(ctx):
+        ctx.bflags |= mask
+    return setbflag
+
+
+def _resetbflag(args, where, env):
+    """Clear a branch flag."""
+    nargs("resetbflag", args, where, 1)
+    mask = ~(1 << env.flag_bit(args[0], where))
+
+    def resetbflag(ctx):
+        ctx.bflags &= mask
+    return resetbflag
+
+
+def _isbflagset(args, where, env):
+    """True if the branch flag is set (after lookup: the contact's flags as registered)."""
+    nargs("isbflagset", args, where, 1)
+    mask = 1 << env.flag_bit(args[0], where)
+    return lambda ctx: bool(ctx.bflags & mask)
+
+
+_RR_PARAM = re.compile(r"(;[A-Za-z0-9][\w.!%*+`'~-]*(=[\w.!%*+`'~:@\[\]-]+)?)+")
+
+
+def _add_rr_param(args, where, env):
+    """Add a parameter to this proxy's Record-Route (signed with it): ``add_rr_param: ";nat=yes"``."""
+    nargs("add_rr_param", args, where, 1)
+    text = str_arg(args[0], where, "the parameter").strip()
+    if not text.startswith(";"):
+        text = ";" + text
+    if not _RR_PARAM.fullmatch(text):
+        raise RouteError(where, f"add_rr_param needs \";name=value\", got {text!r}")
+    names = {p.partition("=")[0].lower() for p in text[1:].split(";")}
+    reserved = names & RESERVED_RR_PARAMS
+    if reserved:
+        raise RouteError(where, f"add_rr_param: {', '.join(sorted(reserved))} is this "
+                                "proxy's own Record-Route parameter")
+
+    def add_rr_param(ctx):
+        ctx.rr_params = text if ctx.rr_params is None else ctx.rr_params + text
+    return add_rr_param
+
+
+def _check_route_param(args, where, env):
+    """True if the parameters of this proxy's Route entry (as loose_route followed it) match a regex: ``check_route_param: "nat=yes"``."""
+    nargs("check_route_param", args, where, 1)
+    text = str_arg(args[0], where, "the regex")
+    try:
+        regex = re.compile(text)
+    except re.error as exc:
+        raise RouteError(where, f"bad regex: {exc}") from None
+
+    def check_route_param(ctx):
+        uri = ctx.route_params
+        if uri is None:
+            return False
+        params = "".join(f";{n}" if v is None else f";{n}={v}"
+                         for n, v in uri.params if n.lower() != RR_SIGNATURE)
+        return regex.search(params) is not None
+    return check_route_param
+
+
 # -- logging -------------------------------------------------------------------------
 
 _XLOG_LEVELS = {"L_DBG": "debug", "L_INFO": "info", "L_NOTICE": "info", "L_WARN": "warn",
@@ -161,14 +236,34 @@ def _make_xlog(default_level):
             nargs("xlog", args, where, 1)
             level, text = default_level, args[0]
         render = template_arg(str_arg(text, where, "the message").rstrip("\n"), where, env)
+        prefix = log_prefix(env)
         threshold = LEVELS[level]
         emit = getattr(log, level)
-
-        def xlog(ctx):
-            if LEVELS[get_level()] <= threshold:
-                emit("{line}", line=render(ctx))
+        if prefix is None:
+            def xlog(ctx):
+                if LEVELS[get_level()] <= threshold:
+                    emit("{line}", line=render(ctx))
+        else:
+            def xlog(ctx):
+                if LEVELS[get_level()] <= threshold:
+                    emit("{line}", line=prefix(ctx) + render(ctx))
         return xlog
     return factory
+
+
+def log_prefix(env):
+    """``log.prefix`` (Kamailio's ``log_prefix``, the seed's ``"{$mt $hdr(CSeq) $ci} "``)
+    compiled into ``ctx -> str``, or None when it is empty."""
+    cfg = env.config
+    text = getattr(getattr(cfg, "log", None), "prefix", "") if cfg is not None else ""
+    if not text:
+        return None
+    return template_arg(text, "log.prefix", env)
+
+
+def _message_type(ctx):
+    """``$mt``: 1 for a request, 2 for a reply (Kamailio's message type)."""
+    return 1 if ctx.request.is_request else 2
 
 
 #: Kamailio's logging functions and their default level
@@ -190,6 +285,8 @@ def _is_method(args, where, env):
     nargs("is_method", args, where, 1)
     methods = frozenset(m.strip().upper() for m in str_arg(args[0], where, "methods").split("|")
                         if m.strip())
+    if env.kind == "reply":  # a reply's method is its CSeq's (as Kamailio)
+        return lambda ctx: ctx.request.cseq_method in methods
     if len(methods) == 1:
         (only,) = methods
         return lambda ctx: ctx.request.method == only
@@ -233,9 +330,28 @@ def _maxfwd(args, where, env):
 
 
 def _sanity(args, where, env):
-    """True: the parser and the core checked the request before routing (RFC 3261 16.3)."""
+    """Kamailio's sanity checks its flags select: ``sanity_check: ["1511", "7"]``; false after answering 400/416/420 like the module."""
     nargs("sanity_check", args, where, 0, 2)
-    return lambda ctx: True
+    msg_checks = int_arg(args[0], where, "msg_checks") if args else sanity.DEFAULT_CHECKS
+    uri_checks = int_arg(args[1], where, "uri_checks") if len(args) > 1 else \
+        sanity.DEFAULT_URI_CHECKS
+    if not 0 <= msg_checks <= sanity.ALL_CHECKS:
+        raise RouteError(where, f"msg_checks must be 0..{sanity.ALL_CHECKS}, got {msg_checks}")
+    if not 0 <= uri_checks <= sanity.ALL_URI_CHECKS:
+        raise RouteError(where, f"uri_checks must be 0..{sanity.ALL_URI_CHECKS}, "
+                                f"got {uri_checks}")
+    check = sanity.compile_checks(msg_checks, uri_checks)
+
+    def sanity_check(ctx):
+        try:
+            check(ctx.request, ctx.source)
+        except sanity.Failure as failure:
+            ctx.core.stats["sanity_failed"] += 1
+            if failure.status is not None and ctx.request.method != "ACK":
+                ctx.reply_stateless(failure.status, failure.reason, failure.headers)
+            return False
+        return True
+    return sanity_check
 
 
 def _t_check_trans(args, where, env):
@@ -260,9 +376,12 @@ def _t_newtran(args, where, env):
 
 
 def _force_rport(args, where, env):
-    """No-op: the core always answers to the source port (RFC 3581)."""
+    """Answer to the packet's source port as if the top Via had ``;rport`` (RFC 3581)."""
     nargs("force_rport", args, where, 0)
-    return lambda ctx: None
+
+    def force_rport(ctx):
+        ctx.core.force_rport(ctx)
+    return force_rport
 
 
 # -- routing ---------------------------------------------------------------------------
@@ -394,6 +513,12 @@ def register(table):
     table.add("setflag", _setflag)
     table.add("resetflag", _resetflag)
     table.add("isflagset", _isflagset, action=False, condition=True)
+    table.add("setbflag", _setbflag)
+    table.add("resetbflag", _resetbflag)
+    table.add("isbflagset", _isbflagset, action=False, condition=True)
+    table.add("add_rr_param", _add_rr_param)
+    table.add("check_route_param", _check_route_param, action=False, condition=True)
+    table.add_variable("mt", _message_type)
     for name, level in _XLOG_FUNCTIONS:
         table.add(name, _make_xlog(level), doc=_xlog_doc(name, level))
     table.add("is_method", _is_method, action=False, condition=True)

@@ -11,9 +11,21 @@ or ``{match: [value, regex]}``, where values may be pseudo-variables
 ``"${section.key}"`` as an argument is replaced by that configuration value.
 
 The functions come from the :class:`~sipdisp.routing.plugin.FunctionTable`
-the route is compiled against (``env.functions``); only ``route`` and
-``t_on_failure``, which name other routes, are the compiler's own. A name in
-no table is a one-line error naming it and its key.
+the route is compiled against (``env.functions``); only ``route``,
+``t_on_failure``, ``t_on_reply`` and ``t_on_branch``, which name other
+routes, are the compiler's own. A name in no table is a one-line error
+naming it and its key.
+
+Besides the request route and named ``routes`` there are three kinds of
+transaction routes, as in Kamailio: ``failure_routes`` (``t_on_failure``:
+when every branch failed), ``onreply_routes`` (``t_on_reply``: each reply a
+branch receives, with the reply as the current message, see
+:class:`~sipdisp.proxy.context.ReplyContext`) and ``branch_routes``
+(``t_on_branch``: each branch just before it is sent). A route is compiled
+once per kind it runs in (``env.kind``): in a reply route ``$ru`` and
+``$du`` are null, ``$rm`` is the CSeq method and ``drop`` drops the reply;
+in a branch route ``drop`` drops the branch; functions that answer or
+relay the request (:data:`REQUEST_ONLY`) are refused in both.
 
 Each step becomes one closure ``step(ctx)``; a block runs its closures in
 order and stops at ``exit`` (the whole route) or ``return`` (this named
@@ -23,20 +35,56 @@ route). Nothing is interpreted per message: the per-step cost is one call.
 import re
 
 from .plugin import EXIT, RETURN, Modules, RouteError, args_list, nargs, str_arg
-from .pv import compile_value
+from .pv import REPLY_VARIABLES, compile_value
+
+#: branch flag names and their bits when ``routing.branch_flags`` is not
+#: configured: the usrloc NAT flags of both seeds (Kamailio's FLB_NATB 6 and
+#: FLB_NATSIPPING 7, OpenSIPS' nat_bflag NAT and sipping_bflag SIP_PING_FLAG)
+DEFAULT_BRANCH_FLAGS = {"NAT": 6, "FLB_NATB": 6, "SIP_PING_FLAG": 7, "FLB_NATSIPPING": 7}
+
+
+def branch_flag_bit(flag, where, names):
+    """The bit of a branch flag: a number 0-31 or a name in ``names``."""
+    if isinstance(flag, bool):
+        raise RouteError(where, f"a branch flag is a number 0-31 or a name, got {flag!r}")
+    if isinstance(flag, int) or (isinstance(flag, str) and flag.strip().isdigit()):
+        bit = int(flag)
+        if not 0 <= bit <= 31:
+            raise RouteError(where, f"branch flag {bit} is out of range 0-31")
+        return bit
+    if not isinstance(flag, str) or flag.strip() not in names:
+        raise RouteError(where, f"unknown branch flag {flag!r} (routing.branch_flags names: "
+                                f"{', '.join(sorted(names)) or 'none'})")
+    return names[flag.strip()]
 
 
 #: Kamailio names whose subsystem sipdisp does not have: name -> (what it
 #: needs, what to use instead or None). Using one is a configuration error
 #: saying so, rather than a bare "unknown function".
 FUTURE = {
-    "alias_db_lookup": ("aliases", 'an if: with set: {"$rU": ...}'),
-    "dp_translate": ("dialplan", 'match: and set: {"$rU": ...}'),
-    "do_routing": ("drouting", "ds_select_dst or lb_start_or_next"),
     "handle_publish": ("presence", None),
     "handle_subscribe": ("presence", None),
     "rtpproxy_offer": ("a media relay such as RTPProxy", None),
 }
+
+
+#: functions that answer, relay or look up the request: refused in reply and
+#: branch routes (Kamailio allows them in REQUEST_ROUTE and FAILURE_ROUTE only)
+REQUEST_ONLY = frozenset((
+    "t_relay", "sl_send_reply", "sl_reply", "send_reply", "t_reply", "sl_reply_error",
+    "send_reply_error", "loose_route", "save", "lookup", "www_authorize", "proxy_authorize",
+    "auth_check", "www_challenge", "proxy_challenge", "auth_challenge", "consume_credentials",
+    "ds_select_dst", "ds_select_domain", "ds_next_dst", "lb_start_or_next", "lb_next",
+    "create_dialog", "t_newtran", "t_check_trans", "t_lookup_request", "t_precheck_trans",
+    "fix_nated_register", "do_routing", "use_next_gw", "alias_db_lookup", "m_store", "m_dump"))
+
+#: the sections of a routing spec holding transaction routes: section -> kind
+TXN_ROUTES = {"failure_routes": "failure", "onreply_routes": "reply", "branch_routes": "branch"}
+
+#: the function that arms each kind of transaction route, and the slot it sets
+_ARMING = {"t_on_failure": ("failure", "failure_route"),
+           "t_on_reply": ("reply", "reply_route"),
+           "t_on_branch": ("branch", "branch_route")}
 
 
 def future_message(name):
@@ -53,16 +101,38 @@ class Env:
     None when only validating), the configuration (for ``${...}``) and the
     core (None when only validating)."""
 
-    def __init__(self, functions, modules=None, config=None, core=None):
+    def __init__(self, functions, modules=None, config=None, core=None, kind="request"):
         self.functions = functions
         self.modules = modules if modules is not None else Modules()
         self.config = config
         self.core = core
+        #: what the compiled steps will run in: "request" (the request route
+        #: and named routes), "failure", "reply" or "branch"
+        self.kind = kind
+        self._variables = None
+
+    def for_kind(self, kind):
+        """The same environment for steps of another kind of route."""
+        if kind == self.kind:
+            return self
+        return Env(self.functions, self.modules, self.config, self.core, kind)
 
     @property
     def variables(self):
-        """The pseudo-variables a route may read: name -> getter(ctx)."""
-        return self.functions.variables
+        """The pseudo-variables a route may read: name -> getter(ctx); in a
+        reply route the request's own ($ru, $du, $rm ...) read the reply."""
+        if self.kind != "reply":
+            return self.functions.variables
+        if self._variables is None:
+            self._variables = dict(self.functions.variables, **REPLY_VARIABLES)
+        return self._variables
+
+    def flag_bit(self, flag, where):
+        """The bit of branch flag ``flag`` (0-31, or a name of
+        ``routing.branch_flags`` or :data:`DEFAULT_BRANCH_FLAGS`);
+        RouteError naming ``where`` otherwise."""
+        table = getattr(getattr(self.config, "routing", None), "branch_flags", None)
+        return branch_flag_bit(flag, where, dict(DEFAULT_BRANCH_FLAGS, **(table or {})))
 
 
 # -- the compiler -------------------------------------------------------------------
@@ -71,28 +141,35 @@ _CONFIG_REF = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
 
 
 class FailureRoute:
-    """A compiled failure route (what ``t_on_failure`` stores); call it with the context."""
+    """A compiled transaction route (what ``t_on_failure``, ``t_on_reply``
+    or ``t_on_branch`` stores); call it with the context. ``kind`` is
+    "failure", "reply" or "branch"."""
 
-    __slots__ = ("name", "block")
+    __slots__ = ("name", "block", "kind")
 
-    def __init__(self, name):
+    def __init__(self, name, kind="failure"):
         self.name = name
         self.block = None
+        self.kind = kind
 
     def __call__(self, ctx):
         self.block(ctx)
 
     def __repr__(self):
-        return f"<FailureRoute {self.name}>"
+        return f"<{self.kind.capitalize()}Route {self.name}>"
 
 
 class Routing:
-    """The compiled routing: ``request_route(ctx)``, named routes and failure routes."""
+    """The compiled routing: ``request_route(ctx)``, named routes and the
+    transaction routes (failure, reply and branch routes)."""
 
-    def __init__(self, request_route, routes, failure_routes):
+    def __init__(self, request_route, routes, failure_routes, reply_routes=None,
+                 branch_routes=None):
         self.request_route = request_route
         self.routes = routes
         self.failure_routes = failure_routes
+        self.reply_routes = reply_routes or {}
+        self.branch_routes = branch_routes or {}
 
     def route(self, name):
         """The compiled named route ``name`` (a callable returning EXIT, RETURN or None)."""
@@ -102,36 +179,66 @@ class Routing:
         """The compiled failure route ``name``, for ``ctx.t_on_failure``."""
         return self.failure_routes[name]
 
+    def reply_route(self, name):
+        """The compiled reply route ``name``, for ``ctx.t_on_reply``."""
+        return self.reply_routes[name]
+
+    def branch_route(self, name):
+        """The compiled branch route ``name``, for ``ctx.t_on_branch``."""
+        return self.branch_routes[name]
+
 
 class Compiler:
-    """Compiles one routing spec (``request_route``, ``routes``, ``failure_routes``)."""
+    """Compiles one routing spec (``request_route``, ``routes`` and the
+    transaction routes of :data:`TXN_ROUTES`)."""
 
     def __init__(self, spec, env, prefix="routing"):
         self.spec = spec
         self.env = env
         self.prefix = prefix
-        self.routes = {}
-        self.failure_routes = {}
+        # named routes per kind of route they run in: (kind, name) -> block
+        self._compiled = {}
+        # transaction routes by kind: kind -> {name: FailureRoute}
+        self.txn_routes = {kind: {} for kind in TXN_ROUTES.values()}
         self._stack = []
+
+    @property
+    def routes(self):
+        """The named routes compiled for request routes: name -> block."""
+        return {name: block for (kind, name), block in self._compiled.items()
+                if kind == "request"}
+
+    @property
+    def failure_routes(self):
+        """The failure routes: name -> FailureRoute."""
+        return self.txn_routes["failure"]
 
     def compile(self):
         """Compile everything; a RouteError names the first mistake's key."""
         spec = self.spec
         routes = spec.get("routes") or {}
-        failures = spec.get("failure_routes") or {}
-        for kind, table in (("routes", routes), ("failure_routes", failures)):
+        tables = [("routes", routes)] + [(section, spec.get(section) or {})
+                                         for section in TXN_ROUTES]
+        for section, table in tables:
             if not isinstance(table, dict):
-                raise RouteError(f"{self.prefix}.{kind}", "expected a mapping of names to steps")
+                raise RouteError(f"{self.prefix}.{section}", "expected a mapping of names to steps")
             for name in table:
                 if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w-]*", name):
-                    raise RouteError(f"{self.prefix}.{kind}", f"bad route name {name!r}")
-        for name in failures:
-            self.failure_routes[name] = FailureRoute(name)
+                    raise RouteError(f"{self.prefix}.{section}", f"bad route name {name!r}")
+        for section, kind in TXN_ROUTES.items():
+            for name in spec.get(section) or {}:
+                self.txn_routes[kind][name] = FailureRoute(name, kind)
+        env = self.env
         for name in routes:
             self._named(name)
-        for name, steps in failures.items():
-            self.failure_routes[name].block = self.block(
-                steps, f"{self.prefix}.failure_routes.{name}")
+        for section, kind in TXN_ROUTES.items():
+            self.env = env.for_kind(kind)
+            try:
+                for name, steps in (spec.get(section) or {}).items():
+                    self.txn_routes[kind][name].block = self.block(
+                        steps, f"{self.prefix}.{section}.{name}")
+            finally:
+                self.env = env
         main = spec.get("request_route")
         if main is None:
             raise RouteError(f"{self.prefix}.request_route", "missing")
@@ -139,11 +246,13 @@ class Compiler:
 
         def request_route(ctx):
             block(ctx)
-        return Routing(request_route, dict(self.routes), dict(self.failure_routes))
+        return Routing(request_route, self.routes, dict(self.txn_routes["failure"]),
+                       dict(self.txn_routes["reply"]), dict(self.txn_routes["branch"]))
 
     # -- blocks and steps ------------------------------------------------------------
     def _named(self, name, where=None):
-        done = self.routes.get(name)
+        kind = self.env.kind if self.env.kind in ("reply", "branch") else "request"
+        done = self._compiled.get((kind, name))
         if done is not None:
             return done
         table = self.spec.get("routes") or {}
@@ -156,7 +265,7 @@ class Compiler:
         self._stack.append(name)
         block = self.block(table[name], f"{self.prefix}.routes.{name}")
         self._stack.pop()
-        self.routes[name] = block
+        self._compiled[(kind, name)] = block
         return block
 
     def block(self, steps, where):
@@ -229,28 +338,47 @@ class Compiler:
                     return EXIT if block(ctx) is EXIT else None
                 return call_route
             raise RouteError(where, "route(...) cannot be a condition")
-        if name == "t_on_failure":
-            a = args_list(args)
-            nargs("t_on_failure", a, where, 1)
-            target = str_arg(a[0], where, "the failure route name")
-            failure = self.failure_routes.get(target)
-            if failure is None:
-                raise RouteError(where, f"no failure route named {target!r} (defined: "
-                                        f"{', '.join(self.failure_routes) or 'none'})")
-
-            def t_on_failure(ctx):
-                ctx.failure_route = failure
-            return t_on_failure
+        if name in _ARMING:
+            return self._arming(name, args, where, action)
         func = self.env.functions.get(name)
         if func is None:
             if name in FUTURE:
                 raise RouteError(where, future_message(name))
             raise RouteError(where, f"unknown function {name!r}")
+        if name in REQUEST_ONLY and self.env.kind in ("reply", "branch"):
+            raise RouteError(where, f"{name} cannot be used in a {self.env.kind} route "
+                                    "(it answers, relays or looks up the request)")
         if action and not func.action:
             raise RouteError(where, f"{name} is a condition; use it under if:")
         if not action and not func.condition:
             raise RouteError(where, f"{name} is not a condition")
         return func.factory(self._resolve(args_list(args), where), where, self.env)
+
+    def _arming(self, name, args, where, action):
+        """``t_on_failure`` / ``t_on_reply`` / ``t_on_branch: NAME``: a step
+        that arms that transaction route for the request."""
+        kind, slot = _ARMING[name]
+        if not action:
+            raise RouteError(where, f"{name} is not a condition")
+        a = args_list(args)
+        nargs(name, a, where, 1)
+        target = str_arg(a[0], where, f"the {kind} route name")
+        table = self.txn_routes[kind]
+        route = table.get(target)
+        if route is None:
+            raise RouteError(where, f"no {kind} route named {target!r} (defined: "
+                                    f"{', '.join(table) or 'none'})")
+        if slot == "failure_route":
+            def arm(ctx):
+                ctx.failure_route = route
+        elif slot == "reply_route":
+            def arm(ctx):
+                ctx.reply_route = route
+        else:
+            def arm(ctx):
+                ctx.branch_route = route
+        arm.__name__ = name
+        return arm
 
     def condition(self, cond, where):
         """A condition -> ``callable(ctx) -> bool``."""
@@ -326,6 +454,7 @@ def _same(a, b):
 
 
 def compile_routing(spec, env, prefix="routing"):
-    """Compile a routing spec (a dict with ``request_route``, ``routes`` and
-    ``failure_routes``) into a :class:`Routing` bound to ``env``."""
+    """Compile a routing spec (a dict with ``request_route``, ``routes``,
+    ``failure_routes``, ``onreply_routes`` and ``branch_routes``) into a
+    :class:`Routing` bound to ``env``."""
     return Compiler(spec, env, prefix).compile()

@@ -34,6 +34,7 @@ request_route:
     then:
       - sl_send_reply: [484, "Address Incomplete"]
       - exit
+  - route: MSILO                        # sipdisp: offline messages (msilo.enabled)
   - route: FROMNODES                    # sipdisp: calls from FreeSWITCH go out
   - route: DISPATCH
 
@@ -115,7 +116,17 @@ routes:
     - if: {not: {is_method: REGISTER}}  # (registrar.enabled false: 404 No registrar)
       then: [return]
     - save: location
+    - if: {eq: ["${msilo.enabled}", true]}  # msilo: messages stored while she was
+      then: [m_dump]                    # offline go to the contact she registered
     - exit
+
+  MSILO:                                # msilo (msilo.enabled): a MESSAGE for a
+    - if: {any: [{eq: ["${msilo.enabled}", false]}, {not: {is_method: MESSAGE}}, {not: is_myself}]}
+      then: [return]                    # local user reaches her contacts, or is
+    - if: {lookup: location}            # stored (202 Accepted) until her next
+      then: [{route: RELAY}]            # REGISTER
+    - if: {not: m_store}                # over msilo.max_messages
+      then: [{sl_send_reply: [480, "Temporarily Unavailable"]}, exit]
 
   PRESENCE:
     - if: {not: {is_method: "PUBLISH|SUBSCRIBE"}}

@@ -115,7 +115,7 @@ class Modules:
     their collaborators passed in and never look each other up here."""
 
     __slots__ = ("routing", "storage", "dispatcher", "registrar", "usrloc", "auth", "dialogs",
-                 "load_balancer", "accounting")
+                 "load_balancer", "accounting", "aliases", "dialplan", "drouting", "cache", "msilo")
 
     def __init__(self, **modules):
         for name in self.__slots__:

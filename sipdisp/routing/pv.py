@@ -9,6 +9,9 @@ time, never a surprise at run time.
 import re
 
 from ..config.model import ConfigError
+from ..sip.address import parse_address
+from ..sip.errors import SipParseError
+from ..sip.headers import format_params, split_commas
 from ..sip.uri import parse_uri
 
 
@@ -51,6 +54,98 @@ def _du(ctx):
     return None if ctx.dst_uri is None else str(ctx.dst_uri)
 
 
+def _first_contact(ctx):
+    """The first Contact of the current message (request or reply), parsed, or None."""
+    value = ctx.request.get("contact")
+    if not value or value.strip() == "*":
+        return None
+    try:
+        return parse_address(split_commas(value)[0], "Contact")
+    except SipParseError:
+        return None
+
+
+def _contact(ctx):
+    """``$ct``: the Contact header value of the current message."""
+    return ctx.request.get("contact")
+
+
+#: ``$ct.fields(name)``: the parts of the first Contact
+_CONTACT_FIELDS = ("uri", "name", "expires", "q", "params")
+
+
+def _contact_field(field, where):
+    if field not in _CONTACT_FIELDS:
+        raise RouteError(where, f"$ct.fields({field}): known fields are "
+                                f"{', '.join(_CONTACT_FIELDS)}")
+
+    def get(ctx):
+        address = _first_contact(ctx)
+        if address is None:
+            return None
+        if field == "uri":
+            return str(address.uri)
+        if field == "name":
+            return address.display.strip('"') if address.display else None
+        if field == "params":
+            return format_params(address.params)[1:] or None
+        return address.param(field)
+    return get
+
+
+_AUTH_USERNAME = re.compile(r'(?i)(?:^|[\s,])username\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+_AUTH_REALM = re.compile(r'(?i)(?:^|[\s,])realm\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+def _credentials(ctx):
+    """The Authorization (REGISTER) or Proxy-Authorization value, whichever the
+    request carries (Kamailio's ``$au`` looks at both, in that order for REGISTER)."""
+    req = ctx.request
+    if not req.is_request:
+        return None
+    first, second = ("authorization", "proxy-authorization")
+    if req.method != "REGISTER":
+        first, second = second, first
+    return req.get(first) or req.get(second)
+
+
+def _auth_param(regex):
+    def get(ctx):
+        value = _credentials(ctx)
+        if not value:
+            return None
+        m = regex.search(value)
+        if m is None:
+            return None
+        return m.group(1) if m.group(1) is not None else m.group(2)
+    return get
+
+
+_auth_username = _auth_param(_AUTH_USERNAME)
+
+
+def _auth_user(ctx):
+    """``$aU``: the user part of the credentials' username (before ``@``)."""
+    name = _auth_username(ctx)
+    return None if name is None else name.partition("@")[0]
+
+
+def _auth_domain(ctx):
+    """``$ad``: the domain of the credentials' username (after ``@``), else the realm."""
+    name = _auth_username(ctx)
+    if name is not None and "@" in name:
+        return name.partition("@")[2]
+    return _auth_param(_AUTH_REALM)(ctx)
+
+
+def _status(ctx):
+    """``$rs`` outside a reply route: the failed branch's final status (failure routes)."""
+    branch = ctx.failed_branch
+    if branch is not None and branch.final_status is not None:
+        return branch.final_status
+    return _reply_code(ctx)
+
+
 def _reply_code(ctx):
     txn = ctx.proxy_txn
     reply = getattr(txn, "last_reply", None) if txn is not None else None
@@ -86,12 +181,39 @@ SIMPLE = {
     "ua": lambda ctx: ctx.request.get("user-agent"),
     "T_reply_code": _reply_code,
     "T_reply_reason": _reply_reason,
+    "rs": _status,
+    "rr": _reply_reason,
+    "ct": _contact,
+    "au": _auth_username,
+    "aU": _auth_user,
+    "ad": _auth_domain,
+    "ar": _auth_param(_AUTH_REALM),
     "null": lambda ctx: None,
+}
+
+#: what the request's pseudo-variables read in a reply route, where the
+#: current message is the reply (as Kamailio: $ru, $du ... are null there,
+#: $rm is the CSeq method, $rs and $rr the reply's status and reason)
+REPLY_VARIABLES = {
+    "ru": lambda ctx: None,
+    "rU": lambda ctx: None,
+    "rd": lambda ctx: None,
+    "rp": lambda ctx: None,
+    "du": lambda ctx: None,
+    "rm": lambda ctx: ctx.request.cseq_method,
+    "rs": lambda ctx: ctx.request.status,
+    "rr": lambda ctx: ctx.request.reason,
+    "T_reply_code": lambda ctx: ctx.request.status,
+    "T_reply_reason": lambda ctx: ctx.request.reason,
+    "au": lambda ctx: None,
+    "aU": lambda ctx: None,
+    "ad": lambda ctx: None,
+    "ar": lambda ctx: None,
 }
 
 _DSDST_FIELDS = {"uri", "attrs", "grp", "dstid"}
 
-PV_RE = re.compile(r"\$(?:(\w+)\(([^)]*)\)|(\w+))")
+PV_RE = re.compile(r"\$(?:(\w+(?:\.\w+)?)\(([^)]*)\)|(\w+))")
 
 
 def _xavp_getter(arg, where):
@@ -130,16 +252,26 @@ def compile_pv(text, where, variables=None):
         except KeyError:
             raise RouteError(where, f"unknown pseudo-variable ${simple} "
                                     f"(known: {', '.join('$' + k for k in known)})") from None
-    if func in ("var", "avp"):
+    if func == "var":
         key = arg.strip()
         return lambda ctx: ctx.vars.get(key)
+    if func == "avp":
+        key = arg.strip()
+
+        def get_avp(ctx):
+            avps = ctx.avps
+            values = avps.get(key) if avps is not None else None
+            return values[-1] if values else None
+        return get_avp
+    if func == "ct.fields":
+        return _contact_field(arg.strip(), where)
     if func == "hdr":
         key = arg.strip().lower()
         return lambda ctx: ctx.request.get(key)
     if func == "xavp":
         return _xavp_getter(arg, where)
     raise RouteError(where, f"unknown pseudo-variable ${func}(...) "
-                            "(known: $var(), $avp(), $hdr(), $xavp(_dsdst_=>...))")
+                            "(known: $var(), $avp(), $hdr(), $ct.fields(), $xavp(_dsdst_=>...))")
 
 
 def compile_value(value, where, variables=None):
@@ -185,12 +317,30 @@ def compile_setter(text, where):
     if m is None:
         raise RouteError(where, f"{text!r} is not a pseudo-variable")
     func, arg, simple = m.groups()
-    if func in ("var", "avp"):
+    if func == "var":
         key = arg.strip()
 
         def set_var(ctx, value):
             ctx.vars[key] = value
         return set_var
+    if func == "avp":
+        key = arg.strip()
+
+        def set_avp(ctx, value):
+            # Kamailio: an assignment adds a value on top of the AVP's list,
+            # $null removes the newest one
+            avps = ctx.avps
+            if avps is None:
+                avps = ctx.avps = {}
+            values = avps.get(key)
+            if value is None:
+                if values:
+                    values.pop()
+            elif values is None:
+                avps[key] = [value]
+            else:
+                values.append(value)
+        return set_avp
     if simple == "du":
         def set_du(ctx, value):
             if value is None:

@@ -6,7 +6,7 @@ functions, so L{sipdisp.schema} attaches it.
 
 import copy
 
-from ..config.model import Key, Nullable, Section, Str, Type
+from ..config.model import ConfigError, Key, Nullable, Section, Str, Type
 
 
 class RouteSteps(Type):
@@ -42,6 +42,29 @@ class RouteTable(Type):
         return "mapping of name -> steps"
 
 
+class BranchFlagNames(Type):
+    """Branch flag names: a mapping of name to bit number 0-31."""
+
+    expected = "a mapping of flag names to bit numbers 0-31"
+
+    def parse(self, value, where):
+        """The mapping, each bit checked to be 0-31 and each name an identifier."""
+        if not isinstance(value, dict):
+            raise self.wrong(value, where)
+        out = {}
+        for name, bit in value.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ConfigError(where, f"bad flag name {name!r}")
+            if isinstance(bit, bool) or not isinstance(bit, int) or not 0 <= bit <= 31:
+                raise ConfigError(f"{where}.{name}", f"expected a bit number 0-31, got {bit!r}")
+            out[name] = bit
+        return out
+
+    def describe(self):
+        """The type's name in docs/configuration.md."""
+        return "mapping of name -> bit"
+
+
 ROUTING = Section(
     "routing",
     "How requests are routed: a route in Kamailio's vocabulary, compiled once at start-up, or a Python function (docs/routing.md).",
@@ -51,6 +74,13 @@ ROUTING = Section(
         "Named routes, called with 'route: NAME'; they add to or replace the built-in ones of the same name."),
     Key("failure_routes", RouteTable(), {},
         "Named failure routes, armed with 't_on_failure: NAME'; they add to or replace the built-in ones."),
+    Key("onreply_routes", RouteTable(), {},
+        "Named reply routes (Kamailio onreply_route), armed with 't_on_reply: NAME': run for every reply a branch receives, before it is relayed; drop there drops a provisional reply."),
+    Key("branch_routes", RouteTable(), {},
+        "Named branch routes (Kamailio branch_route), armed with 't_on_branch: NAME': run once per branch just before it is sent; drop there drops the branch."),
+    Key("branch_flags", BranchFlagNames(), {"NAT": 6, "FLB_NATB": 6, "SIP_PING_FLAG": 7,
+                                             "FLB_NATSIPPING": 7},
+        "Names of branch flags (setbflag/isbflagset/resetbflag) and their bits 0-31, stored with a registered contact as usrloc cflags; bit 6 marks a contact NATed, bit 7 has it pinged (nat.ping_nated_only)."),
     Key("module", Nullable(Str()), None,
         "A Python request route 'package.module:function' called with each request's context instead of request_route."),
 )

@@ -170,4 +170,6 @@ def type_family(declared):
         return "float"
     if "time" in t or "date" in t:
         return "datetime"
+    if "blob" in t or t in ("bytea", "binary", "varbinary"):
+        return "binary"
     return t or "unknown"

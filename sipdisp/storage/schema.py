@@ -22,7 +22,7 @@ DIALECTS = ("sqlite", "postgres", "mysql")
 
 #: Column kinds. ``serial``/``bigserial`` are auto-increment primary keys.
 KINDS = ("serial", "bigserial", "int", "uint", "bigint", "float", "string",
-         "datetime")
+         "datetime", "text", "blob")
 
 NO_DEFAULT = object()
 
@@ -59,7 +59,7 @@ class Column:
     def family(self):
         """Type family used when comparing with a live database."""
         return {"serial": "int", "bigserial": "int", "uint": "int",
-                "bigint": "int"}.get(self.kind, self.kind)
+                "bigint": "int", "text": "string", "blob": "binary"}.get(self.kind, self.kind)
 
     def __repr__(self):
         return "Column(%r, %r)" % (self.name, self.kind)
@@ -246,6 +246,81 @@ TABLES = (
         _dt("last_modified", "2000-01-01 00:00:01"),
     ), (Index("domain_idx", ["domain"], unique=True),)),
 
+    # alias_db (kamctl alias_db-create.sql; OpenSIPS 3.x has the same columns).
+    Table("dbaliases", 1, (
+        Column("id", "serial"),
+        _s("alias_username", 64), _s("alias_domain", 64),
+        _s("username", 64), _s("domain", 64),
+    ), (
+        Index("alias_user_idx", ["alias_username"]),
+        Index("alias_idx", ["alias_username", "alias_domain"]),
+        Index("target_idx", ["username", "domain"]),
+    )),
+
+    # dialplan (kamctl dialplan-create.sql): every column NOT NULL, no default.
+    Table("dialplan", 2, (
+        Column("id", "serial"),
+        _i("dpid", default=NO_DEFAULT), _i("pr", default=NO_DEFAULT),
+        _i("match_op", default=NO_DEFAULT),
+        _s("match_exp", 64, default=NO_DEFAULT),
+        _i("match_len", default=NO_DEFAULT),
+        _s("subst_exp", 64, default=NO_DEFAULT),
+        _s("repl_exp", 64, default=NO_DEFAULT),
+        _s("attrs", 64, default=NO_DEFAULT),
+    )),
+
+    # Kamailio 5.x msilo (table version 8): offline messages; inc_time and
+    # exp_time are Unix seconds; body and extra_hdrs are the nullable BLOB
+    # and TEXT of version 8. Spooled: a message answered 202 survives an
+    # outage and a restart.
+    Table("silo", 8, (
+        Column("id", "serial"),
+        _s("src_addr", 128), _s("dst_addr", 128),
+        _s("username", 64), _s("domain", 64),
+        _i("inc_time"), _i("exp_time"), _i("snd_time"),
+        _s("ctype", 32, default="text/plain"),
+        Column("body", "blob", null=True, default=NO_DEFAULT),
+        Column("extra_hdrs", "text", null=True, default=NO_DEFAULT),
+        _s("callid", 128), _i("status"),
+    ), (Index("account_idx", ["username", "domain"]),), spool=True),
+
+    # OpenSIPS 3.x drouting (dr_gateways 6, dr_rules 4, dr_carriers 3,
+    # dr_groups 2), as its PostgreSQL DDL (VARCHAR where MySQL's says CHAR).
+    Table("dr_gateways", 6, (
+        Column("id", "serial"),
+        _s("gwid", 64, default=NO_DEFAULT), _i("type", kind="uint"),
+        _s("address", 128, default=NO_DEFAULT), _i("strip", kind="uint"),
+        _s("pri_prefix", 16, default=None, null=True),
+        _s("attrs", 255, default=None, null=True),
+        _i("probe_mode", kind="uint"), _i("state", kind="uint"),
+        _s("socket", 128, default=None, null=True),
+        _s("description", 128, default=None, null=True),
+    ), (Index("dr_gw_idx", ["gwid"], unique=True),), origin="opensips"),
+    Table("dr_rules", 4, (
+        Column("ruleid", "serial"),
+        _s("groupid", 255, default=NO_DEFAULT), _s("prefix", 64, default=NO_DEFAULT),
+        _s("timerec", 255, default=None, null=True), _i("priority"),
+        _s("routeid", 255, default=None, null=True), _s("gwlist", 255, default=NO_DEFAULT),
+        _s("sort_alg", 1, default="N"),
+        _i("sort_profile", kind="uint", default=None, null=True),
+        _s("attrs", 255, default=None, null=True),
+        _s("description", 128, default=None, null=True),
+    ), origin="opensips"),
+    Table("dr_carriers", 3, (
+        Column("id", "serial"),
+        _s("carrierid", 64, default=NO_DEFAULT), _s("gwlist", 255, default=NO_DEFAULT),
+        _i("flags", kind="uint"), _s("sort_alg", 1, default="N"), _i("state", kind="uint"),
+        _s("attrs", 255, default=None, null=True),
+        _s("description", 128, default=None, null=True),
+    ), (Index("dr_carrier_idx", ["carrierid"], unique=True),), origin="opensips"),
+    Table("dr_groups", 2, (
+        Column("id", "serial"),
+        _s("username", 64, default=NO_DEFAULT),
+        _s("domain", 128, default=None, null=True),
+        _i("groupid", kind="uint"),
+        _s("description", 128, default=None, null=True),
+    ), origin="opensips"),
+
     # sipdisp's CDR table: acc CDR engine names (start_time, end_time,
     # duration) plus setup time, dialog identity, the seed's acc extras and
     # the final reply; one row per dialog (uk_cft as in Siremis' cdrs).
@@ -285,19 +360,21 @@ _TYPES = {
         "serial": "INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL",
         "bigserial": "BIGINT(20) AUTO_INCREMENT PRIMARY KEY NOT NULL",
         "int": "INT(11)", "uint": "INT(10) UNSIGNED", "bigint": "BIGINT(20)",
-        "datetime": "DATETIME",
+        "datetime": "DATETIME", "text": "TEXT", "blob": "BLOB",
     },
     "postgres": {
         "serial": "SERIAL PRIMARY KEY NOT NULL",
         "bigserial": "BIGSERIAL PRIMARY KEY NOT NULL",
         "int": "INTEGER", "uint": "INTEGER", "bigint": "BIGINT",
         "float": "REAL", "datetime": "TIMESTAMP WITHOUT TIME ZONE",
+        "text": "TEXT", "blob": "BYTEA",
     },
     "sqlite": {
         "serial": "INTEGER PRIMARY KEY NOT NULL",
         "bigserial": "INTEGER PRIMARY KEY NOT NULL",
         "int": "INTEGER", "uint": "INTEGER", "bigint": "BIGINT",
         "float": "REAL", "datetime": "TIMESTAMP WITHOUT TIME ZONE",
+        "text": "TEXT", "blob": "BLOB",
     },
 }
 

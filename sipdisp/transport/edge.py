@@ -75,6 +75,9 @@ class Switchboard:
         self.connector = None
         self.send_errors = 0
         self._is_ip = {}
+        # host -> Deferred of an address, for names the core leaves to the
+        # edge (subsystems' pings); the service sets sipdisp.dns's cached one
+        self.resolve_name = reactor.resolve
 
     # -- receiving ---------------------------------------------------------------
     def receive(self, data, source):
@@ -145,7 +148,7 @@ class Switchboard:
                 self._is_ip.clear()
             self._is_ip[host] = is_ip
         if not is_ip:
-            d = self._reactor.resolve(host)
+            d = self.resolve_name(host)
             d.addCallback(lambda ip: self.send(data, Target(
                 target.proto, ip, target.port, target.conn, target.listener)))
             d.addErrback(lambda f: log.warn("cannot resolve {host}: {err}", host=host,

@@ -4,9 +4,11 @@ import re
 import socket
 
 from twisted.internet import ssl
+from twisted.internet.error import CannotListenError
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol, wrapClientTLS,
 )
+from sipdisp.config import ConfigError
 from sipdisp.logs import Logger
 
 from ..proxy.target import Listener
@@ -71,18 +73,25 @@ def bind_listeners(reactor, switchboard, cfg, tls_options=None):
         for host, port in getattr(cfg.listen, proto):
             listener = Listener(next_id, proto, host, port, adv_host, adv_port)
             next_id += 1
-            if proto == "udp":
-                bound = reactor.listenUDP(port, SipDatagramProtocol(switchboard, listener),
-                                          interface=host, maxPacketSize=max_size + 1)
-                _grow_buffers(bound)
-                switchboard.udp_ports[listener.id] = bound
-            else:
-                factory_cls = SipStreamFactory if proto in ("tcp", "tls") else SipWebSocketFactory
-                factory = factory_cls(switchboard, listener, idle, max_size)
-                if proto in ("tls", "wss"):
-                    bound = reactor.listenSSL(port, factory, tls_options, interface=host)
+            try:
+                if proto == "udp":
+                    bound = reactor.listenUDP(port, SipDatagramProtocol(switchboard, listener),
+                                              interface=host, maxPacketSize=max_size + 1)
+                    _grow_buffers(bound)
+                    switchboard.udp_ports[listener.id] = bound
                 else:
-                    bound = reactor.listenTCP(port, factory, interface=host, backlog=128)
+                    factory_cls = (SipStreamFactory if proto in ("tcp", "tls")
+                                   else SipWebSocketFactory)
+                    factory = factory_cls(switchboard, listener, idle, max_size)
+                    if proto in ("tls", "wss"):
+                        bound = reactor.listenSSL(port, factory, tls_options, interface=host)
+                    else:
+                        bound = reactor.listenTCP(port, factory, interface=host, backlog=128)
+            except CannotListenError as exc:
+                for done in ports:  # give back what was bound before the one that failed
+                    done.stopListening()
+                raise ConfigError(f"listen.{proto}", f"cannot listen on {host}:{port}: "
+                                  f"{_socket_reason(exc)}") from None
             listener.port = bound.getHost().port
             if adv_port is None:
                 listener.advertised_port = listener.port
@@ -92,6 +101,13 @@ def bind_listeners(reactor, switchboard, cfg, tls_options=None):
             log.info("listening on {proto}:{host}:{port}", proto=proto, host=host,
                      port=listener.port)
     return listeners, ports
+
+
+def _socket_reason(exc):
+    """``Address already in use`` from a CannotListenError (its socket error's text)."""
+    err = getattr(exc, "socketError", None)
+    text = getattr(err, "strerror", None) or str(err or exc)
+    return text[:1].lower() + text[1:]
 
 
 def _grow_buffers(port):

@@ -63,6 +63,10 @@ def sample_row(table, n):
             row[c.name] = 0.5
         elif c.kind == "datetime":
             row[c.name] = datetime.datetime(2024, 1, 2, 3, 4, 5 + n)
+        elif c.kind == "text":
+            row[c.name] = "%s-%d" % (c.name, n)
+        elif c.kind == "blob":
+            row[c.name] = b"%s-%d" % (c.name.encode(), n)
         else:
             row[c.name] = n
     return row
@@ -81,7 +85,8 @@ def key_column(table):
 
 def other_values(column):
     """Two new values for *column*, as an update and an upsert would set."""
-    return {"string": ("x", "y"), "float": (0.25, 0.75),
+    return {"string": ("x", "y"), "text": ("x", "y"), "blob": (b"x", b"y"),
+            "float": (0.25, 0.75),
             "datetime": (datetime.datetime(2025, 1, 1),
                          datetime.datetime(2025, 1, 2))}.get(column.kind, (77, 78))
 
@@ -229,6 +234,8 @@ class BackendSuite:
             for column, value in a.items():
                 if isinstance(value, float):
                     self.assertAlmostEqual(got[column], value, places=3)
+                elif isinstance(value, bytes):  # psycopg2 reads BYTEA as a memoryview
+                    self.assertEqual(bytes(got[column]), value, (table.name, column))
                 else:
                     self.assertEqual(got[column], value, (table.name, column))
             if table.primary_key:

@@ -109,7 +109,7 @@ FOUNDATION_DEFAULTS = {
         "write_queue_max": 100000,
         "spool_dir": "var/spool",
     },
-    "log": {"level": "info", "repeat_limit": 10, "repeat_interval": 10.0},
+    "log": {"level": "info", "repeat_limit": 10, "repeat_interval": 10.0, "prefix": ""},
 }
 
 
@@ -506,7 +506,7 @@ def test_schema_is_assembled_in_the_documented_order():
     assert list(SCHEMA.root.children) == [
         "listen", "advertise", "tls", "connections", "sip", "proxy", "storage", "log",
         "console", "http", "dispatcher", "routing", "registrar", "usrloc", "auth", "nat",
-        "dialog", "accounting", "load_balancer"]
+        "dialog", "accounting", "load_balancer", "aliases", "dialplan", "msilo", "drouting", "cache"]
 
 
 def test_schema_add_takes_a_section_and_its_checks():

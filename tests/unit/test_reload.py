@@ -12,6 +12,8 @@ class FakeRoot:
 
     def __init__(self, cfg):
         self.cfg = cfg
+        self.reload_hooks = {}
+        self.always_hooks = []
 
 
 def _write(path, text):

@@ -64,9 +64,12 @@ def test_kamailio_seed_example_loads_and_compiles():
 
 
 @pytest.mark.parametrize("routing, message", [
-    ({"routes": {"DISPATCH": [{"ds_select_dst": [0, 5]}]}},
-     "routing.routes.DISPATCH[0].ds_select_dst: algorithm 5 is not implemented "
-     "(known: 0, 1, 2, 3, 4, 6, 8, 9, 10, 11)"),
+    ({"routes": {"DISPATCH": [{"ds_select_dst": [0, 14]}]}},
+     "routing.routes.DISPATCH[0].ds_select_dst: algorithm 14 is not implemented "
+     "(known: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)"),
+    ({"routes": {"DISPATCH": [{"ds_select_dst": [0, 7]}]}},
+     "routing.routes.DISPATCH[0].ds_select_dst: algorithm 7 hashes dispatcher.hash_pvar, "
+     "which is not set (a pseudo-variable such as \"$fU\" or \"$fU@$fd\")"),
     ({"routes": {"DISPATCH": ["frobnicate"]}},
      "routing.routes.DISPATCH[0].frobnicate: unknown function 'frobnicate'"),
     ({"request_route": [{"route": "NOPE"}]},

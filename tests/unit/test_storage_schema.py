@@ -22,7 +22,8 @@ def test_tables_and_versions_follow_kamailio_and_opensips():
     assert versions == {
         "version": 1, "dispatcher": 4, "load_balancer": 3, "location": 9,
         "subscriber": 7, "acc": 5, "acc_cdrs": 2, "missed_calls": 4,
-        "dialog": 7, "dialog_vars": 1, "domain": 2, "cdrs": 1,
+        "dialog": 7, "dialog_vars": 1, "domain": 2, "dbaliases": 1, "dialplan": 2, "cdrs": 1, "silo": 8,
+        "dr_gateways": 6, "dr_rules": 4, "dr_carriers": 3, "dr_groups": 2,
         "sipdisp_batches": 1}
 
 
