@@ -187,6 +187,17 @@ class ProxyCore:
             log.failure("error in transaction timer")
         return self.layer.drain()
 
+    def transport_failed(self, target, now):
+        """A connection to ``target`` could not be opened: the branches sent
+        there whose owner fails over (a name's next target, RFC 3263 4.3)
+        move on at once; returns what to send."""
+        for client in list(self.layer.clients.values()):
+            if client.final_status is None and client.target == target:
+                handler = getattr(client.owner, "on_transport_error", None)
+                if handler is not None:
+                    handler(client, now)
+        return self.layer.drain()
+
     def next_deadline(self):
         """When ``on_timers`` should next be called (None: nothing pending)."""
         return self.layer.next_deadline()

@@ -220,8 +220,7 @@ class FailoverOwner:
         """The request could not be sent (a refused connection): the next target."""
         if branch.final_status is None and self._next(branch, now):
             branch.final_status = 503
-            self.relay.layer.timers.cancel(branch, "fr")
-            self.relay.layer.timers.cancel(branch, "B")
+            branch._terminate()  # nothing will come back on it: its timers go too
 
     def _next(self, branch, now):
         proxy_txn = self.proxy_txn

@@ -28,12 +28,18 @@ class TransactionLayer:
 
     ``send(data, target)`` queues an outgoing datagram/segment; the edge
     collects them with ``drain()`` after each call into the core.
+    ``max_transactions`` (``sip.max_transactions``, 0: no limit) bounds the
+    table: while server and client transactions together reach it, ``full``
+    is true and the core refuses new requests with 503 instead of creating
+    more. Client transactions are not refused themselves (a relayed request
+    must get its branches), but each needs a server transaction first.
     """
 
-    def __init__(self, t1=0.5, t2=4.0, t4=5.0):
+    def __init__(self, t1=0.5, t2=4.0, t4=5.0, max_transactions=0):
         self.t1 = t1
         self.t2 = t2
         self.t4 = t4
+        self.max_transactions = max_transactions
         self.timers = TimerHeap()
         self.servers = {}
         self.clients = {}
@@ -51,6 +57,12 @@ class TransactionLayer:
         if out:
             self.out = []
         return out
+
+    @property
+    def full(self):
+        """True while server and client transactions reach ``max_transactions``."""
+        cap = self.max_transactions
+        return bool(cap) and len(self.servers) + len(self.clients) >= cap
 
     # -- server side -----------------------------------------------------------
     def find_server(self, request):

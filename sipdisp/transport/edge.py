@@ -123,6 +123,16 @@ class Switchboard:
             self.send_all(out)
         self._rearm()
 
+    def connect_failed(self, target):
+        """An outgoing connection to ``target`` failed: let the core fail its
+        branches over to another target of the same name."""
+        transport_failed = getattr(self.core, "transport_failed", None)
+        if transport_failed is not None:
+            out = transport_failed(target, self._reactor.seconds())
+            if out:
+                self.send_all(out)
+            self._rearm()
+
     def stop(self):
         """Cancel the pending timer (service shutdown)."""
         if self._timer is not None and self._timer.active():

@@ -156,5 +156,6 @@ class Connector:
             log.warn("cannot connect to {proto}:{host}:{port}: {err}", proto=target.proto,
                      host=target.host, port=target.port, err=failure.getErrorMessage())
             self.switchboard.remove_connection(conn)
+            self.switchboard.connect_failed(target)
 
         d.addErrback(failed)

@@ -506,7 +506,7 @@ def test_schema_is_assembled_in_the_documented_order():
     assert list(SCHEMA.root.children) == [
         "listen", "advertise", "tls", "connections", "sip", "proxy", "storage", "log",
         "console", "http", "dispatcher", "routing", "registrar", "usrloc", "auth", "nat",
-        "dialog", "accounting", "load_balancer", "aliases", "dialplan", "msilo", "drouting", "cache"]
+        "dialog", "accounting", "load_balancer", "aliases", "dialplan", "msilo", "drouting", "cache", "dns"]
 
 
 def test_schema_add_takes_a_section_and_its_checks():

@@ -317,3 +317,15 @@ def _cancel(invite):
              f"From: {msg.get('from')}", f"To: {msg.get('to')}", f"Call-ID: {msg.call_id}",
              f"CSeq: {msg.cseq} CANCEL", "Content-Length: 0"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_a_transport_error_fails_over_at_once():
+    """A connection to the first target that cannot be opened moves the branch to the second."""
+    link = link_with(Zone(two_targets()), relay_to(f"sip:{PBX};transport=udp"))
+    send_invite(link)
+    link.uac.expect(100)
+    link.uas.expect("INVITE")
+    first = link.sent_by_core[-1][1]
+    link._dispatch(link.core.transport_failed(first, 0.1))
+    link.uas2.expect("INVITE")
+    assert not [c for c in link.core.layer.clients.values() if c.target == first]

@@ -4,7 +4,7 @@ the declared layer order, and the low layers load no subsystem.
 The order (README, "Architecture"): the base (logs, commands, config ...),
 then sip -> transaction -> proxy -> storage -> routing -> probing -> the
 subsystems (auth, accounting, dialog, registrar, dispatcher, loadbalancer,
-each allowed the ones before it), the edge (transport, console) beside them,
+each allowed the ones before it), the edge (dns, transport, console) beside them,
 and on top the assembly (shipped, schema, service, tap, cli ...).
 """
 
