@@ -18,7 +18,9 @@ STAMP := $(VENV)/.sipdisp-deps
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv run test docs clean distclean
+FUZZ_SECONDS ?= 60
+
+.PHONY: venv js-deps run test fuzz docs clean distclean
 
 ## venv: create .venv and install the build, runtime and test dependencies from pyproject.toml
 venv: $(STAMP)
@@ -34,9 +36,35 @@ run: venv
 	mkdir -p var
 	$(VENV)/bin/twistd -n --pidfile= sipdisp -c $(CONFIG)
 
+## js-deps: install the pinned Node test dependencies (tests/js) when npm is present
+## and node_modules is missing or older than the lock file
+JS_STAMP := tests/js/node_modules/.package-lock.json
+
+js-deps:
+	@if command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory $(JS_STAMP); \
+	else \
+		echo "npm not found: the WebSocket tests that drive Node clients will skip"; \
+	fi
+
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund
+	touch $@
+
 ## test: run the whole test suite (TESTS=... and PYTEST_ARGS=... narrow it)
-test: venv
+test: venv js-deps
 	$(VPY) -m pytest -q -p no:cacheprovider $(TESTS) $(PYTEST_ARGS)
+
+## fuzz: coverage-guided fuzzing of the SIP parser with atheris for FUZZ_SECONDS
+## (default 60); crashing inputs land in var/fuzz/crashes/
+fuzz: venv
+	$(VPY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["fuzz"]))' > $(VENV)/fuzz-requirements.txt
+	$(VPY) -m pip install -q -r $(VENV)/fuzz-requirements.txt
+	mkdir -p var/fuzz/corpus var/fuzz/crashes
+	cp tests/data/sip-torture/rfc4475/*.dat tests/data/sip-torture/rfc5118/*.dat \
+		tests/data/sip-torture/protos-c07/real/*.dat var/fuzz/corpus/
+	$(VPY) tests/fuzz/fuzz_parser.py -max_total_time=$(FUZZ_SECONDS) -max_len=20000 \
+		-rss_limit_mb=2048 -artifact_prefix=var/fuzz/crashes/ var/fuzz/corpus
 
 ## docs: regenerate docs/configuration.md from the schema (each package's settings.py)
 docs: venv

@@ -28,6 +28,7 @@ from .dialplan import settings as dialplan
 from .dispatcher import settings as dispatcher
 from .dns import settings as dns
 from .drouting import settings as drouting
+from .flood import settings as flood
 from .loadbalancer import settings as loadbalancer
 from .msilo import settings as msilo
 from .proxy import settings as proxy
@@ -59,6 +60,7 @@ SCHEMA.add(transport.LISTEN)
 SCHEMA.add(transport.ADVERTISE)
 SCHEMA.add(transport.TLS, transport.tls_files_for_tls_listeners)
 SCHEMA.add(transport.CONNECTIONS, transport.connections_write_buffer)
+SCHEMA.add(transport.WEBSOCKET, transport.websocket_rules)
 SCHEMA.add(sip.SIP, sip.t2_not_below_t1)
 SCHEMA.add(proxy.PROXY)
 SCHEMA.add(storage.STORAGE)
@@ -80,6 +82,7 @@ SCHEMA.add(msilo.MSILO)
 SCHEMA.add(drouting.DROUTING, drouting.drouting_rules)
 SCHEMA.add(cache.CACHE)
 SCHEMA.add(dns.DNS, dns.dns_ttls)
+SCHEMA.add(flood.FLOOD, flood.flood_tables)
 
 
 def load_config(path):

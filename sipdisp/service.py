@@ -21,6 +21,7 @@ from .accounting.service import AccountingService
 from .aliases.service import AliasService
 from .dialplan.service import DialplanService
 from .cache.service import CacheService
+from .flood.service import FloodService
 from .config import ConfigError
 from .routing import Modules, build_routing, routing_spec
 from .shipped import shipped_functions
@@ -57,7 +58,9 @@ class SipService(Service):
             max_message_size=cfg.sip.max_message_size, domains=cfg.proxy.domains,
             max_forwards=cfg.proxy.max_forwards, server_header=cfg.sip.server_header,
             secret=load_node_secret(cfg.proxy.secret, cfg.proxy.secret_file), modules=modules,
-            record_route=cfg.proxy.record_route, resolver=self.dns.next_hops)
+            record_route=cfg.proxy.record_route, resolver=self.dns.next_hops,
+            max_transactions=cfg.sip.max_transactions,
+            max_via_headers=cfg.sip.max_via_headers, max_route_headers=cfg.sip.max_route_headers)
         self.switchboard = Switchboard(
             self.core, reactor, limits=ConnectionLimits.from_config(cfg.connections))
         self.dns.use_stats(self.core.stats)
@@ -191,6 +194,9 @@ class SipdispService(MultiService):
         if cfg.dialplan.enabled:
             self.dialplan = DialplanService(self, reactor)
             self.dialplan.setServiceParent(self)
+        # flood/: pike, the ipban table the edge checks before parsing, $sht tables
+        self.flood = FloodService(self, reactor)
+        self.flood.setServiceParent(self)
         if route is None:
             self.sip.core.route = build_routing(cfg, self.functions, self.modules,
                                                 self.sip.core).entry

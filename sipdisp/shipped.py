@@ -14,6 +14,7 @@ from .cache import routefuncs as cache_functions
 from .dialog import routefuncs as dialog_functions
 from .dispatcher import routefuncs as dispatcher_functions
 from .drouting import routefuncs as drouting_functions
+from .flood import routefuncs as flood_functions
 from .loadbalancer import routefuncs as loadbalancer_functions
 from .msilo import routefuncs as msilo_functions
 from .registrar import routefuncs as registrar_functions
@@ -25,7 +26,7 @@ REGISTRARS = (builtins.register, aliases_functions.register, dialplan_functions.
               dispatcher_functions.register, registrar_functions.register,
               dialog_functions.register, loadbalancer_functions.register,
               accounting_functions.register, drouting_functions.register, cache_functions.register,
-              msilo_functions.register)
+              msilo_functions.register, flood_functions.register)
 
 
 def shipped_functions():

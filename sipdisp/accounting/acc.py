@@ -26,8 +26,8 @@ import datetime
 from collections import Counter
 
 from ..logs import Logger
-from ..routing.pv import RouteError, compile_value
 from ..storage.schema import SCHEMA
+from .pairs import parse_pairs
 
 #: the request flags ``do_accounting`` sets (names no route can clash with)
 ACC_FLAG = "acc:db"
@@ -55,27 +55,12 @@ def parse_extra(text, variables, where="accounting.extra",
     column is not in every table the records go to, or a value does not compile.
     ``variables`` (name -> getter) are the pseudo-variables the route knows
     (``FunctionTable.variables``: the dialog module's ``$DLG_*`` among them)."""
-    out = []
-    seen = set()
-    for part in (text or "").split(";"):
-        part = part.strip()
-        if not part:
-            continue
-        column, sep, value = part.partition("=")
-        column = column.strip()
-        value = value.strip()
-        if not sep or not column or not value:
-            raise RouteError(where, f"{part!r}: expected column=$pv")
-        if column in _BASE_COLUMNS:
-            raise RouteError(where, f"{column} is written by sipdisp itself")
-        if column in seen:
-            raise RouteError(where, f"{column} is given twice")
+    def in_every_table(column):
         for table in tables:
             if column not in SCHEMA[table].by_name:
-                raise RouteError(where, f"the {table} table has no column {column!r}")
-        seen.add(column)
-        out.append((column, compile_value(value, where, variables)))
-    return out
+                return f"the {table} table has no column {column!r}"
+        return None
+    return parse_pairs(text, variables, where, _BASE_COLUMNS, "column", in_every_table)
 
 
 def _names(own, configured):

@@ -20,7 +20,7 @@ import socket
 from logging.handlers import SysLogHandler
 
 from ..logs import LEVELS, Logger, RepeatLimiter
-from ..routing.pv import RouteError, compile_value
+from .pairs import parse_pairs
 
 ANSWERED = "ACC: transaction answered: "
 MISSED = "ACC: call missed: "
@@ -34,23 +34,7 @@ SEVERITIES = {"debug": "debug", "info": "info", "notice": "notice", "warn": "war
 def parse_log_extra(text, variables, where="accounting.log_extra"):
     """``"src_user=$fU;src_ip=$si"`` -> ``[(name, getter)]`` for log lines (any
     name but the core attributes); RouteError names what is wrong."""
-    out = []
-    seen = set()
-    for part in (text or "").split(";"):
-        part = part.strip()
-        if not part:
-            continue
-        name, sep, value = part.partition("=")
-        name, value = name.strip(), value.strip()
-        if not sep or not name or not value:
-            raise RouteError(where, f"{part!r}: expected name=$pv")
-        if name in CORE or name == "timestamp":
-            raise RouteError(where, f"{name} is written by sipdisp itself")
-        if name in seen:
-            raise RouteError(where, f"{name} is given twice")
-        seen.add(name)
-        out.append((name, compile_value(value, where, variables)))
-    return out
+    return parse_pairs(text, variables, where, CORE + ("timestamp",), "name")
 
 
 #: the core attributes of every acc log line, in Kamailio's order (acc.c core2strar)

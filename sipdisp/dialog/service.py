@@ -31,7 +31,8 @@ def table_from_config(cfg, core=None, storage=None):
         db_mode=d.db_mode, db_update_period=d.db_update_period,
         storage=storage if d.db_mode else None,
         profiles=Profiles(d.profiles_with_value, d.profiles_no_value),
-        unmatched_reply=parse_status_line(d.unmatched_reply) if d.unmatched_reply else None)
+        unmatched_reply=parse_status_line(d.unmatched_reply) if d.unmatched_reply else None,
+        max_dialogs=d.max_dialogs)
 
 
 class DialogService(Service):

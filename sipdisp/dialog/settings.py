@@ -32,6 +32,8 @@ DIALOG = Section(
         "A keepalive unanswered after this long has failed."),
     Key("keepalive_failed_limit", Int(min=1), 1,
         "Failed keepalives in a row (no reply, 408 or 481) after which sipdisp ends the call with BYEs."),
+    Key("max_dialogs", Int(min=0), 100000,
+        "Most dialogs tracked at once; past it create_dialog answers the INVITE 503 Server Busy with Retry-After and ends the route (0: no limit)."),
     Key("db_mode", Int(min=0, max=2), 0,
         "0 memory only; 1 write answered dialogs to the dialog table at every change; 2 write them every db_update_period (the seed's db_mode 2); 1 and 2 keep calls across restarts."),
     Key("db_update_period", Seconds(positive=True), 60.0,

@@ -27,7 +27,8 @@ import random
 import zlib
 from collections import Counter
 
-from ..logs import Logger
+from ..logs import Logger, RepeatLimiter
+from ..proxy.suspend import stop_route
 from .deadlines import DeadlineQueue
 from .dialog import FLAG_BYE, Dialog, split_route_set
 from .ending import InDialogClient
@@ -45,6 +46,8 @@ DOWNSTREAM = "downstream"  # from the caller towards the callee
 UPSTREAM = "upstream"      # from the callee towards the caller
 
 HASH_SIZE = 4096
+#: Retry-After of the 503 a full dialog table answers (RFC 3261 21.5.4)
+BUSY_RETRY_AFTER = "5"
 
 
 class DialogTable:
@@ -52,15 +55,19 @@ class DialogTable:
 
     ``core`` (a ProxyCore) is needed for timers and for the BYEs and
     keepalives (``requests``); ``storage`` (the storage API) for ``db_mode``
-    1 and 2 (``writer``).
+    1 and 2 (``writer``). ``max_dialogs`` (``dialog.max_dialogs``, 0: no
+    limit) bounds the table: ``create`` answers 503 past it.
     """
 
     def __init__(self, core=None, *, default_timeout=21600.0, early_timeout=300.0,
                  bye_on_timeout=True, keepalive_interval=0.0, keepalive_timeout=4.0,
                  keepalive_failed_limit=1, db_mode=0, db_update_period=60.0, storage=None,
-                 profiles=None, unmatched_reply=None, rng=None, log=None):
+                 profiles=None, unmatched_reply=None, rng=None, log=None, max_dialogs=0):
         self.stats = Counter()
         self.log = log or Logger(namespace="sipdisp.dialog")
+        self.max_dialogs = max_dialogs
+        # a full table is tripped by every new INVITE: one line a minute
+        self.limit_log = RepeatLimiter(self.log, limit=1, interval=60.0)
         self.writer = DialogWriter(storage, db_mode, self.stats, self.log)
         self.requests = InDialogClient(None, self.stats, self.log,
                                        keepalive_timeout=keepalive_timeout,
@@ -119,6 +126,8 @@ class DialogTable:
         req = ctx.request
         if req.method != "INVITE" or req.to_tag is not None:
             return None
+        if self.max_dialogs and len(self.dialogs) >= self.max_dialogs:
+            self._refuse_full(ctx)
         from_addr = req.address("from")
         to_addr = req.address("to")
         contacts = req.addresses("contact") if req.has("contact") else []
@@ -138,6 +147,17 @@ class DialogTable:
         self.stats["created"] += 1
         self._schedule(dlg, ctx.now + self.early_timeout)
         return dlg
+
+    def _refuse_full(self, ctx):
+        """``dialog.max_dialogs`` reached: answer the INVITE 503 with
+        Retry-After and end the route, so an untracked call is not relayed."""
+        self.stats["refused_full"] += 1
+        src = ctx.source
+        self.limit_log.warn("dialog.full", "dialog table full ({max} dialogs, "
+                            "dialog.max_dialogs): 503 to an INVITE from {host}:{port}",
+                            max=self.max_dialogs, host=src.host, port=src.port)
+        ctx.reply(503, "Server Busy", (("retry-after", BUSY_RETRY_AFTER),))
+        stop_route()
 
     def _index(self, dlg):
         self.dialogs[dlg.key] = dlg
@@ -452,6 +472,9 @@ class DialogTable:
                "Dialogs ended, by reason (bye, timeout, end, failure, expire).",
                [({"reason": k[len("ended_"):]}, v) for k, v in sorted(self.stats.items())
                 if k.startswith("ended_")])
+        yield ("sipdisp_dialogs_refused_total", "counter",
+               "INVITEs answered 503 because the table held dialog.max_dialogs dialogs.",
+               self.stats["refused_full"])
         yield ("sipdisp_dialog_requests_sent_total", "counter",
                "In-dialog requests sipdisp sent itself, by kind.",
                [({"kind": "bye"}, self.stats["byes_sent"]),

@@ -18,7 +18,7 @@ class RequestContext:
                  "handled", "flow", "proxy_txn", "failed_branch", "flags", "vars",
                  "reply_hooks", "branches", "auth_user", "received", "reply_route",
                  "branch_route", "bflags", "avps", "rr_params", "route_params", "dropped",
-                 "rport_forced")
+                 "rport_forced", "tape", "tape_pos")
 
     def __init__(self, core, request, source, server, now):
         self.core = core
@@ -48,6 +48,14 @@ class RequestContext:
         self.received = None
         # force_rport: replies go to the source port whatever the Via says
         self.rport_forced = False
+        # what each step and condition of the YAML request route returned, in
+        # order, and how far a resumed run has replayed it: a request whose
+        # route was suspended (RouteSuspended) runs again from the top, and
+        # the steps before the suspension point return what they returned
+        # the first time instead of acting twice (Kamailio's t_continue goes
+        # on from the suspension point)
+        self.tape = []
+        self.tape_pos = 0
         # t_on_reply / t_on_branch: routes run per reply / per outgoing branch
         self.reply_route = None
         self.branch_route = None

@@ -41,6 +41,8 @@ log = Logger()
 
 BRANCH_PREFIX = MAGIC_COOKIE + "sd"
 FRAMED_PROTOS = frozenset(("tcp", "tls"))
+#: Retry-After of the 503 a full transaction table answers (RFC 3261 21.5.4)
+BUSY_RETRY_AFTER = "5"
 
 
 class ProxyCore:
@@ -56,14 +58,19 @@ class ProxyCore:
     def __init__(self, listeners, route, *, t1=0.5, t2=4.0, t4=5.0, fr_timer=30.0,
                  fr_inv_timer=120.0, max_message_size=65535, domains=(),
                  max_forwards=10, server_header="sipdisp", rng=None, secret=None,
-                 flows=None, modules=None, record_route=True, resolver=None):
+                 flows=None, modules=None, record_route=True, resolver=None,
+                 max_transactions=0, max_via_headers=70, max_route_headers=30):
         self.route = route
         # proxy.record_route: false makes the route's record_route add nothing
         self.record_route = record_route
-        self.layer = TransactionLayer(t1, t2, t4)
+        # sip.max_transactions: past it new requests get 503 (_refuse_busy)
+        self.layer = TransactionLayer(t1, t2, t4, max_transactions)
         self.fr_timer = fr_timer
         self.fr_inv_timer = fr_inv_timer
         self.max_message_size = max_message_size
+        # sip.max_via_headers / sip.max_route_headers: the parser refuses more
+        self.max_via_headers = max_via_headers
+        self.max_route_headers = max_route_headers
         self.max_forwards = max_forwards
         self.server_header = server_header
         self.modules = modules
@@ -156,7 +163,8 @@ class ProxyCore:
             # a UDP datagram or a WebSocket message delimits the SIP message by
             # itself (RFC 7118 section 5); TCP/TLS frames come from StreamFramer
             msg = parse_message(data, self.max_message_size,
-                                datagram=source.proto not in FRAMED_PROTOS)
+                                datagram=source.proto not in FRAMED_PROTOS,
+                                max_via=self.max_via_headers, max_route=self.max_route_headers)
         except SipParseError as exc:
             return self.reject(exc, source)
         try:
@@ -208,11 +216,19 @@ class ProxyCore:
         we can answer (responses and junk are dropped, RFC 4475 3.1.2.*)."""
         self.stats["parse_errors"] += 1
         msg = exc.message
-        # the seed's REQINIT: xlog("Malformed SIP message from $si:$sp")
-        self.limited_log.info("core.malformed",
-                              "malformed SIP message from {proto}:{host}:{port}: {status} {reason}",
-                              proto=source.proto, host=source.host, port=source.port,
-                              status=exc.status, reason=exc.reason)
+        if exc.limit is not None:
+            # sip.max_via_headers ...: counted apart as refused_<key>
+            self.stats["refused_" + exc.limit.rpartition(".")[2]] += 1
+            self.limited_log.warn("core.limit." + exc.limit,
+                                  "{setting} reached: {reason} from {proto}:{host}:{port}",
+                                  setting=exc.limit, reason=exc.reason, proto=source.proto,
+                                  host=source.host, port=source.port)
+        else:
+            # the seed's REQINIT: xlog("Malformed SIP message from $si:$sp")
+            self.limited_log.info("core.malformed",
+                                  "malformed SIP message from {proto}:{host}:{port}: {status} {reason}",
+                                  proto=source.proto, host=source.host, port=source.port,
+                                  status=exc.status, reason=exc.reason)
         # Only a Via is needed to answer: RFC 4475 3.3.1 (no Call-ID, From or
         # To) still deserves its 400.
         if msg is not None and msg.is_request and msg.method != "ACK" and msg.has("via"):
@@ -285,6 +301,9 @@ class ProxyCore:
             server.on_request(now)  # a retransmission: absorbed
             self.stats["absorbed_retransmissions"] += 1
             return
+        if layer.full:
+            self._refuse_busy(req, source)
+            return
         status = sanity(req)
         if status is None and self.loops.is_looping(req):
             self.stats["loops_detected"] += 1
@@ -297,6 +316,22 @@ class ProxyCore:
         self._run_route(ctx)
         if not ctx.handled:
             layer.remove_server(server)  # the route dropped the request silently
+
+    def _refuse_busy(self, req, source):
+        """The transaction table is full (``sip.max_transactions``): answer
+        503 statelessly, keeping nothing, rather than growing without end."""
+        self.stats["transactions_refused_full"] += 1
+        self.limited_log.warn("core.transactions_full",
+                              "transaction table full ({max} transactions, "
+                              "sip.max_transactions): 503 to {method} from {host}:{port}",
+                              max=self.layer.max_transactions, method=req.method,
+                              host=source.host, port=source.port)
+        resp = make_response(req, 503, "Server Busy", to_tag=self.local_tag(req),
+                             extra=(("retry-after", BUSY_RETRY_AFTER),))
+        if self.server_header:
+            resp.add("server", self.server_header)
+        self.layer.send(resp.to_bytes(), self._response_target(req, source))
+        self.stats["snd_reply", 503] += 1
 
     def _run_route(self, ctx):
         try:
@@ -321,6 +356,7 @@ class ProxyCore:
             return
         ctx.now = now
         ctx.handled = False
+        ctx.tape_pos = 0  # replay the steps before the suspension point
         self._run_route(ctx)
         if not ctx.handled and server is not None:
             self.layer.remove_server(server)

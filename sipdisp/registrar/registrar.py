@@ -354,12 +354,20 @@ class Registrar:
     accepts from a REGISTER the route did not authenticate (the others get
     403 "Domain not served", so a stranger cannot fill the location table
     with addresses-of-record of any domain); None accepts every domain.
+
+    ``max_unauthenticated_aors`` (0: no limit) caps the distinct AORs bound
+    by REGISTERs the route did not authenticate: past it a REGISTER for yet
+    another one gets 403, so a stranger cannot grow the location table
+    without end. They are tracked with the expiry of their last binding.
     """
 
     def __init__(self, location, params=None, core=None, suspender=None,
-                 is_local_domain=None):
+                 is_local_domain=None, max_unauthenticated_aors=0):
         self.location = location
         self.params = params or RegistrarParams()
+        self.max_unauthenticated_aors = max_unauthenticated_aors
+        self._unauthenticated = {}  # AOR -> expiry of its last binding
+        self._pruned_at = None
         self.core = core
         self.suspender = suspender
         self.is_local_domain = is_local_domain
@@ -404,6 +412,8 @@ class Registrar:
                 return False
             username, domain = uri.user, sys.intern(uri.host)
             aor = self.location.aor(username, domain)
+            if not self._admit_unauthenticated(ctx, aor):
+                return False
             try:
                 existing = self._bindings(ctx, aor)
             except FetchFailed:
@@ -423,8 +433,16 @@ class Registrar:
                     ctx.vars["_reg_wait"] = d
         if result.status != 200:
             self.stats["rejected"] += 1
+            if result.status == 503:
+                self._count_limit("register_max_contacts",
+                                  "registrar: {aor} has registrar.max_contacts ({max}) contacts: "
+                                  "503 to {host}:{port}", aor=req.get("to"),
+                                  max=self.params.max_contacts, host=ctx.source.host,
+                                  port=ctx.source.port)
             ctx.reply(result.status, result.reason, result.headers)
             return False
+        if self.max_unauthenticated_aors and ctx.auth_user is None:
+            self._note_unauthenticated(result)
         wait = ctx.vars.pop("_reg_wait", None)
         if wait is not None or "_reg_written" in ctx.vars:
             self.suspender.fetch(ctx, "_reg_written", lambda: wait)
@@ -432,6 +450,49 @@ class Registrar:
         if not flags & SAVE_NO_REPLY:
             ctx.reply(200, "OK", result.reply_headers(ctx.now))
         return True
+
+    def _count_limit(self, name, fmt, **fields):
+        """Count a tripped limit in the core's counters (/metrics) and log it, rate-limited."""
+        self.stats[name] = self.stats.get(name, 0) + 1
+        if self.core is not None:
+            self.core.stats[name] += 1
+        self.log.warn(f"registrar.{name}", fmt, **fields)
+
+    def _admit_unauthenticated(self, ctx, aor):
+        """False (after answering 403) when an unauthenticated REGISTER would
+        bind one AOR more than ``max_unauthenticated_aors``."""
+        cap = self.max_unauthenticated_aors
+        if not cap or ctx.auth_user is not None:
+            return True
+        known = self._unauthenticated
+        if aor in known or len(known) < cap:
+            return True
+        now = ctx.now
+        # forget the AORs whose bindings expired; at most once a second, so a
+        # flood against a full table does not walk it for every REGISTER
+        if self._pruned_at is None or now - self._pruned_at >= 1.0:
+            self._pruned_at = now
+            for old in [a for a, expires in known.items() if expires <= now]:
+                del known[old]
+            if len(known) < cap:
+                return True
+        self.stats["rejected"] += 1
+        self._count_limit("register_unauthenticated_aors_refused",
+                          "registrar: {max} addresses-of-record bound without authentication "
+                          "(registrar.max_unauthenticated_aors): 403 to {host}:{port}",
+                          max=cap, host=ctx.source.host, port=ctx.source.port)
+        # stateless, like the foreign-domain refusal: nothing kept per refusal
+        ctx.reply_stateless(403, "Too Many Unauthenticated Registrations")
+        return False
+
+    def _note_unauthenticated(self, result):
+        """Track the AOR an unauthenticated REGISTER left bindings for (or not)."""
+        bindings = result.bindings
+        if bindings:
+            self._unauthenticated[bindings[0].aor] = max(b.expires for b in bindings)
+            return
+        for b in result.deletes:
+            self._unauthenticated.pop(b.aor, None)
 
     def serves(self, ctx, domain):
         """True if ``save`` may store an AOR of ``domain`` for this request:

@@ -90,7 +90,9 @@ class RegistrarService(Service):
         # addresses, the domain table): Auth knows them, and is built below
         local = None if r.accept_any_domain else (lambda host: self.auth.is_domain_local(host))
         self.registrar = Registrar(self.location, params, core, self.suspender,
-                                   is_local_domain=local) if r.enabled else None
+                                   is_local_domain=local,
+                                   max_unauthenticated_aors=r.max_unauthenticated_aors
+                                   ) if r.enabled else None
         a = cfg.auth
         self.subscribers = Subscribers(self.storage, a.use_domain) if self.storage else None
         self.auth = Auth(core, self._lookup_subscriber, self.suspender, secret=a.secret,

@@ -120,7 +120,7 @@ def _set(args, where, env):
     """Assign pseudo-variables: ``set: {"$du": "sip:10.0.0.1:5060", "$var(n)": 1}``."""
     if len(args) != 1 or not isinstance(args[0], dict) or not args[0]:
         raise RouteError(where, 'set takes a mapping such as {"$du": "sip:10.0.0.1"}')
-    pairs = [(setter_arg(str(k), where), value_arg(v, where, env))
+    pairs = [(setter_arg(str(k), where, env), value_arg(v, where, env))
              for k, v in args[0].items()]
 
     def set_values(ctx):

@@ -87,6 +87,26 @@ _ARMING = {"t_on_failure": ("failure", "failure_route"),
            "t_on_branch": ("branch", "branch_route")}
 
 
+def replayed(leaf):
+    """``leaf`` (a compiled step or condition of a request route) recording its
+    result on the request's tape: a run resumed after a suspension replays
+    the results up to the suspension point instead of acting again, so
+    ``lb_start_or_next``, ``append_hf`` or ``dp_translate`` before an
+    ``alias_db_lookup`` that waited for the database act once, and the
+    conditions take the branches they took the first time."""
+    def step(ctx):
+        tape = ctx.tape
+        pos = ctx.tape_pos
+        ctx.tape_pos = pos + 1
+        if pos < len(tape):
+            return tape[pos]
+        result = leaf(ctx)
+        tape.append(result)
+        return result
+    step.__name__ = getattr(leaf, "__name__", "step")
+    return step
+
+
 def future_message(name):
     """The one-line refusal of a FUTURE name: what it needs and what to use instead."""
     needs, instead = FUTURE[name]
@@ -352,7 +372,8 @@ class Compiler:
             raise RouteError(where, f"{name} is a condition; use it under if:")
         if not action and not func.condition:
             raise RouteError(where, f"{name} is not a condition")
-        return func.factory(self._resolve(args_list(args), where), where, self.env)
+        leaf = func.factory(self._resolve(args_list(args), where), where, self.env)
+        return replayed(leaf) if self.env.kind == "request" else leaf
 
     def _arming(self, name, args, where, action):
         """``t_on_failure`` / ``t_on_reply`` / ``t_on_branch: NAME``: a step
@@ -406,8 +427,8 @@ class Compiler:
             left = compile_value(args[0], f"{where}.{key}", self.env.variables)
             right = compile_value(args[1], f"{where}.{key}", self.env.variables)
             if key == "eq":
-                return lambda ctx: _same(left(ctx), right(ctx))
-            return lambda ctx: not _same(left(ctx), right(ctx))
+                return self._leaf(lambda ctx: _same(left(ctx), right(ctx)))
+            return self._leaf(lambda ctx: not _same(left(ctx), right(ctx)))
         if key == "match":
             args = self._resolve(args_list(value), f"{where}.match")
             nargs("match", args, f"{where}.match", 2)
@@ -420,8 +441,12 @@ class Compiler:
             def match(ctx):
                 value = getter(ctx)
                 return value is not None and regex.search(str(value)) is not None
-            return match
+            return self._leaf(match)
         return self._call(key, value, where, action=False)
+
+    def _leaf(self, leaf):
+        """A comparison of a request route, taped like a function (see :func:`replayed`)."""
+        return replayed(leaf) if self.env.kind == "request" else leaf
 
     def _resolve(self, args, where):
         """Replace ``"${section.key}"`` arguments by configuration values."""

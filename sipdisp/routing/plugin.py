@@ -94,6 +94,15 @@ class FunctionTable:
             raise ValueError(f"pseudo-variable ${name} is declared twice")
         self.variables[name] = getter
 
+    def add_pv_function(self, name, getter, setter=None):
+        """Declare ``$name(arg)``: ``getter(arg, where, variables) -> get(ctx)``
+        and, when it can be assigned, ``setter(arg, where, variables) -> set(ctx, value)``."""
+        if name + "()" in self.variables:
+            raise ValueError(f"pseudo-variable ${name}() is declared twice")
+        self.variables[name + "()"] = getter
+        if setter is not None:
+            self.variables[name + "()="] = setter
+
     def get(self, name):
         """The :class:`Function` called ``name``, or None."""
         return self.functions.get(name)
@@ -115,7 +124,8 @@ class Modules:
     their collaborators passed in and never look each other up here."""
 
     __slots__ = ("routing", "storage", "dispatcher", "registrar", "usrloc", "auth", "dialogs",
-                 "load_balancer", "accounting", "aliases", "dialplan", "drouting", "cache", "msilo")
+                 "load_balancer", "accounting", "aliases", "dialplan", "drouting", "cache", "msilo",
+                 "flood")
 
     def __init__(self, **modules):
         for name in self.__slots__:
@@ -193,9 +203,10 @@ def template_arg(text, where, env):
     return compile_template(text, where, env.variables)
 
 
-def setter_arg(text, where):
-    """A setter ``(ctx, value)`` for an assignable pseudo-variable (``"$var(n)"``, ``"$du"``)."""
-    return compile_setter(text, where)
+def setter_arg(text, where, env=None):
+    """A setter ``(ctx, value)`` for an assignable pseudo-variable (``"$var(n)"``,
+    ``"$du"``; with ``env``, a subsystem's too, such as ``"$sht(ipban=>$si)"``)."""
+    return compile_setter(text, where, env.variables if env is not None else None)
 
 
 __all__ = ["EXIT", "RETURN", "Function", "FunctionTable", "Modules", "RouteError", "args_list",

@@ -250,8 +250,8 @@ def compile_pv(text, where, variables=None):
         try:
             return known[simple]
         except KeyError:
-            raise RouteError(where, f"unknown pseudo-variable ${simple} "
-                                    f"(known: {', '.join('$' + k for k in known)})") from None
+            raise RouteError(where, f"unknown pseudo-variable ${simple} (known: "
+                                    f"{', '.join('$' + k for k in known if '(' not in k)})") from None
     if func == "var":
         key = arg.strip()
         return lambda ctx: ctx.vars.get(key)
@@ -270,6 +270,10 @@ def compile_pv(text, where, variables=None):
         return lambda ctx: ctx.request.get(key)
     if func == "xavp":
         return _xavp_getter(arg, where)
+    # a subsystem's $name(...) (FunctionTable.add_pv_function: "sht()" -> factory)
+    factory = variables.get(func + "()") if variables is not None else None
+    if factory is not None:
+        return factory(arg, where, variables)
     raise RouteError(where, f"unknown pseudo-variable ${func}(...) "
                             "(known: $var(), $avp(), $hdr(), $ct.fields(), $xavp(_dsdst_=>...))")
 
@@ -311,12 +315,16 @@ def compile_template(text, where, variables=None):
 
 
 #: pseudo-variables a route may assign with ``set``: name -> setter(ctx, value)
-def compile_setter(text, where):
-    """A setter ``(ctx, value)`` for ``$du``, ``$ru``, ``$rU``, ``$rd``, ``$var(x)``, ``$avp(x)``."""
+def compile_setter(text, where, variables=None):
+    """A setter ``(ctx, value)`` for ``$du``, ``$ru``, ``$rU``, ``$rd``, ``$var(x)``,
+    ``$avp(x)``, and a subsystem's ``$name(...)`` that has one (``variables``)."""
     m = PV_RE.fullmatch(text.strip())
     if m is None:
         raise RouteError(where, f"{text!r} is not a pseudo-variable")
     func, arg, simple = m.groups()
+    factory = variables.get(func + "()=") if func and variables is not None else None
+    if factory is not None:
+        return factory(arg, where, variables)
     if func == "var":
         key = arg.strip()
 

@@ -8,11 +8,14 @@ class SipParseError(ValueError):
     message is a request (RFC 3261 section 16.3 / 21.4). Responses that fail
     to parse are dropped, never answered. ``message`` is the partially parsed
     message when the header section could be split, so that an answer can
-    still copy Via, From, To, Call-ID and CSeq.
+    still copy Via, From, To, Call-ID and CSeq. ``limit`` is the config key
+    of the limit the message broke (``"sip.max_via_headers"``), None for a
+    grammar error, so that the core can log and count limits apart.
     """
 
-    def __init__(self, reason, status=400, message=None):
+    def __init__(self, reason, status=400, message=None, limit=None):
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.limit = limit

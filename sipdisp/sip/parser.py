@@ -18,16 +18,40 @@ from .via import parse_via
 MAX_CSEQ = 2**32 - 1
 _known_key = _key_cache.get  # header_key's cache only holds valid token names
 DEFAULT_MAX_SIZE = 65535
+#: Max-Forwards is 70 hops by RFC 3261 section 8.1.1.6, so a legitimate request
+#: has gathered at most ~70 Vias; Route sets are a handful of hops.
+DEFAULT_MAX_VIA = 70
+DEFAULT_MAX_ROUTE = 30
+#: Content-Length at or beyond 2**31 is no SIP body (and int() of thousands
+#: of digits is both slow and refused by Python): RFC 3261 20.14 says 1*DIGIT,
+#: a sane element caps it.
+MAX_CONTENT_LENGTH = 2**31 - 1
+#: longest method accepted; RFC 4475 3.1.1.2's legal method is 43 characters
+MAX_METHOD_LENGTH = 64
+
+# RFC 3261 section 25.1: Call-ID = word [ "@" word ]; word is visible ASCII.
+# Liberal about which visible characters (devices put "=" and "#" in them),
+# strict about NUL, controls, spaces and raw non-ASCII or invalid UTF-8.
+_CALL_ID_MATCH = re.compile(r"[!-~]+\Z").match
+# SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT (section 25.1)
+_VERSION_MATCH = re.compile(r"SIP/[0-9]+\.[0-9]+\Z", re.IGNORECASE).match
+# a NUL that is not the second octet of a quoted-pair
+_RAW_NUL = re.compile(r"(?<!\\)\x00").search
+# a Request-URI is ASCII without controls or spaces (section 19.1, 25.1)
+_URI_BAD_CHAR = re.compile(r"[^!-~]").search
 
 _CONTENT_LENGTH_RE = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)")
 
 
-def parse_message(data, max_size=DEFAULT_MAX_SIZE, datagram=True):
+def parse_message(data, max_size=DEFAULT_MAX_SIZE, datagram=True,
+                  max_via=DEFAULT_MAX_VIA, max_route=DEFAULT_MAX_ROUTE):
     """Parse one message from ``data``.
 
     With ``datagram`` a missing Content-Length means "to the end of the
     datagram" and octets past Content-Length are ignored (RFC 4475 3.1.1.8);
     otherwise ``data`` must be exactly one framed message (see StreamFramer).
+    More than ``max_via`` Via or ``max_route`` Route values is refused with a
+    400 whose ``limit`` names the config key (``sip.max_via_headers`` ...).
     """
     if len(data) > max_size:
         # answer 513 when the header section fits (error path only)
@@ -40,6 +64,12 @@ def parse_message(data, max_size=DEFAULT_MAX_SIZE, datagram=True):
         head = data[start:end].decode("utf-8", "surrogateescape")
         lines = head.split("\r\n")
         body_start = end + 4
+        # a CR left after splitting on CRLF is a bare CR (section 7.3.1 and 25:
+        # CR appears only in CRLF); a NUL only as a quoted-pair "\\%x00" inside
+        # a quoted string (RFC 4475 3.1.1.2), elsewhere it is escaped as %00
+        # (3.1.1.4). Two C-speed scans on the common path.
+        if head.count("\r") != len(lines) - 1 or ("\x00" in head and _RAW_NUL(head)):
+            _bad_octets(lines)
     else:
         # bare-LF messages (old UAs, RFC 5118 archive): tolerate them
         end = data.find(b"\n\n", start)
@@ -47,8 +77,10 @@ def parse_message(data, max_size=DEFAULT_MAX_SIZE, datagram=True):
             # no empty line (RFC 4475 3.1.2.15's archive copy): still answer 400
             raise SipParseError("Incomplete header section", message=_salvage(data[start:]))
         head = data[start:end].decode("utf-8", "surrogateescape")
-        lines = [line.rstrip("\r") for line in head.split("\n")]
+        lines = [line[:-1] if line.endswith("\r") else line for line in head.split("\n")]
         body_start = end + 2
+        if any("\r" in line or _RAW_NUL(line) for line in lines):
+            _bad_octets(lines)
     try:
         msg = _parse_start_line(lines[0])
     except SipParseError as exc:
@@ -56,8 +88,15 @@ def parse_message(data, max_size=DEFAULT_MAX_SIZE, datagram=True):
         raise
     _parse_headers(msg, lines)
     _frame_body(msg, data, body_start, datagram)
-    _check(msg)
+    _check(msg, max_via, max_route)
     return msg
+
+
+def _bad_octets(lines):
+    """Raise for a header section with a raw NUL or a bare CR (error path only)."""
+    what = "NUL" if any(_RAW_NUL(line) for line in lines) else "bare CR"
+    raise SipParseError(f"{what} in header section", message=_salvage_lines(
+        [line.replace("\x00", "").replace("\r", "") for line in lines]))
 
 
 def _parse_headers(msg, lines):
@@ -122,7 +161,9 @@ def _parse_start_line(line):
             raise SipParseError("Malformed Status-Line")
         version, code = parts[0], parts[1]
         if version != "SIP/2.0":
-            raise SipParseError("Version Not Supported", 505)
+            if _VERSION_MATCH(version):
+                raise SipParseError("Version Not Supported", 505)
+            raise SipParseError("Malformed SIP-Version")
         if len(code) != 3 or not code.isdigit() or not "100" <= code <= "699":
             raise SipParseError("Malformed status code")
         return Response(int(code), parts[2] if len(parts) == 3 else "")
@@ -130,12 +171,16 @@ def _parse_start_line(line):
     if len(parts) != 3 or not all(parts):
         raise SipParseError("Malformed Request-Line")
     method, uri_text, version = parts
-    if not is_token(method):
+    if not is_token(method) or len(method) > MAX_METHOD_LENGTH:
         raise SipParseError("Malformed method")
     if version != "SIP/2.0":
-        if version.upper().startswith("SIP/"):
+        # RFC 4475 3.1.2.16: a well-formed other version gets 505; a broken
+        # one (SIP/2.0x, SIP/two) is a malformed Request-Line
+        if _VERSION_MATCH(version):
             raise SipParseError("Version Not Supported", 505)
-        raise SipParseError("Malformed Request-Line")
+        raise SipParseError("Malformed SIP-Version")
+    if _URI_BAD_CHAR(uri_text):
+        raise SipParseError("Malformed Request-URI: raw control or non-ASCII octet")
     uri = parse_uri(uri_text)
     if uri.headers:  # RFC 4475 3.1.2.10: headers have no place in a Request-URI
         raise SipParseError("Request-URI with headers")
@@ -154,15 +199,19 @@ def _frame_body(msg, data, body_start, datagram):
     text = lengths[0]
     if not text.isdigit() or not text.isascii():
         raise SipParseError("Malformed Content-Length", message=msg)
-    length = int(text)
+    length = int(text) if len(text) <= 10 else MAX_CONTENT_LENGTH + 1
+    if length > MAX_CONTENT_LENGTH:
+        raise SipParseError("Content-Length out of range", message=msg)
     if body_start + length > len(data):
         raise SipParseError("Content-Length larger than message", message=msg)
     msg.body = bytes(data[body_start:body_start + length])
 
 
-def _check(msg):
-    """Mandatory headers and scalar fields (sections 8.1.1, 20; RFC 4475 3.1.2)."""
+def _check(msg, max_via=DEFAULT_MAX_VIA, max_route=DEFAULT_MAX_ROUTE):
+    """Mandatory headers and scalar fields (sections 8.1.1, 20; RFC 4475 3.1.2),
+    and the Via and Route count limits."""
     call_id = cseq = from_v = to_v = via_v = None
+    vias = routes = 0
     seen = set()
     for key, _, value in msg.headers:
         if key in SINGLE_HEADERS:
@@ -178,25 +227,35 @@ def _check(msg):
             elif key == "to":
                 to_v = value
             elif key == "max-forwards":
-                # isascii: str.isdigit() accepts "²", which int() rejects
-                if not value.isdigit() or not value.isascii() or int(value) > 255:
+                # isascii: str.isdigit() accepts "²", which int() rejects;
+                # the length check keeps int() off thousands of digits
+                if (not value.isdigit() or not value.isascii() or len(value) > 10
+                        or int(value) > 255):
                     raise SipParseError("Malformed Max-Forwards", message=msg)
-        elif key == "via" and via_v is None:
-            via_v = value
+        elif key == "via":
+            if via_v is None:
+                via_v = value
+            # commas count values (section 7.3.1); an overcount from a quoted
+            # comma is corrected by the exact count below
+            vias += value.count(",") + 1
+        elif key == "route":
+            routes += value.count(",") + 1
     if via_v is None:
         raise SipParseError("Missing Via", message=msg)
     if from_v is None or to_v is None or call_id is None or cseq is None:
         missing = [n for n, v in (("From", from_v), ("To", to_v), ("Call-ID", call_id),
                                   ("CSeq", cseq)) if v is None]
         raise SipParseError(f"Missing {', '.join(missing)}", message=msg)
-    if not call_id or " " in call_id:
+    if not _CALL_ID_MATCH(call_id):
         raise SipParseError("Malformed Call-ID", message=msg)
     msg.call_id = call_id
     parts = cseq.split()
     if (len(parts) != 2 or not parts[0].isdigit() or not parts[0].isascii()
-            or not is_token(parts[1])):
+            or not is_token(parts[1]) or len(parts[1]) > MAX_METHOD_LENGTH):
         raise SipParseError("Malformed CSeq", message=msg)
-    number = int(parts[0])
+    # RFC 4475 3.1.2.4: beyond 2**32-1 is a 400; ten digits at most keeps
+    # int() off a thousand-digit number
+    number = int(parts[0]) if len(parts[0]) <= 10 else MAX_CSEQ + 1
     if number > MAX_CSEQ:
         raise SipParseError("CSeq number out of range", message=msg)
     msg.cseq = number
@@ -209,6 +268,12 @@ def _check(msg):
     except SipParseError as exc:
         exc.message = msg
         raise
+    if vias > max_via or routes > max_route:  # after the top Via: the 400 needs it
+        _check_counts(msg, max_via, max_route)
+    branch = msg.via.branch
+    if branch is not None and not is_token(branch):
+        # section 20.42: via-branch = "branch" EQUAL token; the transaction key
+        raise SipParseError("Malformed Via branch", message=msg)
     msg.from_tag = _tag(from_v, msg)
     msg.to_tag = _tag(to_v, msg)
     if msg.is_request and msg.cseq_method != msg.method:
@@ -227,6 +292,8 @@ def _tag(value, msg):
             if j >= 0:
                 tag = tag[:j]
         if tag:
+            if not is_token(tag):  # section 25.1: tag-param = "tag" EQUAL token
+                raise SipParseError("Malformed tag", message=msg)
             return tag
     if "tag" not in tail.lower():
         return None
@@ -240,8 +307,21 @@ def _tag(value, msg):
         raise
     for name, val in params:
         if name.lower() == "tag":
+            if val is None or not is_token(val):
+                raise SipParseError("Malformed tag", message=msg)
             return val
     return None
+
+
+def _check_counts(msg, max_via, max_route):
+    """Raise the limit error when the exact Via or Route count is over its limit
+    (only called when the quick comma count says it may be)."""
+    for key, limit, name, setting in (("via", max_via, "Via", "sip.max_via_headers"),
+                                      ("route", max_route, "Route", "sip.max_route_headers")):
+        count = sum(len(split_commas(v)) for k, _, v in msg.headers if k == key)
+        if count > limit:
+            raise SipParseError(f"Too many {name} headers ({count} > {limit})", 400,
+                                message=msg, limit=setting)
 
 
 KEEPALIVE = b"\r\n\r\n"
@@ -256,10 +336,17 @@ class StreamFramer:
     connection must then be closed. Frames completed before the unframeable
     message in the same ``data`` are returned first; the error is then raised
     by the next call (``feed(b"")`` will do), as if it had arrived later.
+
+    ``max_header`` caps the header section (start line to the blank line
+    included; default ``max_size``): past it, or past ``max_size`` for
+    header and announced body together, the error (513) is raised as soon as
+    the bytes or the Content-Length show it, so a huge announced body is
+    never waited for nor buffered.
     """
 
-    def __init__(self, max_size=DEFAULT_MAX_SIZE):
+    def __init__(self, max_size=DEFAULT_MAX_SIZE, max_header=None):
         self.max_size = max_size
+        self.max_header = max_size if max_header is None else min(max_header, max_size)
         self._buf = bytearray()
 
     def feed(self, data):
@@ -288,24 +375,26 @@ class StreamFramer:
             if end < 0:
                 # the header section will be longer than len(buf): with the
                 # check below, the same 513 however the bytes were segmented
-                if len(buf) >= self.max_size:
+                if len(buf) >= self.max_header:
                     if out:
                         break  # deliver the frames first; raise on the next call
-                    raise SipParseError("Message Too Large", 513)
+                    raise SipParseError(_header_too_large(self), 513)
                 break
             head = bytes(buf[:end])
             lengths = _CONTENT_LENGTH_RE.findall(head)
             error = None
-            if end + 4 > self.max_size:
-                error = "Message Too Large", 513
+            if end + 4 > self.max_header:
+                error = _header_too_large(self), 513
             elif not lengths:
                 error = "Missing Content-Length", 400
             elif len(lengths) > 1:
                 error = "Multiple Content-Length", 400
             else:
                 text = lengths[0].strip()
-                if not text.isdigit():
+                if not text.isdigit() or not text.isascii():
                     error = "Malformed Content-Length", 400
+                elif len(text) > 10 or int(text) > MAX_CONTENT_LENGTH:
+                    error = "Content-Length out of range", 400
                 else:
                     total = end + 4 + int(text)
                     if total > self.max_size:
@@ -324,6 +413,13 @@ class StreamFramer:
     def buffered(self):
         """Bytes received but not yet framed."""
         return len(self._buf)
+
+
+def _header_too_large(framer):
+    """The reason of a 513 for a header section past ``max_header``."""
+    if framer.max_header == framer.max_size:
+        return "Message Too Large"
+    return "Header Section Too Large"
 
 
 def _partial(head):

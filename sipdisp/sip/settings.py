@@ -1,6 +1,6 @@
 """
-The C{sip} section: message size limit, RFC 3261 transaction timers and the
-Server/User-Agent header.
+The C{sip} section: message size and header count limits, RFC 3261 transaction
+timers and the Server/User-Agent header.
 """
 
 from ..config.model import ConfigError, Int, Key, Nullable, Seconds, Section, Str
@@ -11,6 +11,15 @@ SIP = Section(
     "SIP message limits and RFC 3261 transaction timers.",
     Key("max_message_size", Int(min=1), 65535,
         "Largest SIP message accepted, in bytes."),
+    Key("max_via_headers", Int(min=1), 70,
+        "Most Via values a message may carry (Max-Forwards starts at 70, so no honest "
+        "message has more); beyond it a request gets 400 and a response is dropped."),
+    Key("max_route_headers", Int(min=1), 30,
+        "Most Route values a message may carry; beyond it a request gets 400 and a "
+        "response is dropped."),
+    Key("max_transactions", Int(min=0), 100000,
+        "Most server and client transactions at once; while the table is full new requests "
+        "are answered 503 Server Busy with Retry-After, statelessly (0: no limit)."),
     Key("t1", Seconds(positive=True), 0.5,
         "RFC 3261 T1, the round-trip time estimate."),
     Key("t2", Seconds(positive=True), 4.0,

@@ -10,7 +10,18 @@ from urllib.parse import unquote
 from .errors import SipParseError
 from .headers import format_params, get_param, parse_params
 
-_HOST_MATCH = re.compile(r"[A-Za-z0-9.\-_]+\Z").match
+# hostname = *( domainlabel "." ) toplabel [ "." ] (RFC 3261 section 25.1):
+# no empty label, no label beginning or ending with a dash. "_" is tolerated
+# (not in the grammar, but in real host names); a label may start with a digit
+# (RFC 1123) but a name whose last label does must be an IPv4 literal.
+_HOSTNAME_MATCH = re.compile(
+    r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?\.)*"
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?\.?\Z").match
+# IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT, each <= 255
+_IPV4_MATCH = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\Z").match
+# hosts already checked (they repeat: the same peers send every message);
+# bounded, since host names come from the network
+_good_hosts = set()
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 
@@ -194,8 +205,8 @@ def parse_hostport(text, what="host"):
         host, sep, port_text = text.partition(":")
         if not sep:
             port_text = None
-        if not _HOST_MATCH(host):
-            raise SipParseError(f"Malformed {what} host {text[:80]!r}")
+        if host not in _good_hosts:
+            _check_host(host, text, what)
     port = None
     if port_text is not None:
         if not port_text.isdigit() or len(port_text) > 5 or not port_text.isascii():
@@ -204,6 +215,20 @@ def parse_hostport(text, what="host"):
         if port > 65535:
             raise SipParseError(f"{what} port out of range")
     return host.lower(), port
+
+
+def _check_host(host, text, what):
+    """Raise unless ``host`` is a hostname or IPv4 literal RFC 3261 accepts."""
+    ipv4 = _IPV4_MATCH(host)
+    if ipv4 is not None:
+        if any(int(octet) > 255 for octet in ipv4.groups()):
+            raise SipParseError(f"Malformed {what} IPv4 address {text[:80]!r}")
+    elif not _HOSTNAME_MATCH(host) or host.rstrip(".").rpartition(".")[2][0].isdigit():
+        # the second test: "1.2.3", "1.2.3.4.5", "10.0.0.256x" are neither a
+        # name (toplabel starts with a letter) nor an IPv4 literal
+        raise SipParseError(f"Malformed {what} host {text[:80]!r}")
+    if len(_good_hosts) < 4096:
+        _good_hosts.add(host)
 
 
 def format_hostport(host, port=None):

@@ -1,10 +1,18 @@
 """Via header values (RFC 3261 section 20.42, RFC 3581 rport)."""
 
+import re
+
 from .errors import SipParseError
 from .headers import format_params, get_param, parse_params
 from .uri import DEFAULT_PORTS, format_hostport, parse_hostport
 
 MAGIC_COOKIE = "z9hG4bK"
+
+# transport = "UDP" / "TCP" / "TLS" / "SCTP" / other-transport (a token);
+# RFC 4475 3.1.1.10 has unknown ones, letters, digits and dashes are enough
+_TRANSPORT_MATCH = re.compile(r"[A-Za-z0-9\-]+\Z").match
+# sent-by = host [ COLON port ], COLON = SWS ":" SWS: LWS only around the colon
+_SENT_BY_COLON = re.compile(r"[ \t]*:[ \t]*")
 
 
 class Via:
@@ -85,7 +93,7 @@ def parse_via(text):
         if len(tail_parts) != 2:
             raise SipParseError("Malformed Via: no sent-by")
         transport, rest = tail_parts
-    if not transport or not transport.replace("-", "").isalnum():
+    if not _TRANSPORT_MATCH(transport):  # str.isalnum() would take non-ASCII letters
         raise SipParseError("Malformed Via transport")
     rest = rest.strip()
     semi = rest.find(";")
@@ -95,9 +103,18 @@ def parse_via(text):
     else:
         sent_by, params = rest, []
     if " " in sent_by or "\t" in sent_by:
-        # "host : port" with LWS is legal (sent-by = host [ COLON port ])
-        sent_by = "".join(sent_by.split())
+        # "host : port" with LWS is legal (sent-by = host [ COLON port ]);
+        # "host:50 60" is not: spaces anywhere else stay and fail below
+        sent_by = _SENT_BY_COLON.sub(":", sent_by)
+        if " " in sent_by or "\t" in sent_by:
+            raise SipParseError("Malformed Via sent-by: spaces inside")
     host, port = parse_hostport(sent_by, "Via sent-by")
+    for name, value in params:
+        if value and len(name) == 5 and name.lower() == "rport":
+            # response-port = "rport" [EQUAL 1*DIGIT] (RFC 3581): the value is
+            # a port responses are sent to, so it must be one
+            if not value.isdigit() or not value.isascii() or len(value) > 5 or int(value) > 65535:
+                raise SipParseError("Malformed Via rport")
     via = Via(transport.upper(), host, port, params)
     via._text = text
     return via

@@ -12,6 +12,7 @@ from twisted.internet.abstract import isIPAddress, isIPv6Address
 from sipdisp.logs import Logger, RepeatLimiter
 
 from ..proxy.target import Target
+from .ratelimit import TokenBucket
 
 log = Logger()
 
@@ -20,7 +21,7 @@ log = Logger()
 class ConnectionLimits:
     """The ``connections`` section as the transports use it (the defaults are
     the schema's). Times in seconds, sizes in bytes; 0 for ``max_per_source``
-    means no per-source limit."""
+    and the message rates means no limit."""
 
     max_incoming: int = 2048
     max_outgoing: int = 1024
@@ -30,6 +31,9 @@ class ConnectionLimits:
     idle_timeout_before_message: float = 30.0
     max_write_buffer: int = 1024 * 1024
     send_timeout: float = 10.0
+    max_header_size: int = 16384
+    max_messages_per_second: int = 1000
+    max_messages_per_source: int = 2000
 
     @classmethod
     def from_config(cls, section):
@@ -64,6 +68,9 @@ class Switchboard:
         self.incoming = 0
         self.outgoing = 0
         self._per_source = Counter()  # peer host -> open incoming connections
+        # peer host -> TokenBucket of connections.max_messages_per_source, kept
+        # while the host has an incoming connection open (so bounded by them)
+        self._source_rates = {}
         # a flood of refusals must not flood the log: one line per limit a minute
         self.limit_log = RepeatLimiter(log, limit=1, interval=60.0, clock=reactor.seconds)
         # counters of refusals and forced closes when the core keeps none
@@ -76,13 +83,22 @@ class Switchboard:
         self.send_errors = 0
         self._is_ip = {}
         # host -> Deferred of an address, for names the core leaves to the
-        # edge (subsystems' pings); the service sets sipdisp.dns's cached one
-        self.resolve_name = reactor.resolve
+        # edge (subsystems' pings): the service sets sipdisp.dns's cached one,
+        # the reactor's resolver otherwise
+        self.resolve_name = None
+        # check(data, host, now) / accept(host, now) of sipdisp.flood's guard,
+        # set by the service; None: nothing is checked
+        self.flood = None
 
     # -- receiving ---------------------------------------------------------------
     def receive(self, data, source):
         """Feed one message to the core and act on its output."""
-        out = self.core.receive(data, source, self._reactor.seconds())
+        now = self._reactor.seconds()
+        # flood/: banned sources, floods and scanners are dropped before parsing
+        flood = self.flood
+        if flood is not None and not flood.check(data, source.host, now):
+            return
+        out = self.core.receive(data, source, now)
         if out:
             self.send_all(out)
         self._rearm()
@@ -158,7 +174,7 @@ class Switchboard:
                 self._is_ip.clear()
             self._is_ip[host] = is_ip
         if not is_ip:
-            d = self.resolve_name(host)
+            d = (self.resolve_name or self._reactor.resolve)(host)
             d.addCallback(lambda ip: self.send(data, Target(
                 target.proto, ip, target.port, target.conn, target.listener)))
             d.addErrback(lambda f: log.warn("cannot resolve {host}: {err}", host=host,
@@ -238,6 +254,9 @@ class Switchboard:
     def admit(self, host, port):
         """Decide on a new incoming connection from ``host:port``: True if a
         slot is free, else count and log the refusal and return False."""
+        flood = self.flood
+        if flood is not None and not flood.accept(host, self._reactor.seconds()):
+            return False  # a banned source (counted by the guard)
         if self.incoming >= self.limits.max_incoming:
             self.count("connections_refused_max", "incoming connection limit "
                        "(connections.max = {max}) reached; refusing {host}:{port}",
@@ -249,6 +268,40 @@ class Switchboard:
                        "open (connections.max_per_source); refusing another from port {port}",
                        max=per_source, host=host, port=port)
             return False
+        return True
+
+    def message_allowed(self, conn):
+        """Spend one message of ``conn``'s rate and of its source's: False
+        (counted and logged) when either is over ``connections.max_messages_per_second``
+        or ``connections.max_messages_per_source``; the caller closes it.
+        Outgoing connections (to next hops we chose) are not limited."""
+        limits = self.limits
+        if conn.outgoing:
+            return True
+        now = self._reactor.seconds()
+        rate = limits.max_messages_per_second
+        if rate:
+            bucket = conn.rate
+            if bucket is None:
+                bucket = conn.rate = TokenBucket(rate, now)
+            if not bucket.take(now):
+                self.count("connections_closed_message_rate",
+                           "closing {proto} connection from {host}:{port}: more than "
+                           "{rate} messages a second (connections.max_messages_per_second)",
+                           proto=conn.proto, host=conn.peer_host, port=conn.peer_port, rate=rate)
+                return False
+        rate = limits.max_messages_per_source
+        if rate:
+            host = conn.peer_host
+            bucket = self._source_rates.get(host)
+            if bucket is None:
+                bucket = self._source_rates[host] = TokenBucket(rate, now)
+            if not bucket.take(now):
+                self.count("connections_closed_source_rate",
+                           "closing {proto} connection from {host}:{port}: {host} sent more "
+                           "than {rate} messages a second (connections.max_messages_per_source)",
+                           proto=conn.proto, host=host, port=conn.peer_port, rate=rate)
+                return False
         return True
 
     def add_connection(self, conn):
@@ -276,6 +329,7 @@ class Switchboard:
                     self._per_source[host] = left
                 else:
                     del self._per_source[host]
+                    self._source_rates.pop(host, None)
         key = (conn.proto, conn.peer_host, conn.peer_port)
         if self._by_addr.get(key) is conn:
             del self._by_addr[key]

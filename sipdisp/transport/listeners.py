@@ -14,7 +14,7 @@ from sipdisp.logs import Logger
 from ..proxy.target import Listener
 from .stream import SipStreamFactory, SipStreamProtocol
 from .udp import SipDatagramProtocol
-from .websocket import SipWebSocketFactory
+from .websocket import SipWebSocketFactory, WebSocketPolicy
 
 log = Logger()
 
@@ -68,6 +68,7 @@ def bind_listeners(reactor, switchboard, cfg, tls_options=None):
     adv_port = cfg.advertise.port
     idle = cfg.connections.idle_timeout
     max_size = cfg.sip.max_message_size
+    ws_policy = WebSocketPolicy.from_config(cfg)
     next_id = 1
     for proto in ("udp", "tcp", "tls", "ws", "wss"):
         for host, port in getattr(cfg.listen, proto):
@@ -80,9 +81,11 @@ def bind_listeners(reactor, switchboard, cfg, tls_options=None):
                     _grow_buffers(bound)
                     switchboard.udp_ports[listener.id] = bound
                 else:
-                    factory_cls = (SipStreamFactory if proto in ("tcp", "tls")
-                                   else SipWebSocketFactory)
-                    factory = factory_cls(switchboard, listener, idle, max_size)
+                    if proto in ("tcp", "tls"):
+                        factory = SipStreamFactory(switchboard, listener, idle, max_size)
+                    else:
+                        factory = SipWebSocketFactory(switchboard, listener, idle, max_size,
+                                                      policy=ws_policy)
                     if proto in ("tls", "wss"):
                         bound = reactor.listenSSL(port, factory, tls_options, interface=host)
                     else:

@@ -16,6 +16,7 @@ from ..config.model import (
     Section,
     Str,
 )
+from .origins import OriginPolicy
 
 
 LISTEN = Section(
@@ -99,6 +100,18 @@ CONNECTIONS = Section(
         "(Kamailio tcp_send_timeout)."),
     Key("connect_timeout", Seconds(positive=True), 5,
         "Give up an outgoing connection attempt after this long."),
+    Key("max_header_size", Int(min=1024), 16384,
+        "Largest header section (start line to the blank line) on TCP/TLS, in bytes; a longer "
+        "one is answered 513 and the connection closed as soon as that many bytes arrived "
+        "without the blank line (capped by sip.max_message_size, which also bounds the "
+        "announced body: a larger Content-Length is refused at once, never buffered)."),
+    Key("max_messages_per_second", Int(min=0), 1000,
+        "Most SIP messages and keep-alives a second on one incoming connection, in bursts of "
+        "one second's worth; past it the connection is closed (0: no limit)."),
+    Key("max_messages_per_source", Int(min=0), 2000,
+        "Most SIP messages and keep-alives a second from one IP address over all its incoming "
+        "stream connections; past it the connection that carried the message is closed "
+        "(0: no limit)."),
 )
 
 
@@ -107,3 +120,34 @@ def connections_write_buffer(cfg):
     if cfg.connections.max_write_buffer < cfg.sip.max_message_size:
         raise ConfigError("connections.max_write_buffer",
                           "must be at least sip.max_message_size")
+
+
+WEBSOCKET = Section(
+    "websocket",
+    "SIP over WebSocket (WS, WSS): which web pages may connect, server pings, frame and message "
+    "limits (RFC 6455, RFC 7118).",
+    Key("allowed_origins", ListOf(Str()), [],
+        "Origins a browser may connect from besides the proxy's own hosts (the ws/wss listen "
+        "addresses, advertise.host) and localhost: scheme://host[:port] exactly, a bare host "
+        "name (any scheme and port), *.example.com (its subdomains) or * (any); others get 403."),
+    Key("allow_missing_origin", Bool(), True,
+        "Accept a handshake without an Origin header: clients that are not browsers (SIPp, Node, "
+        "desk phones) send none; false refuses them with 403."),
+    Key("ping_interval", Seconds(min=0), 30,
+        "Send a WebSocket ping this often on an open connection; 0 sends none."),
+    Key("pong_timeout", Seconds(positive=True), 20,
+        "Abort a connection whose pong has not come back this long after the ping "
+        "(a dead peer or a broken path)."),
+    Key("max_frame_size", Int(min=125), 65535,
+        "Largest frame payload in bytes; a larger frame closes the connection with 1009 "
+        "(message too big) as soon as that many bytes have arrived."),
+    Key("max_message_size", Nullable(Int(min=125)), None,
+        "Largest message (all its fragments) in bytes, closed with 1009 past it; null uses "
+        "sip.max_message_size."),
+)
+
+
+def websocket_rules(cfg):
+    """Every ``websocket.allowed_origins`` entry parses: an origin, a host name,
+    *.domain or *."""
+    OriginPolicy(cfg.websocket.allowed_origins)

@@ -95,6 +95,7 @@ class SipConnection(Protocol, TimeoutMixin):
         self.write_blocked = False   # its write buffer is above the high-water mark
         self._blocked_bytes = 0      # written since then (an upper bound of the growth)
         self._send_timer = None
+        self.rate = None             # TokenBucket of connections.max_messages_per_second
 
     # -- life cycle ------------------------------------------------------------
     def register(self):
@@ -318,8 +319,18 @@ class SipConnection(Protocol, TimeoutMixin):
         """This connection as the source of a received message."""
         return Target(self.proto, self.peer_host, self.peer_port, self.conn_id, self.listener)
 
+    def over_rate(self):
+        """Spend one message of the connection's and its source's rates; when
+        either is exceeded, abort the connection and return True."""
+        if self.switchboard.message_allowed(self):
+            return False
+        self.abort()
+        return True
+
     def deliver(self, data):
-        """Hand one complete message to the core."""
+        """Hand one complete message to the core (unless it exceeds a message rate)."""
+        if self._closing or self.over_rate():
+            return
         if self.proven:
             self.switchboard.receive(data, self.source())
             return
@@ -339,6 +350,14 @@ class SipConnection(Protocol, TimeoutMixin):
 
     def reject(self, exc):
         """Answer an unframeable message if possible, then close (18.3)."""
+        if exc.status == 513:
+            # the header section or the announced message is over its cap:
+            # closed before the body is read, however large it said it was
+            self.switchboard.count(
+                "connections_closed_message_size",
+                "closing {proto} connection from {host}:{port}: {reason} "
+                "(connections.max_header_size, sip.max_message_size)", proto=self.proto,
+                host=self.peer_host, port=self.peer_port, reason=exc.reason)
         self.switchboard.reject(exc, self.source())
         self.close()
 
@@ -349,7 +368,7 @@ class SipStreamProtocol(SipConnection):
     def __init__(self, *args, proto="tcp", **kwargs):
         super().__init__(*args, **kwargs)
         self.proto = proto
-        self.framer = StreamFramer(self.max_size)
+        self.framer = StreamFramer(self.max_size, self.switchboard.limits.max_header_size)
         self._rejected = False  # an unframeable message was answered; closing
 
     def dataReceived(self, data):
@@ -365,9 +384,14 @@ class SipStreamProtocol(SipConnection):
                 self.reject(exc)
                 return
             for frame in frames:
+                if self._closing:
+                    return  # closed for its message rate: the rest is not read
                 if frame is KEEPALIVE:
-                    # RFC 5626 4.4.1 pong, unless the peer is not reading them
+                    # RFC 5626 4.4.1 pong, unless the peer is not reading them;
+                    # a pong costs a write, so answered pings count against the rates
                     if not self.write_blocked:
+                        if self.over_rate():
+                            return
                         self.transport.write(b"\r\n")
                     continue
                 try:

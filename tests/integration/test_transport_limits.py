@@ -8,6 +8,7 @@ cannot make the proxy buffer without bound.
 Each attack is bounded in bytes and seconds; the memory checks read the
 proxy's VmRSS from /proc."""
 
+import select
 import socket
 import threading
 import time
@@ -17,7 +18,8 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Ping, Request, TextMessage
 
 from tests.support.peers import StreamEndpoint, UdpEndpoint, options
-from tests.support.processes import Sipdisp, rss_kib
+from tests.integration.test_security_load import metric
+from tests.support.processes import Sipdisp, Sipp, free_port, rss_kib, sipp_available
 
 def connect_from(port, source="127.0.0.1", rcvbuf=None):
     """A TCP socket to 127.0.0.1:``port`` from address ``source``."""
@@ -244,8 +246,10 @@ def _non_reading_flood(proxy, sock, chunk):
 def test_crlf_flood_from_a_non_reader_is_bounded(sipdisp_with):
     """CRLF pings from a client that never reads stop being read and answered
     once the write buffer is full; the connection is aborted after
-    connections.send_timeout and the proxy's memory stays bounded."""
-    proxy = sipdisp_with({"send_timeout": 2})
+    connections.send_timeout and the proxy's memory stays bounded (the message
+    rates, which would cut this flood sooner, are off to reach that path)."""
+    proxy = sipdisp_with({"send_timeout": 2, "max_messages_per_second": 0,
+                          "max_messages_per_source": 0})
     port = proxy.port("tcp")
     sock = connect_from(port, rcvbuf=4096)
     try:
@@ -260,8 +264,10 @@ def test_crlf_flood_from_a_non_reader_is_bounded(sipdisp_with):
 
 def test_options_flood_from_a_non_reader_is_bounded(sipdisp_with):
     """OPTIONS from a client that never reads its 200s: reading stops at the
-    high-water mark, the connection is aborted and memory stays bounded."""
-    proxy = sipdisp_with({"send_timeout": 2})
+    high-water mark, the connection is aborted and memory stays bounded (message
+    rates off, as above)."""
+    proxy = sipdisp_with({"send_timeout": 2, "max_messages_per_second": 0,
+                          "max_messages_per_source": 0})
     port = proxy.port("tcp")
     sock = connect_from(port, rcvbuf=4096)
     try:
@@ -321,3 +327,152 @@ def test_next_hop_that_never_reads_hits_the_write_buffer_cap(sipdisp_with):
         hop.close()
     # the loopback kernel buffers take some first (up to tcp_wmem), then 256 KiB more
     assert n * 30000 < 8 * 1024 * 1024
+
+
+# -- issue 17 item 2: connection floods while calls go on ------------------------------------
+# 2,000 idle clients and 500 slowloris clients come from 127.0.0.10-59 (50 each,
+# under connections.max_per_source), against first_message_timeout 3 s.
+ATTACK_SOURCES = [f"127.0.0.{n}" for n in range(10, 60)]
+
+
+def open_many(port, count, sources):
+    """``count`` TCP connections to 127.0.0.1:``port``, spread evenly over ``sources``."""
+    socks = []
+    for i in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((sources[i % len(sources)], 0))
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", port))
+        socks.append(sock)
+    return socks
+
+
+def still_open(socks):
+    """The sockets the peer has not closed (no EOF, no reset) yet."""
+    poller = select.poll()  # select() stops at descriptor 1023
+    by_fd = {sock.fileno(): sock for sock in socks}
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
+    gone = set()
+    for fd, _ in poller.poll(0):
+        sock = by_fd[fd]
+        try:
+            sock.setblocking(False)
+            if not sock.recv(4096):
+                gone.add(sock)
+        except BlockingIOError:
+            pass
+        except OSError:
+            gone.add(sock)
+    return [s for s in socks if s not in gone]
+
+
+def calls_in_background(tmp_path, proxy, uas_port, seconds):
+    """SIPp: a UAS next hop on ``uas_port`` and a UAC placing 10 calls/s for
+    ``seconds`` through the proxy."""
+    uas = Sipp(tmp_path, "uas", "uas.xml", uas_port, "u1").start()
+    uac = Sipp(tmp_path, "uac", "uac.xml", free_port(), "u1",
+               target=f"127.0.0.1:{proxy.port('udp')}",
+               extra=["-r", 10, "-d", 500, "-m", 10 * seconds, "-timeout", seconds + 30,
+                      "-timeout_error"]).start()
+    return uas, uac
+
+
+@pytest.mark.skipif(not sipp_available(), reason="SIPp is not installed (apt-get install "
+                    "sip-tester); .ci/run installs it")
+def test_idle_and_slowloris_floods_are_cut_while_calls_flow(sipdisp_with, tmp_path):
+    """2,000 idle TCP connections and 500 slowloris connections (a byte a second)
+    are all closed by connections.first_message_timeout, RSS stays under 1.5x
+    idle meanwhile, and SIPp calls placed throughout all complete."""
+    uas_port = free_port()
+    proxy = sipdisp_with({"max": 4096, "first_message_timeout": 3},
+                         proxy={"next_hop": f"sip:127.0.0.1:{uas_port}"},
+                         dispatcher={"list_file": str(tmp_path / "none.list")})
+    port = proxy.port("tcp")
+    time.sleep(0.5)
+    idle_rss = rss_kib(proxy.proc.pid)
+    uas, uac = calls_in_background(tmp_path, proxy, uas_port, 12)
+    idle = slow = []
+    try:
+        idle = open_many(port, 2000, ATTACK_SOURCES[:40])
+        slow = open_many(port, 500, ATTACK_SOURCES[40:])
+        opened = time.monotonic()
+        peak = rss_kib(proxy.proc.pid)
+        trickle = b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1\r\n" * 4
+        sent = 0
+        # the deadline is 3 s; the slack is for a loaded machine (2 cores, other tests)
+        while time.monotonic() - opened < 20 and (still_open(idle) or still_open(slow)):
+            for sock in still_open(slow):
+                try:
+                    sock.send(trickle[sent:sent + 1])
+                except OSError:
+                    pass
+            sent += 1
+            peak = max(peak, rss_kib(proxy.proc.pid))
+            time.sleep(1.0)
+        cut_after = time.monotonic() - opened
+        idle_left, slow_left = still_open(idle), still_open(slow)
+        uac.wait(60)
+    finally:
+        for sock in idle + slow:
+            sock.close()
+        uas.stop()
+    assert (len(idle_left), len(slow_left)) == (0, 0)
+    assert sent >= 3  # the slowloris clients did trickle before being cut
+    assert peak < 1.5 * idle_rss, f"RSS {idle_rss} KiB idle, {peak} KiB under the flood"
+    stats = uac.stats()
+    assert stats["failed"] == 0 and stats["ok"] == 120, stats
+    # every one of them was accepted and then cut by the deadline, none refused
+    assert metric(proxy, "sipdisp_core_events_total",
+                  event="connections_closed_first_message_timeout") == 2500
+    assert metric(proxy, "sipdisp_core_events_total", event="connections_refused_max") == 0
+    print(f"RSS {idle_rss} KiB idle, {peak} KiB at most under the flood; "
+          f"all cut {cut_after:.1f} s after the last connect")
+
+
+def test_two_gigabyte_content_length_is_refused_at_once(sipdisp_with):
+    """A request announcing a 2 GB body gets 513 and its connection closed as soon
+    as its header is in, while its sender keeps pushing body bytes; RSS does not grow."""
+    proxy = sipdisp_with({})
+    port = proxy.port("tcp")
+    sock = connect_from(port)
+    try:
+        before = rss_kib(proxy.proc.pid)
+        local = sock.getsockname()
+        head = options(f"sip:127.0.0.1:{port};transport=tcp", "TCP",
+                       f"{local[0]}:{local[1]}").replace(
+            "Content-Length: 0", "Content-Length: 2000000000").encode()
+        assert b"2000000000" in head
+        sock.sendall(head)
+        sock.settimeout(3)
+        answer = sock.recv(65536)
+        assert answer.startswith(b"SIP/2.0 513 "), answer[:80]
+        sent, closed = flood(sock, b"x" * 65536, 64 * 1024 * 1024, 4.0)
+        closed = closed or closed_by_peer(sock, 3.0)
+        after = rss_kib(proxy.proc.pid)
+    finally:
+        sock.close()
+    assert closed
+    assert after - before < 8 * 1024, f"RSS grew {after - before} KiB"
+    assert "connections.max_header_size, sip.max_message_size" in proxy.log_text()
+
+
+def test_message_rate_closes_a_flooding_connection_and_spares_others(sipdisp_with):
+    """A TCP client sending OPTIONS past connections.max_messages_per_second is
+    closed and counted, while a polite client from another address is answered."""
+    proxy = sipdisp_with({"max_messages_per_second": 50})
+    port = proxy.port("tcp")
+    loud = connect_from(port)
+    polite = connect_from(port, source="127.0.0.3")
+    try:
+        local = loud.getsockname()
+        one = options(f"sip:127.0.0.1:{port};transport=tcp", "TCP",
+                      f"{local[0]}:{local[1]}").encode()
+        sent, closed = flood(loud, one * 200, len(one) * 2000, 3.0)
+        closed = closed or closed_by_peer(loud, 3.0)
+        assert closed
+        assert options_answered(polite, port)
+    finally:
+        loud.close()
+        polite.close()
+    assert "(connections.max_messages_per_second)" in proxy.log_text()

@@ -1,6 +1,7 @@
 // A WebSocket peer for sipdisp's integration tests, built on the `ws` package.
 //
 //   node ws_peer.js URL [--protocol sip]... [--ca FILE] [--lifetime SECONDS]
+//                       [--origin ORIGIN] [--no-auto-pong]
 //
 // It connects to URL offering the given subprotocols and reports, one JSON
 // object per line on stdout, what happens on the wire:
@@ -10,6 +11,7 @@
 //   {"event":"rejected","status":400,"headers":{...}} the server refused the upgrade
 //   {"event":"error","message":"..."}
 //   {"event":"close","code":1000,"reason":""}
+//   {"event":"ping","data":"..."}                    a ping from the server
 // Each line read on stdin is a command: {"send":"SIP text"} or {"close":true}.
 // The process exits after the socket closes, and after --lifetime seconds in
 // any case (default 30), so a test can never hang on it.
@@ -20,12 +22,14 @@ const readline = require("readline");
 const WebSocket = require("ws");
 
 function parseArgs(argv) {
-  const opts = { url: null, protocols: [], ca: null, lifetime: 30 };
+  const opts = { url: null, protocols: [], ca: null, lifetime: 30, origin: null, autoPong: true };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--protocol") opts.protocols.push(argv[++i]);
     else if (arg === "--ca") opts.ca = argv[++i];
     else if (arg === "--lifetime") opts.lifetime = Number(argv[++i]);
+    else if (arg === "--origin") opts.origin = argv[++i];
+    else if (arg === "--no-auto-pong") opts.autoPong = false;
     else opts.url = arg;
   }
   return opts;
@@ -36,7 +40,9 @@ function report(obj) {
 }
 
 const opts = parseArgs(process.argv.slice(2));
-const wsOptions = { handshakeTimeout: 5000 };
+// --no-auto-pong stands for a dead peer: pings arrive and are never answered
+const wsOptions = { handshakeTimeout: 5000, autoPong: opts.autoPong };
+if (opts.origin) wsOptions.origin = opts.origin;
 if (opts.ca) wsOptions.ca = fs.readFileSync(opts.ca);
 
 const lifetime = setTimeout(() => {
@@ -47,6 +53,7 @@ const lifetime = setTimeout(() => {
 const ws = new WebSocket(opts.url, opts.protocols, wsOptions);
 
 ws.on("upgrade", (res) => report({ event: "upgrade", status: res.statusCode, headers: res.headers }));
+ws.on("ping", (data) => report({ event: "ping", data: data.toString("utf8") }));
 ws.on("open", () => report({ event: "open", protocol: ws.protocol }));
 ws.on("message", (data, isBinary) =>
   report({ event: "message", data: data.toString("utf8"), binary: isBinary }));

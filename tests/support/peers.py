@@ -42,8 +42,13 @@ def ensure_node_modules():
 class WsPeer:
     """One ``ws`` client process (tests/js/ws_peer.js) and the events it reports."""
 
-    def __init__(self, url, protocols=("sip",), ca=None, lifetime=30):
+    def __init__(self, url, protocols=("sip",), ca=None, lifetime=30, origin=None,
+                 auto_pong=True):
         argv = ["node", str(JS_DIR / "ws_peer.js"), url, "--lifetime", str(lifetime)]
+        if origin:
+            argv += ["--origin", origin]
+        if not auto_pong:
+            argv.append("--no-auto-pong")
         for proto in protocols:
             argv += ["--protocol", proto]
         if ca:

@@ -84,9 +84,13 @@ FOUNDATION_DEFAULTS = {
     "connections": {"max": 2048, "max_outgoing": 1024, "max_per_source": 64,
                     "idle_timeout": 3605.0, "first_message_timeout": 10.0,
                     "idle_timeout_before_message": 30.0, "max_write_buffer": 1048576,
-                    "send_timeout": 10.0, "connect_timeout": 5.0},
+                    "send_timeout": 10.0, "connect_timeout": 5.0, "max_header_size": 16384,
+                    "max_messages_per_second": 1000, "max_messages_per_source": 2000},
     "sip": {
         "max_message_size": 65535,
+        "max_via_headers": 70,
+        "max_route_headers": 30,
+        "max_transactions": 100000,
         "t1": 0.5,
         "t2": 4.0,
         "t4": 5.0,
@@ -504,9 +508,10 @@ def test_every_foundation_key_has_a_doc_sentence():
 def test_schema_is_assembled_in_the_documented_order():
     """The packages' sections sit in the order docs/configuration.md shows them."""
     assert list(SCHEMA.root.children) == [
-        "listen", "advertise", "tls", "connections", "sip", "proxy", "storage", "log",
+        "listen", "advertise", "tls", "connections", "websocket", "sip", "proxy", "storage", "log",
         "console", "http", "dispatcher", "routing", "registrar", "usrloc", "auth", "nat",
-        "dialog", "accounting", "load_balancer", "aliases", "dialplan", "msilo", "drouting", "cache", "dns"]
+        "dialog", "accounting", "load_balancer", "aliases", "dialplan", "msilo", "drouting", "cache", "dns",
+        "flood"]
 
 
 def test_schema_add_takes_a_section_and_its_checks():

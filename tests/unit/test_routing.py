@@ -202,6 +202,7 @@ def test_exit_and_return_signals():
     class C:
         def __init__(self):
             self.vars = {}
+            self.tape, self.tape_pos = [], 0
     ctx = C()
     routing.request_route(ctx)
     assert ctx.vars == {"after_a": 1}
@@ -344,3 +345,54 @@ def test_python_api_wrappers_fail_over_on_5xx_only():
     fwd, node = requests(p.send(request("INVITE", "sip:1000@127.0.0.1:5060")), "INVITE")[0]
     out = p.send(response_to(fwd.to_bytes(), 486, "Busy Here"), source=node)
     assert not requests(out, "INVITE") and responses(out, 486)
+
+
+def test_a_resumed_route_replays_the_steps_before_the_suspension():
+    """A route suspended after a counting, rewriting step runs again from the top on
+    resume: the steps before the suspension point return what they returned and act
+    once, and the conditions take the branch they took the first time."""
+    from sipdisp.proxy import RequestContext, RouteSuspended, Target
+    from sipdisp.routing import FunctionTable
+    from sipdisp.routing.builtins import register
+    from sipdisp.sip import parse_message
+    calls = []
+    answer = []
+
+    def counting(args, where, env):
+        """A step that counts its runs and rewrites the R-URI user."""
+        def count(ctx):
+            calls.append(ctx.request.uri.user)
+            ctx.request.uri.user = "rewritten"
+            return True
+        return count
+
+    def waiting(args, where, env):
+        """A step that waits for data once, like a database read."""
+        def wait(ctx):
+            if not answer:
+                raise RouteSuspended()
+            return True
+        return wait
+
+    table = FunctionTable()
+    register(table)
+    table.add("count_me", counting)
+    table.add("wait_for_db", waiting)
+    spec = {"request_route": [
+        {"append_hf": "X-Once: 1"},
+        {"if": {"eq": ["$rU", "bob"]}, "then": ["count_me"], "else": ["exit"]},
+        "wait_for_db",
+        {"sl_send_reply": [200, "Resumed"]}]}
+    p = Proxy()
+    p.core.route = compile_routing(spec, Env(table, config=p.cfg, core=p.core)).request_route
+    req = parse_message(request("OPTIONS", "sip:bob@127.0.0.1:5060"))
+    ctx = RequestContext(p.core, req, Target("udp", "10.0.0.1", 5070, None, p.listener), None,
+                         0.0)
+    p.core._run_route(ctx)
+    assert calls == ["bob"] and p.core.layer.drain() == []
+    answer.append(True)
+    p.core.resume(ctx, 1.0)
+    sent = p.core.layer.drain()
+    assert calls == ["bob"], "the step before the suspension ran again"
+    assert [parse_message(data).status for data, _ in sent] == [200]
+    assert req.values("x-once") == ["1"]

@@ -225,6 +225,11 @@ def test_malformed_credentials_get_400_and_never_reach_the_database(case):
     nonce = a_nonce(s)
     reads = s.auth.stats["unknown_user"] + s.auth.stats["db_errors"]
     out = register_with(s, MALFORMED[case](nonce))
+    if case == "NUL in the username":
+        # a raw NUL is outside quoted-string's grammar: the parser refuses it first
+        assert [(m.status, m.reason) for m, _ in out] == [(400, "NUL in header section")]
+        assert s.auth.stats["unknown_user"] + s.auth.stats["db_errors"] == reads
+        return
     assert [(m.status, m.reason) for m, _ in out] == [(400, "Bad Request")]
     assert s.auth.stats["unknown_user"] + s.auth.stats["db_errors"] == reads
     assert s.auth.stats["malformed"] == 1
