@@ -88,20 +88,33 @@ def _cache_store(args, where, env):
     return store
 
 
-def _cache_fetch(args, where, env):
-    """Read a value into a variable: ``cache_fetch: [engine, key, "$var(out)"]``; false if absent or down."""
-    nargs("cache_fetch", args, where, 3, 3, "engine, key, $var(out)")
-    name = _engine_name(args, where, env)
-    key, out = value_arg(args[1], where, env), setter_arg(str(args[2]), where)
-    cache, site = _cache(env), f"_cache{next(_sites)}"
+def _reader(fname, method, doc):
+    """The factory of ``fname: [engine, key, "$var(out)"]``: ``Cache.<method>``
+    read into the variable; false when absent or down."""
+    def factory(args, where, env):
+        nargs(fname, args, where, 3, 3, "engine, key, $var(out)")
+        name = _engine_name(args, where, env)
+        key, out = value_arg(args[1], where, env), setter_arg(str(args[2]), where)
+        cache, site = _cache(env), f"_cache{next(_sites)}"
 
-    def fetch(ctx):
-        value = cache().fetch(ctx, site, name, _text(key(ctx)))
-        if value is None:
-            return False
-        out(ctx, value)
-        return True
-    return fetch
+        def read(ctx):
+            value = getattr(cache(), method)(ctx, site, name, _text(key(ctx)))
+            if value is None:
+                return False
+            out(ctx, value)
+            return True
+        read.__name__ = fname
+        return read
+    factory.__doc__ = doc
+    return factory
+
+
+_cache_fetch = _reader(
+    "cache_fetch", "fetch",
+    'Read a value into a variable: ``cache_fetch: [engine, key, "$var(out)"]``; false if absent or down.')
+_cache_counter_fetch = _reader(
+    "cache_counter_fetch", "counter_fetch",
+    'Read a counter into a variable: ``cache_counter_fetch: [engine, key, "$var(out)"]``.')
 
 
 def _cache_remove(args, where, env):
@@ -151,22 +164,6 @@ def _counter(fname, sign):
     factory.__doc__ = (f"{'Add to' if sign > 0 else 'Subtract from'} a counter: "
                        f"``{fname}: [{usage}]``; the new value into the variable.")
     return factory
-
-
-def _cache_counter_fetch(args, where, env):
-    """Read a counter into a variable: ``cache_counter_fetch: [engine, key, "$var(out)"]``."""
-    nargs("cache_counter_fetch", args, where, 3, 3, "engine, key, $var(out)")
-    name = _engine_name(args, where, env)
-    key, out = value_arg(args[1], where, env), setter_arg(str(args[2]), where)
-    cache, site = _cache(env), f"_cache{next(_sites)}"
-
-    def counter_fetch(ctx):
-        value = cache().counter_fetch(ctx, site, name, _text(key(ctx)))
-        if value is None:
-            return False
-        out(ctx, value)
-        return True
-    return counter_fetch
 
 
 def register(table):

@@ -17,7 +17,7 @@ the destination this INVITE's call load is counted on.
 import random
 
 from ..config.values import ReplyCodes
-from ..logs import Logger
+from ..logs import Logger, RepeatLimiter
 from ..probing import (DISABLED, MODES, NOPING, PROBING, STATE_BITS, Prober,
                        parse_state_letters, ping_wanted, state_letters)
 from ..auth.digest import DigestError, parse_auth_params
@@ -102,6 +102,8 @@ class Dispatcher:
                              latency_alpha=latency_estimator_alpha)
         self.prober.listeners.append(self._on_state_change)
         self.log = log or Logger(namespace="sipdisp.dispatcher")
+        # lines a request can trigger (a socket that names no listener): rate-limited
+        self.limited_log = RepeatLimiter(self.log)
         self.core = None
         if core is not None:
             self.attach(core)
@@ -350,9 +352,9 @@ class Dispatcher:
                 uri = ruri.copy()
                 uri.host, uri.port = dest.uri_obj.host, dest.uri_obj.port
                 uri._text = None  # the cached text is stale now
-                branches.append(ForkBranch(uri))
+                branches.append(ForkBranch(uri, socket=self._socket(dest)))
             else:
-                branches.append(ForkBranch(ruri, dest.uri_obj))
+                branches.append(ForkBranch(ruri, dest.uri_obj, self._socket(dest)))
         first = branches[0]
         ctx.set_ruri(first.uri)
         if first.dst is not None:
@@ -403,6 +405,8 @@ class Dispatcher:
         return True
 
     def _use(self, ctx, dest):
+        # OpenSIPS' socket column: send from that listener (None: the core's choice)
+        ctx.send_socket = self._socket(dest)
         if ctx.vars.get("_dsdomain_"):
             uri = ctx.request.uri.copy()
             uri.host, uri.port = dest.uri_obj.host, dest.uri_obj.port
@@ -410,6 +414,19 @@ class Dispatcher:
             ctx.set_ruri(uri)
         else:
             ctx.set_dst(dest.uri_obj)
+
+    def _socket(self, dest):
+        """The listener a destination's ``socket`` names, or None (none
+        named, or no such listener: logged, the core picks one)."""
+        if not dest.socket or self.core is None:
+            return None
+        listener = self.core.listener_named(dest.socket)
+        if listener is None:
+            self.limited_log.warn(
+                "dispatcher.socket", "dispatcher: {uri} names socket {socket}, which is not a "
+                "listen address; sending from the listener its address family picks",
+                uri=dest.uri, socket=dest.socket)
+        return listener
 
     def _note_failure(self, ctx):
         """A 503 with Retry-After on the failed branch takes its destination out for that long."""
@@ -599,13 +616,14 @@ class ForkBranch:
     """One branch of algorithm 12's parallel fork (the core's branch shape:
     ``uri`` the Request-URI, ``dst`` the $du, no flow, no routes)."""
 
-    __slots__ = ("uri", "dst", "flow", "routes")
+    __slots__ = ("uri", "dst", "flow", "routes", "socket")
 
-    def __init__(self, uri, dst=None):
+    def __init__(self, uri, dst=None, socket=None):
         self.uri = uri
         self.dst = dst
         self.flow = None
         self.routes = ()
+        self.socket = socket  # the listener of the destination's socket column, or None
 
     def __repr__(self):
         return f"<ForkBranch {self.uri} dst={self.dst}>"

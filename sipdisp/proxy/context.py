@@ -18,7 +18,7 @@ class RequestContext:
                  "handled", "flow", "proxy_txn", "failed_branch", "flags", "vars",
                  "reply_hooks", "branches", "auth_user", "received", "reply_route",
                  "branch_route", "bflags", "avps", "rr_params", "route_params", "dropped",
-                 "rport_forced", "tape", "tape_pos")
+                 "rport_forced", "tape", "tape_pos", "send_socket")
 
     def __init__(self, core, request, source, server, now):
         self.core = core
@@ -48,6 +48,9 @@ class RequestContext:
         self.received = None
         # force_rport: replies go to the source port whatever the Via says
         self.rport_forced = False
+        # the listener to send from (force_send_socket, a dispatcher
+        # destination's socket); None: the one the next hop's family picks
+        self.send_socket = None
         # what each step and condition of the YAML request route returned, in
         # order, and how far a resumed run has replayed it: a request whose
         # route was suspended (RouteSuspended) runs again from the top, and

@@ -106,6 +106,7 @@ class ProxyCore:
         self.next_hop = relay.next_hop
         self.is_myself = self.identity.is_myself
         self.listener_for = self.identity.listener_for
+        self.listener_named = self.identity.listener_named
         self.loose_route = self.routeset.loose_route
         self.remove_preloaded_route = self.routeset.remove_preloaded_route
         self.rr_signature = self.routeset.signature

@@ -54,6 +54,14 @@ class Identity:
         host = host.lower()
         return (host, port) in self._addresses or (host in self.domains and port in self._ports)
 
+    def listener_named(self, socket):
+        """The listener ``socket`` names (``proto:host:port``, as Kamailio and
+        OpenSIPS write a send socket), or None."""
+        for lst in self.listeners:
+            if f"{lst.proto}:{lst.host}:{lst.port}" == socket:
+                return lst
+        return None
+
     def listener_for(self, proto, host):
         """A listener of ``proto`` in the address family of ``host`` (any of ``proto`` else)."""
         v6 = ":" in host

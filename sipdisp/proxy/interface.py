@@ -100,6 +100,9 @@ class Core(Protocol):
     def listener_for(self, proto: str, host: str) -> Optional[Listener]:
         """The listener to send ``proto`` to ``host`` from, or None."""
 
+    def listener_named(self, socket: str) -> Optional[Listener]:
+        """The listener ``proto:host:port`` names, or None."""
+
     def flow_target(self, conn_id: int) -> Optional[Target]:
         """A Target on the open connection ``conn_id``, or None when it is gone."""
 

@@ -148,12 +148,14 @@ class Relay:
         may have changed since). True if any branch went out."""
         req = ctx.request
         headers, dst, flow, bflags = req.headers, ctx.dst_uri, ctx.flow, ctx.bflags
+        socket = ctx.send_socket
         sent = False
         try:
             for i, branch in enumerate(branches):
                 req.uri = branch.uri
                 ctx.dst_uri = branch.dst
                 ctx.flow = branch.flow
+                ctx.send_socket = getattr(branch, "socket", None) or socket
                 if i:
                     flags = getattr(branch, "bflags", None)
                     ctx.bflags = bflags if flags is None else flags
@@ -169,6 +171,7 @@ class Relay:
             if branches:
                 req.uri = branches[0].uri
             ctx.dst_uri, ctx.flow, ctx.bflags = dst, flow, bflags
+            ctx.send_socket = socket
         return sent
 
     def _relay_stateless(self, ctx):
@@ -238,7 +241,9 @@ class Relay:
             hop = NamedHop(uri.scheme, explicit.lower() if explicit else None, host, uri.port, None)
             hop.resolve(self, ctx.now)
             return hop
-        listener = self.identity.listener_for(proto, host)
-        if listener is None:
-            return None
+        listener = ctx.send_socket
+        if listener is None or listener.proto != proto:
+            listener = self.identity.listener_for(proto, host)
+            if listener is None:
+                return None
         return Target(proto, host, port, None, listener)

@@ -197,9 +197,9 @@ class NatPinger:
 
     def _listener(self, socket):
         if socket:
-            for lst in self.core.listeners:
-                if f"{lst.proto}:{lst.host}:{lst.port}" == socket:
-                    return lst
+            lst = self.core.listener_named(socket)
+            if lst is not None:
+                return lst
         for lst in self.core.listeners:
             if lst.proto == "udp":
                 return lst

@@ -384,6 +384,22 @@ def _force_rport(args, where, env):
     return force_rport
 
 
+def _force_send_socket(args, where, env):
+    """Send from the listener ``proto:host:port`` names; false when no listener has that address."""
+    nargs("force_send_socket", args, where, 1, usage="proto:host:port")
+    socket = str_arg(args[0], where, "the socket").strip().lower()
+    if socket.count(":") < 2 or socket.split(":", 1)[0] not in ("udp", "tcp", "tls", "ws", "wss"):
+        raise RouteError(where, f"force_send_socket: expected proto:host:port, got {args[0]!r}")
+
+    def force_send_socket(ctx):
+        listener = ctx.core.listener_named(socket)
+        if listener is None:
+            return False
+        ctx.send_socket = listener
+        return True
+    return force_send_socket
+
+
 # -- routing ---------------------------------------------------------------------------
 
 def _loose_route(args, where, env):
@@ -530,6 +546,7 @@ def register(table):
     table.add("t_precheck_trans", _t_precheck_trans, action=True, condition=True)
     table.add("t_newtran", _t_newtran, action=True, condition=True)
     table.add("force_rport", _force_rport, action=True, condition=False)
+    table.add("force_send_socket", _force_send_socket, action=True, condition=True)
     table.add("loose_route", _loose_route, action=True, condition=True)
     table.add("t_relay", _t_relay, action=True, condition=True)
     table.add("t_set_fr", _t_set_fr)

@@ -329,6 +329,9 @@ class Compiler:
             cond = self.condition(step["if"], f"{where}.if")
             then = self.block(step["then"], f"{where}.then")
             other = self.block(step["else"], f"{where}.else") if "else" in step else None
+            known = getattr(cond, "constant", None)
+            if known is not None:  # decided by the configuration: no test per request
+                return then if known else (other or (lambda ctx: None))
             if other is None:
                 def if_step(ctx):
                     if cond(ctx):
@@ -404,7 +407,7 @@ class Compiler:
     def condition(self, cond, where):
         """A condition -> ``callable(ctx) -> bool``."""
         if isinstance(cond, bool):
-            return lambda ctx: cond
+            return _constant(cond)
         if isinstance(cond, str):
             return self._call(cond, None, where, action=False)
         if not isinstance(cond, dict) or len(cond) != 1:
@@ -413,12 +416,25 @@ class Compiler:
         ((key, value),) = cond.items()
         if key == "not":
             inner = self.condition(value, f"{where}.not")
+            known = getattr(inner, "constant", None)
+            if known is not None:
+                return _constant(not known)
             return lambda ctx: not inner(ctx)
         if key in ("all", "any", "and", "or"):
             if not isinstance(value, list) or not value:
                 raise RouteError(f"{where}.{key}", "expected a list of conditions")
             parts = tuple(self.condition(c, f"{where}.{key}[{i}]") for i, c in enumerate(value))
-            if key in ("all", "and"):
+            every = key in ("all", "and")
+            # parts the configuration decides: one that decides the whole
+            # (a false in all, a true in any) folds it, the others drop out
+            if any(getattr(p, "constant", None) is (not every) for p in parts):
+                return _constant(not every)
+            parts = tuple(p for p in parts if getattr(p, "constant", None) is None)
+            if not parts:
+                return _constant(every)
+            if len(parts) == 1:
+                return parts[0]
+            if every:
                 return lambda ctx: all(p(ctx) for p in parts)
             return lambda ctx: any(p(ctx) for p in parts)
         if key in ("eq", "ne"):
@@ -426,6 +442,9 @@ class Compiler:
             nargs(key, args, f"{where}.{key}", 2)
             left = compile_value(args[0], f"{where}.{key}", self.env.variables)
             right = compile_value(args[1], f"{where}.{key}", self.env.variables)
+            if _literal(args[0]) and _literal(args[1]):  # "${msilo.enabled}" == true
+                same = _same(left(None), right(None))
+                return _constant(same if key == "eq" else not same)
             if key == "eq":
                 return self._leaf(lambda ctx: _same(left(ctx), right(ctx)))
             return self._leaf(lambda ctx: not _same(left(ctx), right(ctx)))
@@ -470,6 +489,19 @@ class Compiler:
             except AttributeError:
                 raise RouteError(where, f"${{{dotted}}}: no such configuration key") from None
         return value
+
+
+def _constant(value):
+    """A condition the configuration decides: ``constant`` tells the compiler."""
+    def known(ctx):
+        return value
+    known.constant = bool(value)
+    return known
+
+
+def _literal(arg):
+    """True for an argument with no pseudo-variable (a configuration value, a constant)."""
+    return not isinstance(arg, str) or "$" not in arg
 
 
 def _same(a, b):
