@@ -88,7 +88,7 @@ def test_working_tree_plugin_is_found_by_twistd():
 def test_install_ships_every_sipdisp_module(installed):
     """A regular install contains every Python file of the sipdisp package tree and no tests."""
     assert python_files(os.path.join(ROOT, "sipdisp")) <= python_files(os.path.join(installed, "sipdisp"))
-    assert os.path.isfile(os.path.join(installed, "sipdisp", "config", "schema.py"))
+    assert os.path.isfile(os.path.join(installed, "sipdisp", "schema.py"))
     assert not os.path.exists(os.path.join(installed, "tests"))
 
 

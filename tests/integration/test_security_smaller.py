@@ -69,7 +69,9 @@ def test_malformed_credentials_on_postgresql_get_400(tmp_path):
                     b"Content-Length", b"Authorization: " + value + b"\r\nContent-Length")
                 sock.sendto(data, ("127.0.0.1", proxy.port("udp")))
                 reply = parse_message(sock.recv(65535))
-                assert (reply.status, reply.reason) == (400, "Bad Request"), value
+                # a raw NUL is refused by the parser itself (its own reason), the rest by auth
+                assert reply.status == 400 and reply.reason in ("Bad Request",
+                                                                "NUL in header section"), value
         finally:
             sock.close()
         log = proxy.log_path.read_bytes()
