@@ -120,7 +120,14 @@ class EmbeddedAwareStorageService(StorageService):
             d.addCallback(lambda result: result[0] and log.info(
                 "created tables in the embedded database: {tables}",
                 tables=", ".join(result[0])))
-        d.addErrback(lambda f: log.failure("storage start-up failed", f))
+        d.addErrback(self._start_failed)
+
+    def _start_failed(self, failure):
+        if not self.running:  # stopped while starting: the storage closed under it
+            log.info("storage start-up cut short by the stop: {err}",
+                     err=failure.getErrorMessage())
+            return
+        log.failure("storage start-up failed", failure)
 
 
 class SipdispService(MultiService):

@@ -2,9 +2,12 @@
 storage from ``cfg.aliases``, puts it in ``modules.aliases`` for the route,
 and registers ``alias.list``, ``alias.add`` and ``alias.rm``.
 
-Nothing is loaded at start: every lookup reads the table, as alias_db does,
-so an alias written by ``sipdisp alias add`` (or any SQL client) is used
-from the next call on without a reload.
+Every lookup reads the table, as alias_db does, so an alias written by
+``sipdisp alias add`` (or any SQL client) is used from the next call on
+without a reload. The storage also keeps a copy of the table
+(``Storage.cache``) that answers the lookups only while the database is
+unreachable: calls go on with their aliases through an outage instead of
+waiting for it to end.
 """
 
 from twisted.application.service import Service
@@ -37,8 +40,14 @@ class AliasService(Service):
         register_commands(root.registry, self.aliases)
 
     def startService(self):
-        """Say where aliases come from."""
+        """Keep the outage copy of the table and say where aliases come from."""
         super().startService()
+        storage = self.aliases.storage
+        if hasattr(storage, "cache"):
+            # not readable yet: the storage loads the copy once it connects
+            storage.cache(self.aliases.table).addErrback(lambda f: log.info(
+                "aliases: the outage copy of {table} waits for the database ({err})",
+                table=self.aliases.table, err=f.getErrorMessage()))
         log.info("aliases: alias_db_lookup reads the {table} table of {url} at each lookup "
                  "(use_domain {ud})", table=self.aliases.table,
                  url=getattr(self.aliases.storage, "url", "storage"),
