@@ -1,8 +1,6 @@
 """The flood module as routes and commands see it (``modules.flood``):
 the :class:`~sipdisp.flood.guard.FloodGuard` and the hash tables, sans-IO."""
 
-from .htable import HTable
-
 
 class Flood:
     """The guard and the named hash tables; the ban table is one of them."""

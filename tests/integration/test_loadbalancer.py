@@ -5,7 +5,6 @@ failover, and no load or dialog left behind.
 Every load is bounded: SIPp runs a fixed number of calls (-m) and every wait
 has a deadline."""
 
-import time
 
 import pytest
 

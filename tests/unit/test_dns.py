@@ -273,7 +273,7 @@ def test_a_name_that_does_not_resolve_is_answered_503():
     """A held branch whose name has no records ends with 503 Unresolvable Destination."""
     calls = []
     zone = HeldZone({})
-    link = link_with(zone, relay_to(f"sip:nowhere.test;transport=udp", calls))
+    link = link_with(zone, relay_to("sip:nowhere.test;transport=udp", calls))
     send_invite(link)
     link.uac.expect(100)
     zone.answer(0.1)
