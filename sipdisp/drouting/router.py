@@ -31,10 +31,10 @@ answered).
 import random
 from collections import Counter
 
-from ..config.values import ReplyCodes
 from ..dispatcher.destination import resolve
 from ..logs import Logger
-from ..probing import DISABLED, INACTIVE, PROBING, STATE_BITS, Prober, ProbeTarget
+from ..probing import (DISABLED, INACTIVE, PROBING, STATE_BITS, ProbedTable, ProbeTarget,
+                       parse_reply_codes)
 from ..sip.uri import parse_uri
 from .timerec import TimerecError, parse_timerec
 
@@ -53,16 +53,8 @@ class LoadError(ValueError):
     """Rows that cannot be loaded; the message names the table and row."""
 
 
-def reply_codes(text):
-    """OpenSIPS' probing reply codes (``"501, 403"``) or Kamailio's syntax, as ReplyCodes."""
-    text = (text or "").strip()
-    if text and "=" not in text:
-        parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
-        for part in parts:
-            if not part.isdigit():
-                raise ValueError(f"{part!r} is not a reply code")
-        text = ";".join(f"code={p}" for p in parts)
-    return ReplyCodes(text)
+#: OpenSIPS' probing reply codes (``"501, 403"``) or Kamailio's syntax, as ReplyCodes
+reply_codes = parse_reply_codes
 
 
 def _text(value):
@@ -276,7 +268,7 @@ class DrCall:
         self.tried = []
 
 
-class DRouting:
+class DRouting(ProbedTable):
     """The drouting tables in memory and what routes and operators do with them.
 
     ``log`` is a Logger-like object; ``rng`` draws the weighted orders and the
@@ -300,30 +292,14 @@ class DRouting:
         self.stats = Counter()
         self._by_host = {}
         self._rng = rng or random.Random()
-        self.prober = Prober(self._probe_targets, interval=probing_interval,
-                             timeout=probing_timeout, method=probing_method,
-                             from_uri=probing_from, reply_codes=reply_codes(probing_reply_codes),
-                             mode=1, call_id_prefix="dr", rng=self._rng)
-        self.prober.listeners.append(self._on_state_change)
+        self._init_prober(interval=probing_interval, timeout=probing_timeout,
+                          method=probing_method, from_uri=probing_from,
+                          reply_codes=probing_reply_codes, call_id_prefix="dr", rng=self._rng)
         #: callables given every StateChange of a gateway (after the log line)
         self.listeners = []
         self.core = None
         if core is not None:
             self.attach(core)
-
-    # -- wiring -----------------------------------------------------------------------
-    def attach(self, core):
-        """Probes go through ``core``."""
-        self.core = core
-        self.prober.core = core
-
-    def start_probing(self, now):
-        """Arm the probing rounds in the core's timer heap."""
-        self.prober.start(now)
-
-    def stop_probing(self):
-        """Disarm the probing rounds."""
-        self.prober.stop()
 
     # -- loading ----------------------------------------------------------------------
     def load(self, gateways, rules, carriers=(), groups=()):

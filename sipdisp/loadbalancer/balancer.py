@@ -30,10 +30,10 @@ again from that variable, whichever of the two loads comes first.
 
 import random
 
-from ..config.values import ReplyCodes
 from ..dispatcher.destination import resolve
 from ..logs import Logger
-from ..probing import DISABLED, INACTIVE, PROBING, STATE_BITS, Prober, ProbeTarget
+from ..probing import (DISABLED, INACTIVE, PROBING, STATE_BITS, ProbedTable, ProbeTarget,
+                       parse_reply_codes)
 from ..sip.uri import parse_uri
 from .resources import choose, format_resources, parse_resources
 
@@ -51,17 +51,8 @@ def profile_name(resource):
     return PROFILE_PREFIX + resource
 
 
-def reply_codes(text):
-    """OpenSIPS' ``probing_reply_codes`` (``"501, 403"``) or Kamailio's
-    ``class=2;code=403`` syntax, as ReplyCodes."""
-    text = (text or "").strip()
-    if text and "=" not in text:
-        parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
-        for part in parts:
-            if not part.isdigit():
-                raise ValueError(f"{part!r} is not a reply code")
-        text = ";".join(f"code={p}" for p in parts)
-    return ReplyCodes(text)
+#: OpenSIPS' ``probing_reply_codes`` (``"501, 403"``) or Kamailio's syntax, as ReplyCodes
+reply_codes = parse_reply_codes
 
 
 class LbProbe(ProbeTarget):
@@ -122,7 +113,7 @@ class LbCall:
         self.current = None
 
 
-class LoadBalancer:
+class LoadBalancer(ProbedTable):
     """Destinations by group and everything routes and operators do with them.
 
     ``dialogs`` (a DialogTable) counts the calls; ``core`` (a ProxyCore) is
@@ -144,28 +135,12 @@ class LoadBalancer:
         self.stats = {"rebound": 0}
         # mode 1, thresholds 1: one failed probe disables, one good reply enables;
         # Call-IDs keep the ds- prefix the balancer's pings have always had
-        self.prober = Prober(self._probe_targets, interval=probing_interval,
-                             timeout=probing_timeout, method=probing_method,
-                             from_uri=probing_from, reply_codes=reply_codes(probing_reply_codes),
-                             mode=1, call_id_prefix="ds", rng=self._rng)
-        self.prober.listeners.append(self._on_state_change)
+        self._init_prober(interval=probing_interval, timeout=probing_timeout,
+                          method=probing_method, from_uri=probing_from,
+                          reply_codes=probing_reply_codes, call_id_prefix="ds", rng=self._rng)
         self.core = None
         if core is not None:
             self.attach(core)
-
-    # -- wiring --------------------------------------------------------------------
-    def attach(self, core):
-        """Pings go through ``core``."""
-        self.core = core
-        self.prober.core = core
-
-    def start_probing(self, now):
-        """Arm the probing round in the core's timer heap."""
-        self.prober.start(now)
-
-    def stop_probing(self):
-        """Disarm the probing round."""
-        self.prober.stop()
 
     def reconfigure(self, now, probing_interval=None, probing_method=None, probing_from=None,
                     probing_reply_codes=None, probing_timeout=None):
