@@ -1,0 +1,110 @@
+// The softphone page's logic: JsSIP 3.13.8 (bundled by bundle.js) in Chromium,
+// registering over WebSocket and making or answering one audio call with
+// real WebRTC (the fake microphone of --use-fake-device-for-media-stream).
+//
+// browser_phone.js drives it through window.phone and receives everything it
+// reports through window.report (a function puppeteer exposes to the page).
+"use strict";
+
+(function () {
+  let ua = null;
+  let session = null;
+
+  function report(obj) {
+    window.report(obj);
+  }
+
+  function sdpOf(desc) {
+    return desc ? desc.sdp : null;
+  }
+
+  // Reports on the session's state and, once confirmed, the SDP on each side
+  // as the browser's RTCPeerConnection holds it (what WebRTC really used).
+  function watch(sess, direction) {
+    session = sess;
+    sess.on("peerconnection", (e) => {
+      const pc = e.peerconnection;
+      pc.addEventListener("iceconnectionstatechange", () =>
+        report({ event: "iceConnectionState", state: pc.iceConnectionState }));
+      pc.addEventListener("connectionstatechange", () =>
+        report({ event: "connectionState", state: pc.connectionState }));
+    });
+    sess.on("progress", (e) => report({
+      event: "progress", status: e.response ? e.response.status_code : null,
+    }));
+    sess.on("accepted", () => report({ event: "accepted", direction }));
+    sess.on("confirmed", () => {
+      const pc = sess.connection;
+      report({
+        event: "confirmed",
+        direction,
+        localSdp: sdpOf(pc.localDescription),
+        remoteSdp: sdpOf(pc.remoteDescription),
+        signalingState: pc.signalingState,
+      });
+    });
+    sess.on("ended", (e) => report({ event: "ended", originator: e.originator, cause: e.cause }));
+    sess.on("failed", (e) => report({
+      event: "failed", originator: e.originator, cause: e.cause,
+      status: e.message && e.message.status_code ? e.message.status_code : null,
+    }));
+  }
+
+  window.phone = {
+    start(opts) {
+      const socket = new JsSIP.WebSocketInterface(opts.ws);
+      ua = new JsSIP.UA({
+        sockets: [socket],
+        uri: opts.uri,
+        password: opts.password,
+        register: true,
+        register_expires: 600,
+        session_timers: false,
+        user_agent: "JsSIP-chromium (sipdisp tests)",
+        connection_recovery_min_interval: 1,
+        connection_recovery_max_interval: 2,
+      });
+      ua.on("connected", () => report({ event: "connected" }));
+      ua.on("disconnected", () => report({ event: "disconnected" }));
+      ua.on("registered", (e) => report({
+        event: "registered", status: e.response.status_code,
+        contact: e.response.getHeaders("contact"),
+      }));
+      ua.on("registrationFailed", (e) => report({
+        event: "registrationFailed",
+        status: e.response ? e.response.status_code : null, cause: e.cause,
+      }));
+      ua.on("newRTCSession", (e) => {
+        if (e.originator !== "remote") return;
+        const req = e.request;
+        report({
+          event: "invite", from: req.from.uri.toString(), ruri: req.ruri.toString(),
+          offerSdp: req.body,
+        });
+        watch(e.session, "incoming");
+        e.session.answer({ mediaConstraints: { audio: true, video: false } });
+      });
+      ua.start();
+    },
+
+    call(target) {
+      const sess = ua.call(target, {
+        mediaConstraints: { audio: true, video: false },
+        pcConfig: { iceServers: [] },
+        eventHandlers: {
+          // the INVITE's body is the browser's own offer, as it went to sipdisp
+          sending: (e) => report({ event: "sending", offerSdp: e.request.body }),
+        },
+      });
+      watch(sess, "outgoing");
+    },
+
+    hangup() {
+      if (session && !session.isEnded()) session.terminate();
+    },
+
+    stop() {
+      if (ua) ua.stop();
+    },
+  };
+})();
