@@ -31,6 +31,7 @@ from .drouting import settings as drouting
 from .flood import settings as flood
 from .loadbalancer import settings as loadbalancer
 from .msilo import settings as msilo
+from .rtpengine import settings as rtpengine
 from .proxy import settings as proxy
 from .registrar import settings as registrar
 from .routing import settings as routing
@@ -79,6 +80,7 @@ SCHEMA.add(loadbalancer.LOAD_BALANCER, loadbalancer.load_balancer_probing)
 SCHEMA.add(aliases.ALIASES, aliases.aliases_table)
 SCHEMA.add(dialplan.DIALPLAN, dialplan.dialplan_rules)
 SCHEMA.add(msilo.MSILO)
+SCHEMA.add(rtpengine.RTPENGINE)
 SCHEMA.add(drouting.DROUTING, drouting.drouting_rules)
 SCHEMA.add(cache.CACHE)
 SCHEMA.add(dns.DNS, dns.dns_ttls)
