@@ -80,11 +80,11 @@ SCHEMA.add(loadbalancer.LOAD_BALANCER, loadbalancer.load_balancer_probing)
 SCHEMA.add(aliases.ALIASES, aliases.aliases_table)
 SCHEMA.add(dialplan.DIALPLAN, dialplan.dialplan_rules)
 SCHEMA.add(msilo.MSILO)
-SCHEMA.add(rtpengine.RTPENGINE)
 SCHEMA.add(drouting.DROUTING, drouting.drouting_rules)
 SCHEMA.add(cache.CACHE)
 SCHEMA.add(dns.DNS, dns.dns_ttls)
 SCHEMA.add(flood.FLOOD, flood.flood_tables)
+SCHEMA.add(rtpengine.RTPENGINE)
 
 
 def load_config(path):
