@@ -25,7 +25,7 @@ class ProxyTransaction:
 
     __slots__ = ("core", "ctx", "server", "request", "branches", "best", "canceled",
                  "final_sent", "pending", "last_reply", "final_reply", "ended", "branch_flags",
-                 "held")
+                 "held", "rewritten")
 
     def __init__(self, core, ctx):
         self.core = core
@@ -42,6 +42,9 @@ class ProxyTransaction:
         self.ended = False  # txn_end_hooks ran
         self.branch_flags = None  # branch index -> its branch flags, when not 0
         self.held = None  # replies whose reply route waits (rtpengine): [ReplyContext]
+        # 2xx bodies the reply route changed: To tag -> (received, relayed), so
+        # a retransmission after the release is relayed as the first copy was
+        self.rewritten = None
         ctx.proxy_txn = self
         if self.server is not None:
             self.server.owner = self
@@ -57,6 +60,11 @@ class ProxyTransaction:
             # released (see _release): only a late 2xx (another fork's, or one
             # that crossed our CANCEL) still has somewhere to go
             if 200 <= status < 300:
+                rewritten = self.rewritten
+                if rewritten is not None:
+                    seen = rewritten.get(response.to_tag)
+                    if seen is not None and seen[0] == response.body:
+                        response.body = seen[1]
                 self.core.forward_response(self, response, now)
             return
         if rctx is None and self.held is not None and status >= 200 and self._holds_final(branch):
@@ -64,8 +72,14 @@ class ProxyTransaction:
             # still working on: that one goes upstream when it is done
             self.core.stats["replies_absorbed_held"] += 1
             return
-        if ctx.reply_route is not None and self._reply_route(ctx, branch, response, now, rctx):
-            return  # a provisional reply the reply route dropped, or a reply held
+        if ctx.reply_route is not None:
+            body = response.body  # a held reply's too: it changes when its route goes on
+            if self._reply_route(ctx, branch, response, now, rctx):
+                return  # a provisional reply the reply route dropped, or a reply held
+            if response.body is not body and 200 <= status < 300:
+                if self.rewritten is None:
+                    self.rewritten = {}
+                self.rewritten[response.to_tag] = (body, response.body)
         if status > 100 and ctx.reply_hooks is not None:
             call_reply_hooks(ctx, response, now)
         if status < 200:
