@@ -98,3 +98,119 @@ def test_a_call_is_relayed_through_rtpengine_and_its_session_ends_with_the_bye(t
         assert rtpe.port_min <= answers[call_id][0] <= rtpe.port_max, answers
         assert wait_until(lambda: rtpe.calls() == [], 10), rtpe.calls()
         assert "Traceback" not in log
+
+
+def _callees(tmp_path, **extra):
+    """The three callees (answering, busy, ringing) on free ports, started."""
+    ports = {"default": free_port(), "busy": free_port(), "ring": free_port()}
+    uas = [Sipp(tmp_path, "uas", "rtp_uas.xml", ports["default"], extra=extra.get("uas", ())),
+           Sipp(tmp_path, "uas_busy", "rtp_uas_busy.xml", ports["busy"]),
+           Sipp(tmp_path, "uas_ring", "rtp_uas_ring.xml", ports["ring"])]
+    for u in uas:
+        u.start()
+    return ports, uas
+
+
+def test_a_cancelled_call_and_a_busy_callee_leave_no_session(tmp_path):
+    """CANCEL after early media (183 answered through rtpengine) and a 486 both delete the session."""
+    with RtpengineDaemon(tmp_path) as rtpe:
+        ports, uas = _callees(tmp_path)
+        try:
+            with Sipdisp(tmp_path, {"routing": media_routing(ports),
+                                    "rtpengine": {"sockets": rtpe.url}}) as proxy:
+                target = f"127.0.0.1:{proxy.port('udp')}"
+                cancel = Sipp(tmp_path, "uac_cancel", "rtp_uac_cancel.xml", free_port(),
+                              target=target, extra=["-s", "ring", "-m", 3, "-r", 3,
+                                                    "-timeout", 30, "-timeout_error"]).start()
+                busy = Sipp(tmp_path, "uac_busy", "rtp_uac_busy.xml", free_port(),
+                            target=target, extra=["-s", "busy", "-m", 3, "-r", 3,
+                                                  "-timeout", 30, "-timeout_error"]).start()
+                rc_cancel, rc_busy = cancel.wait(45), busy.wait(45)
+                log = proxy.log_text()
+                assert cancel.stats()["ok"] == 3 and rc_cancel == 0, (
+                    cancel.stats(), cancel.errors()[-2000:], log[-3000:])
+                assert busy.stats()["ok"] == 3 and rc_busy == 0, (busy.stats(), busy.errors()[-2000:])
+                stats = rpc(proxy, "rtpengine.stats")
+                assert stats["offer"] == 6 and stats["answer"] == 3, stats  # 183s answered
+                assert wait_until(lambda: rtpe.calls() == [], 10), rtpe.calls()
+                assert rpc(proxy, "rtpengine.stats")["sessions"] == 0
+                assert "Traceback" not in log
+        finally:
+            for u in uas:
+                u.stop()
+
+
+def test_200_mixed_calls_at_20_per_second_leave_rtpengine_empty(tmp_path):
+    """140 answered calls, 30 cancelled and 30 busy at 20 calls/s in all: every
+    call completes and rtpengine has no session afterwards."""
+    with RtpengineDaemon(tmp_path) as rtpe:
+        ports, uas = _callees(tmp_path)
+        try:
+            with Sipdisp(tmp_path, {"routing": media_routing(ports),
+                                    "rtpengine": {"sockets": rtpe.url}}) as proxy:
+                target = f"127.0.0.1:{proxy.port('udp')}"
+                common = ["-timeout", 90, "-timeout_error", "-max_socket", 50]
+                runs = [
+                    Sipp(tmp_path, "uac", "rtp_uac.xml", free_port(), target=target,
+                         extra=["-m", 140, "-r", 14, "-d", 500, *common]),
+                    Sipp(tmp_path, "uac_cancel", "rtp_uac_cancel.xml", free_port(),
+                         target=target, extra=["-s", "ring", "-m", 30, "-r", 3, *common]),
+                    Sipp(tmp_path, "uac_busy", "rtp_uac_busy.xml", free_port(),
+                         target=target, extra=["-s", "busy", "-m", 30, "-r", 3, *common]),
+                ]
+                for run in runs:
+                    run.start()
+                codes = [run.wait(120) for run in runs]
+                log = proxy.log_text()
+                oks = [run.stats()["ok"] for run in runs]
+                assert oks == [140, 30, 30] and codes == [0, 0, 0], (
+                    oks, [r.stats() for r in runs], runs[0].errors()[-1500:], log[-2000:])
+                assert wait_until(lambda: rtpe.calls() == [], 15), len(rtpe.calls())
+                stats = rpc(proxy, "rtpengine.stats")
+                assert stats["offer"] == 200 and stats["sessions"] == 0, stats
+                assert stats.get("failed", 0) == 0, stats
+                assert "Traceback" not in log
+        finally:
+            for u in uas:
+                u.stop()
+
+
+def test_calls_fail_over_to_the_second_instance_when_the_first_is_killed(tmp_path):
+    """Two instances; the first killed mid-run: it turns inactive, the calls after
+    go to the second and succeed, nothing is left on it; started again, the
+    first answers a ping and is active again."""
+    uas_port = free_port()
+    with RtpengineDaemon(tmp_path, "rtpe_a") as a, RtpengineDaemon(tmp_path, "rtpe_b") as b:
+        config = {"routing": media_routing({"default": uas_port}),
+                  "rtpengine": {"sockets": f"{a.url}=1 {b.url}=1", "timeout": 0.3,
+                                "retries": 2, "ping_interval": 1.0}}
+        uas = Sipp(tmp_path, "uas", "rtp_uas.xml", uas_port).start()
+        try:
+            with Sipdisp(tmp_path, config) as proxy:
+                uac = Sipp(tmp_path, "uac", "rtp_uac.xml", free_port(),
+                           target=f"127.0.0.1:{proxy.port('udp')}",
+                           extra=["-m", 40, "-r", 5, "-d", 300, "-timeout", 90,
+                                  "-timeout_error"]).start()
+                assert wait_until(lambda: a.calls() and b.calls(), 20), "both instances used"
+                a.kill()
+                before = rpc(proxy, "rtpengine.stats")["offer"]
+                rc = uac.wait(120)
+                stats = uac.stats()
+                log = proxy.log_text()
+                assert stats["ok"] == 40 and rc == 0, (stats, uac.errors()[-2000:], log[-3000:])
+                states = {i["url"]: i["state"] for i in rpc(proxy, "rtpengine.list")}
+                assert states == {a.url: "inactive", b.url: "active"}, states
+                after = rpc(proxy, "rtpengine.stats")
+                assert after["offer"] == 40 and before < 40, (before, after)
+                assert "stopped answering" in log
+                assert wait_until(lambda: b.calls() == [], 10), b.calls()
+                # the same instance back on its port: the next ping enables it
+                again = RtpengineDaemon(tmp_path, "rtpe_a2")
+                again.ng_port = a.ng_port
+                with again:
+                    assert wait_until(lambda: {i["url"]: i["state"] for i in
+                                               rpc(proxy, "rtpengine.list")}[a.url] == "active",
+                                      10)
+                assert "Traceback" not in log
+        finally:
+            uas.stop()

@@ -52,7 +52,9 @@ class RtpengineDaemon:
     def start(self, timeout=15):
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            ["rtpengine", "--foreground", "--log-stderr", "--table=-1",
+            # --config-file=none: not the system's /etc/rtpengine/rtpengine.conf
+            # (its fixed CLI and HTTP ports would collide between instances)
+            ["rtpengine", "--config-file=none", "--foreground", "--log-stderr", "--table=-1",
              "--interface=127.0.0.1", f"--listen-ng=127.0.0.1:{self.ng_port}",
              f"--port-min={self.port_min}", f"--port-max={self.port_max}",
              "--delete-delay=0", "--log-level=6", "--num-threads=2"],
