@@ -1,6 +1,9 @@
 """WebRTC calls through sipdisp: JsSIP 3.13.8 in headless Chromium (real
 WebRTC: ICE, DTLS-SRTP, a fake microphone) registered over WebSocket, and a
-SIPp stand-in for FreeSWITCH that speaks plain RTP/AVP over UDP.
+SIPp stand-in for FreeSWITCH that speaks plain RTP/AVP over UDP; with a real
+rtpengine between them (user space), the route turns the browser's offer into
+plain RTP for the node and the node's answer into ICE and DTLS-SRTP for the
+browser, both ways, and the rtpengine session lasts as long as the call.
 
 tests/js/webrtc/browser_phone.js serves the page and drives Chromium through
 puppeteer-core; this module reads the JSON events it prints and sends it
@@ -21,6 +24,7 @@ import pytest
 
 from tests.support.peers import JS_DIR, node_available
 from tests.support.processes import ROOT, Sipdisp, Sipp, free_port, sipp_available
+from tests.support.rtpengine import RtpengineDaemon, needs_rtpengine
 
 DOMAIN = "example.com"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -77,9 +81,11 @@ class BrowserPhone:
                 return event
             if event["event"] in ("eof", "exit", "error", "pageError", "registrationFailed",
                                   "failed", "ended"):
-                raise AssertionError(f"{event} before {kind!r}; saw {self._brief()}")
+                raise AssertionError(f"{event} before {kind!r}; saw {self._brief(full=True)}")
 
-    def _brief(self):
+    def _brief(self, full=False):
+        if full:
+            return self.seen
         return [{k: (v[:60] + "..." if isinstance(v, str) and len(v) > 60 else v)
                  for k, v in e.items()} for e in self.seen]
 
@@ -166,3 +172,201 @@ def test_browser_offer_reaches_an_rtp_only_node_untouched_without_a_media_relay(
         assert "a=ice-ufrag" in offer and "a=fingerprint" in offer, offer
         assert "UDP/TLS/RTP/SAVPF" in offer
         assert "Traceback" not in proxy.log_text()
+
+
+# rtpengine's WebRTC <-> RTP/AVP recipe. Toward the node: no ICE, no DTLS, no
+# SDES, RTCP on its own port (rtcp-mux-demux), plain RTP/AVP on rtpengine's
+# address. Toward the browser: ICE and DTLS-SRTP with rtpengine as the DTLS
+# server, UDP/TLS/RTP/SAVPF, and RTCP multiplexed, which Chromium insists on
+# (an answer or offer without a=rtcp-mux is refused: "Bad Media Description").
+TO_NODE = ("ICE=remove RTP/AVP DTLS=off SDES-off rtcp-mux-demux "
+           "replace-origin replace-session-connection")
+TO_BROWSER_ANSWER = ("ICE=force UDP/TLS/RTP/SAVPF DTLS=passive SDES-off rtcp-mux-require "
+                     "replace-origin replace-session-connection")
+TO_BROWSER_OFFER = ("ICE=force UDP/TLS/RTP/SAVPF SDES-off rtcp-mux-offer rtcp-mux-require "
+                    "generate-mid replace-origin replace-session-connection")
+
+
+def media_relay_routes():
+    """The built-in route with its RELAY block putting rtpengine in the media
+    path: an INVITE from a WebSocket client is offered to rtpengine for the
+    node, one going to a WebSocket contact for the browser, and each reply's
+    SDP is the answer the other way; BYE ends the session."""
+    return {
+        "routes": {
+            "RELAY": [
+                {"if": {"all": [{"is_method": "INVITE"}, "has_sdp", {"not": "has_totag"}]},
+                 "then": [
+                     {"if": {"any": [{"eq": ["$proto", "ws"]}, {"eq": ["$proto", "wss"]}]},
+                      "then": [
+                          {"if": {"not": {"rtpengine_offer": TO_NODE}},
+                           "then": [{"send_reply": [503, "Media Relay Unavailable"]}, "exit"]},
+                          {"t_on_reply": "ANSWER_TO_BROWSER"}],
+                      "else": [
+                          {"if": {"match": ["$ru", "transport=wss?"]}, "then": [
+                              {"if": {"not": {"rtpengine_offer": TO_BROWSER_OFFER}},
+                               "then": [{"send_reply": [503, "Media Relay Unavailable"]},
+                                        "exit"]},
+                              {"t_on_reply": "ANSWER_TO_NODE"}]}]}]},
+                {"if": {"is_method": "BYE|CANCEL"}, "then": ["rtpengine_delete"]},
+                {"if": {"not": "t_relay"}, "then": ["sl_reply_error"]},
+                "exit",
+            ],
+        },
+        "onreply_routes": {
+            "ANSWER_TO_BROWSER": [{"if": "has_sdp", "then": [{"rtpengine_answer": TO_BROWSER_ANSWER}]}],
+            "ANSWER_TO_NODE": [{"if": "has_sdp", "then": [{"rtpengine_answer": TO_NODE}]}],
+        },
+    }
+
+
+def media_line(sdp):
+    """``(port, proto)`` of the SDP's audio m= line."""
+    m = re.search(r"(?m)^m=audio (\d+) (\S+) ", sdp)
+    assert m, sdp
+    return int(m.group(1)), m.group(2)
+
+
+def connection_address(sdp):
+    """The address of the SDP's first c= line."""
+    m = re.search(r"(?m)^c=IN IP4 (\S+)", sdp)
+    assert m, sdp
+    return m.group(1).strip()
+
+
+def assert_plain_rtp_on_rtpengine(sdp, rtpe):
+    """What the node gets: RTP/AVP on rtpengine's address and ports, no ICE, no DTLS, no SDES."""
+    port, proto = media_line(sdp)
+    assert proto == "RTP/AVP", sdp
+    assert rtpe.port_min <= port <= rtpe.port_max, (port, sdp)
+    assert connection_address(sdp) == "127.0.0.1", sdp
+    assert re.search(r"(?m)^o=.* IN IP4 127\.0\.0\.1\s*$", sdp), sdp  # replace-origin
+    for attr in ("a=ice-ufrag", "a=ice-pwd", "a=candidate", "a=fingerprint", "a=setup",
+                 "a=crypto"):
+        assert attr not in sdp, (attr, sdp)
+
+
+def assert_webrtc_on_rtpengine(sdp, rtpe, setup):
+    """What the browser gets: ICE and DTLS-SRTP (DTLS role ``setup``), RTCP
+    multiplexed, on rtpengine's address, port and candidates."""
+    port, proto = media_line(sdp)
+    assert proto == "UDP/TLS/RTP/SAVPF", sdp
+    assert rtpe.port_min <= port <= rtpe.port_max, (port, sdp)
+    assert connection_address(sdp) == "127.0.0.1", sdp
+    for attr in ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:sha-", f"a=setup:{setup}\r\n",
+                 "a=rtcp-mux"):
+        assert attr in sdp, (attr, sdp)
+    candidates = re.findall(r"(?m)^a=candidate:\S+ 1 (?i:udp) \d+ (\S+) (\d+) typ host", sdp)
+    assert ("127.0.0.1", str(port)) in candidates, sdp
+
+
+def wait_for(predicate, timeout, step=0.2):
+    """Poll ``predicate`` until it is true or ``timeout`` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(step)
+
+
+@needs_rtpengine
+def test_browser_calls_an_rtp_only_node_through_rtpengine(tmp_path):
+    """A WebRTC call from the browser: its ICE/DTLS-SRTP offer reaches the
+    RTP/AVP-only node as plain RTP on rtpengine's address, the node's RTP/AVP
+    answer reaches the browser with ICE and DTLS, the call is confirmed,
+    rtpengine lists it while it is up and forgets it after the browser's BYE."""
+    ensure_puppeteer()
+    add_user(tmp_path, "alice", "wonderland")
+    uas_port, caller_port = free_port(), free_port()
+    trace = tmp_path / "node_messages.log"
+    with RtpengineDaemon(tmp_path) as rtpe:
+        cfg = proxy_config(tmp_path, uas_port, caller_port,
+                           {"routing": media_relay_routes(), "rtpengine": {"sockets": rtpe.url}})
+        with Sipdisp(tmp_path, cfg) as proxy:
+            node = Sipp(tmp_path, "node", "webrtc_fs_uas.xml", uas_port, "u1",
+                        extra=["-m", 1, "-timeout", 60, "-timeout_error", "-trace_msg",
+                               "-message_file", trace]).start()
+            phone = BrowserPhone(f"ws://127.0.0.1:{proxy.port('ws')}", f"sip:alice@{DOMAIN}",
+                                 "wonderland")
+            try:
+                phone.expect("ready", 30)
+                assert phone.expect("registered", 20)["status"] == 200
+                phone.command(call=f"sip:fs@{DOMAIN}")
+                sending = phone.expect("sending", 20)
+                call_id, browser_offer = sending["callId"], sending["offerSdp"]
+                assert "a=fingerprint" in browser_offer  # the browser offers DTLS-SRTP
+                confirmed = phone.expect("confirmed", 30)
+                listed = wait_for(lambda: call_id in rtpe.calls(), 10)
+                assert listed, (call_id, rtpe.calls())
+                phone.command(hangup=True)
+                assert phone.expect("ended", 20)["originator"] == "local"
+                assert node.wait(30) == 0, node.errors()
+                gone = wait_for(lambda: call_id not in rtpe.calls(), 15)
+                assert gone, (call_id, rtpe.calls())
+            finally:
+                phone.close()
+                node.stop()
+            log = proxy.log_text()
+        text = trace.read_text()
+        offer_at_node = sdp_of(text, "INVITE")
+        answer_of_node = sdp_of(text, "SIP/2.0 200")
+        assert_plain_rtp_on_rtpengine(offer_at_node, rtpe)
+        assert media_line(offer_at_node)[0] != media_line(browser_offer)[0]
+        assert_webrtc_on_rtpengine(confirmed["remoteSdp"], rtpe, "passive")
+        # the browser's media goes to rtpengine, not to the node's port
+        assert media_line(confirmed["remoteSdp"])[0] != media_line(answer_of_node)[0]
+        assert confirmed["signalingState"] == "stable"
+        assert "Traceback" not in log
+
+
+@needs_rtpengine
+def test_rtp_only_node_calls_the_browser_through_rtpengine(tmp_path):
+    """A call from the RTP/AVP-only node to the browser registered over WS:
+    the browser gets an offer with ICE and DTLS-SRTP on rtpengine's address and
+    answers it, the node gets a plain RTP/AVP answer on rtpengine's address,
+    rtpengine lists the call while it is up and not after the browser's BYE."""
+    ensure_puppeteer()
+    add_user(tmp_path, "alice", "wonderland")
+    uas_port, caller_port = free_port(), free_port()
+    trace = tmp_path / "node_messages.log"
+    with RtpengineDaemon(tmp_path) as rtpe:
+        cfg = proxy_config(tmp_path, uas_port, caller_port,
+                           {"routing": media_relay_routes(), "rtpengine": {"sockets": rtpe.url}})
+        with Sipdisp(tmp_path, cfg) as proxy:
+            phone = BrowserPhone(f"ws://127.0.0.1:{proxy.port('ws')}", f"sip:alice@{DOMAIN}",
+                                 "wonderland")
+            node = None
+            try:
+                phone.expect("ready", 30)
+                assert phone.expect("registered", 20)["status"] == 200
+                node = Sipp(tmp_path, "node", "webrtc_fs_uac.xml", caller_port, "u1",
+                            target=f"127.0.0.1:{proxy.port('udp')}",
+                            extra=["-s", "alice", "-key", "domain", DOMAIN, "-m", 1,
+                                   "-timeout", 60, "-timeout_error", "-trace_msg",
+                                   "-message_file", trace]).start()
+                invite = phone.expect("invite", 30)
+                call_id = invite["callId"]
+                confirmed = phone.expect("confirmed", 30)
+                listed = wait_for(lambda: call_id in rtpe.calls(), 10)
+                assert listed, (call_id, rtpe.calls())
+                phone.command(hangup=True)
+                assert phone.expect("ended", 20)["originator"] == "local"
+                assert node.wait(30) == 0, node.errors()
+                gone = wait_for(lambda: call_id not in rtpe.calls(), 15)
+                assert gone, (call_id, rtpe.calls())
+            finally:
+                phone.close()
+                if node is not None:
+                    node.stop()
+            log = proxy.log_text()
+        text = trace.read_text()
+        offer_of_node = sdp_of(text, "INVITE")
+        answer_at_node = sdp_of(text, "SIP/2.0 200")
+        # an offer leaves the DTLS role to the answerer (RFC 5763): the browser takes active
+        assert_webrtc_on_rtpengine(invite["offerSdp"], rtpe, "actpass")
+        assert_webrtc_on_rtpengine(confirmed["remoteSdp"], rtpe, "actpass")
+        assert media_line(invite["offerSdp"])[0] != media_line(offer_of_node)[0]
+        assert_plain_rtp_on_rtpengine(answer_at_node, rtpe)
+        assert "a=setup:active" in confirmed["localSdp"]  # the browser is the DTLS client
+        assert "Traceback" not in log

@@ -29,6 +29,11 @@
       pc.addEventListener("connectionstatechange", () =>
         report({ event: "connectionState", state: pc.connectionState }));
     });
+    // every SDP JsSIP is about to apply or send, and why applying one failed
+    sess.on("sdp", (e) => report({ event: "sdp", originator: e.originator, type: e.type, sdp: e.sdp }));
+    sess.on("peerconnection:setremotedescriptionfailed", (err) => report({
+      event: "setRemoteDescriptionFailed", message: String(err && (err.message || err)),
+    }));
     sess.on("progress", (e) => report({
       event: "progress", status: e.response ? e.response.status_code : null,
     }));
@@ -79,7 +84,7 @@
         const req = e.request;
         report({
           event: "invite", from: req.from.uri.toString(), ruri: req.ruri.toString(),
-          offerSdp: req.body,
+          callId: req.call_id, offerSdp: req.body,
         });
         watch(e.session, "incoming");
         e.session.answer({ mediaConstraints: { audio: true, video: false } });
@@ -93,7 +98,9 @@
         pcConfig: { iceServers: [] },
         eventHandlers: {
           // the INVITE's body is the browser's own offer, as it went to sipdisp
-          sending: (e) => report({ event: "sending", offerSdp: e.request.body }),
+          sending: (e) => report({
+            event: "sending", callId: e.request.call_id, offerSdp: e.request.body,
+          }),
         },
       });
       watch(sess, "outgoing");
