@@ -408,3 +408,42 @@ def test_no_rtpengine_answering_lets_the_route_answer_503():
     assert 503 in statuses
     assert link.uas.take() == []
     assert link.core.stats["rtpengine_failed"] == 1
+
+
+def test_the_dialog_ending_deletes_a_session_the_route_left():
+    """The dialog table's ended callback deletes the call's session once; unknown calls are ignored."""
+    m = MediaLink()
+    link = m.link
+    link.uac.send(_invite_with_sdp(call_id="call-d"))
+    m.reply(0, {"result": "ok", "sdp": RELAYED.decode()})
+    assert "call-d" in m.engine.sessions
+
+    class Ended:
+        callid = "call-d"
+
+    m.engine.on_dialog_ended(Ended(), link.now)
+    assert m.command(1) == {"command": "delete", "call-id": "call-d", "from-tag": "ftag"}
+    m.engine.on_dialog_ended(Ended(), link.now)  # already gone: nothing more sent
+    assert len(m.sent) == 2 and m.engine.stats["deleted_dialog"] == 1
+
+
+def test_sessions_over_max_sessions_forget_the_oldest():
+    """rtpengine.max_sessions bounds the calls remembered; the oldest goes, counted."""
+    m = MediaLink()
+    m.engine.max_sessions = 2
+    for n in range(3):
+        m.link.uac.send(_invite_with_sdp(call_id=f"call-{n}"))
+        m.reply(len(m.sent) - 1, {"result": "ok", "sdp": RELAYED.decode()})
+    assert list(m.engine.sessions) == ["call-1", "call-2"]
+    assert m.link.core.stats["rtpengine_sessions_evicted"] == 1
+
+
+def test_the_example_configuration_compiles():
+    """etc/examples/rtpengine.yaml is a valid configuration whose routes compile."""
+    import pathlib
+    import yaml
+    path = pathlib.Path(__file__).resolve().parents[2] / "etc" / "examples" / "rtpengine.yaml"
+    cfg = config_from_dict(yaml.safe_load(path.read_text()))
+    assert cfg.rtpengine.sockets == "udp:127.0.0.1:2223"
+    routing = build_routing(cfg, shipped_functions())
+    assert "MEDIA_REPLY" in routing.reply_routes
