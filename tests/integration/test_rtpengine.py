@@ -97,6 +97,13 @@ def test_a_call_is_relayed_through_rtpengine_and_its_session_ends_with_the_bye(t
         assert "ip 127.0.0.1" in offers[call_id][1]
         assert rtpe.port_min <= answers[call_id][0] <= rtpe.port_max, answers
         assert wait_until(lambda: rtpe.calls() == [], 10), rtpe.calls()
+        # management: ping answered, an instance disabled by command and back
+        assert rpc(proxy, "rtpengine.ping") == {rtpe.url: True}
+        assert rpc(proxy, "rtpengine.enable", rtpe.url, 0)["state"] == "disabled"
+        assert rpc(proxy, "rtpengine.list")[0]["state"] == "disabled"
+        assert rpc(proxy, "rtpengine.enable", rtpe.url, 1)["state"] == "active"
+        listed = rpc(proxy, "rtpengine.list")[0]
+        assert listed["requests"] >= 3 and listed["last_pong"] is not None, listed
         assert "Traceback" not in log
 
 

@@ -447,3 +447,58 @@ def test_the_example_configuration_compiles():
     assert cfg.rtpengine.sockets == "udp:127.0.0.1:2223"
     routing = build_routing(cfg, shipped_functions())
     assert "MEDIA_REPLY" in routing.reply_routes
+
+
+def test_a_late_offer_in_the_200_is_answered_by_the_ack():
+    """INVITE without SDP: the 200's SDP is an offer from the callee (from-tag
+    its To tag), the ACK's SDP the answer (tags swapped back), both rewritten."""
+    m = MediaLink()
+    link = m.link
+    link.uac.send(sipmsg.request("INVITE", "sip:bob@127.0.0.1:5060", via_host="10.0.0.1",
+                                 call_id="call-late"))
+    fwd = link.uas.expect("INVITE")
+    assert m.sent == []  # no SDP: nothing to offer
+    link.uas.send(_reply_with_sdp(fwd, 200, "OK"))
+    offer = m.command(0)
+    assert offer["command"] == "offer" and offer["from-tag"] == "uastag"
+    m.reply(0, {"result": "ok", "sdp": ANSWER_RELAYED.decode()})
+    assert parse_message([d for d in link.uac.take() if b" 200 " in d][0]).body == ANSWER_RELAYED
+    link.uac.send(sipmsg.request(
+        "ACK", "sip:bob@127.0.0.1:5080", via_host="10.0.0.1", call_id="call-late",
+        to_tag="uastag", extra=["Content-Type: application/sdp",
+                                f"Route: <sip:127.0.0.1:5060;lr;"
+                                f"sdsig={link.core.rr_signature('call-late', 'ftag')}>"],
+        body=OFFER))
+    answer = m.command(1)
+    assert answer["command"] == "answer"
+    assert (answer["from-tag"], answer["to-tag"]) == ("uastag", "ftag")
+    m.reply(1, {"result": "ok", "sdp": RELAYED.decode()})
+    assert parse_message(link.uas.expect("ACK")).body == RELAYED
+
+
+def test_nat_uac_test_8_finds_a_private_address_in_a_multipart_sdp():
+    """nathelper's flag 8 looks at the c= lines of the body, multipart parts included."""
+    from types import SimpleNamespace
+    from sipdisp.proxy.target import Target
+    from sipdisp.registrar.nat import nat_uac_test
+    msg = parse_message(sipmsg.request("INVITE", extra=[
+        'Content-Type: multipart/mixed;boundary="b1"'], body=MULTIPART))
+    src = Target("udp", "203.0.113.9", 5070, None, None)
+    assert nat_uac_test(SimpleNamespace(request=msg, source=src), 8)
+    sdplib.set_sdp(msg, RELAYED)
+    assert not nat_uac_test(SimpleNamespace(request=msg, source=src), 8)
+
+
+def test_metrics_per_instance():
+    """requests, errors, timeouts and up per instance, and the calls remembered."""
+    ng = Ng()
+    engine = Rtpengine(ng.client, None)
+    ng.client.request({"command": "query"}, "c", 0.0)
+    ng.reply(0, {"result": "error", "error-reason": "x"})
+    families = {name: samples for name, kind, help_, samples in engine.metrics()}
+    first = ng.client.instances[0].url
+    by = {labels["instance"]: n for labels, n in families["sipdisp_rtpengine_requests_total"]}
+    errs = {labels["instance"]: n for labels, n in families["sipdisp_rtpengine_errors_total"]}
+    assert sum(by.values()) == 1 and sum(errs.values()) == 1
+    assert {labels["instance"]: n for labels, n in families["sipdisp_rtpengine_up"]}[first] == 1
+    assert families["sipdisp_rtpengine_sessions"] == 0
