@@ -25,7 +25,7 @@ from ..logs import Logger, RepeatLimiter
 from ..proxy.suspend import FetchFailed
 from .flags import Flags
 from .ng import NgError
-from .sdp import get_sdp, sdp_span, set_sdp
+from .sdp import sdp_span, set_sdp
 
 log = Logger(namespace="sipdisp.rtpengine")
 
@@ -326,4 +326,4 @@ def via_branch(msg, which):
     return None
 
 
-__all__ = ["Rtpengine", "Session", "build_command", "via_branch", "get_sdp"]
+__all__ = ["Rtpengine", "Session", "build_command", "via_branch"]

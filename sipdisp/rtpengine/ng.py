@@ -27,7 +27,7 @@ import zlib
 
 from twisted.internet import defer
 
-from ..logs import Logger, RepeatLimiter
+from ..logs import Logger
 from .bencode import BencodeError, decode, encode
 
 log = Logger(namespace="sipdisp.rtpengine")
@@ -143,7 +143,6 @@ class NgClient:
         self._pending = {}
         self._prefix = os.urandom(4).hex()
         self._seq = itertools.count(1)
-        self.timeout_log = RepeatLimiter(log, limit=1, interval=60.0)
 
     # -- choosing ----------------------------------------------------------------
     def instance_named(self, url):

@@ -5,8 +5,6 @@ ports, a session during the call and none after it (BYE, CANCEL, 486),
 when the first is killed mid-run."""
 
 import re
-import threading
-import time
 
 import pytest
 
