@@ -18,9 +18,10 @@ pytestmark = [needs_rtpengine,
 FLAGS = "replace-origin replace-session-connection"
 
 
-def media_routing(uas_ports):
+def media_routing(uas_ports, dialog=False):
     """A relay with rtpengine_manage in the request and the reply route; the
-    callee by user: ``busy`` -> a 486 UAS, ``ring`` -> a UAS that only rings."""
+    callee by user: ``busy`` -> a 486 UAS, ``ring`` -> a UAS that only rings;
+    with ``dialog`` the INVITE creates a dialog (create_dialog)."""
     pick = [{"if": {"eq": ["$rU", user]}, "then": [{"set": {"$du": f"sip:127.0.0.1:{port}"}}]}
             for user, port in uas_ports.items() if user != "default"]
     return {
@@ -32,6 +33,7 @@ def media_routing(uas_ports):
                     "t_relay", "exit"]},
                 {"sl_send_reply": [404, "Not here"]}, "exit"]},
             "record_route",
+            *(["create_dialog"] if dialog else []),
             {"set": {"$du": f"sip:127.0.0.1:{uas_ports['default']}"}},
             *pick,
             {"if": {"has_sdp": None}, "then": [
@@ -219,3 +221,28 @@ def test_calls_fail_over_to_the_second_instance_when_the_first_is_killed(tmp_pat
                 assert "Traceback" not in log
         finally:
             uas.stop()
+
+
+def test_a_call_ended_by_the_dialog_timeout_leaves_no_session(tmp_path):
+    """Nobody hangs up: the dialog module's timeout sends the BYEs and its
+    ended callback deletes the rtpengine session."""
+    uas_port = free_port()
+    with RtpengineDaemon(tmp_path) as rtpe, \
+            Sipdisp(tmp_path, {"routing": media_routing({"default": uas_port}, dialog=True),
+                               "dialog": {"default_timeout": 2.0},
+                               "rtpengine": {"sockets": rtpe.url}}) as proxy:
+        uas = Sipp(tmp_path, "uas", "rtp_uas.xml", uas_port).start()
+        try:
+            uac = Sipp(tmp_path, "uac", "rtp_uac_timeout.xml", free_port(),
+                       target=f"127.0.0.1:{proxy.port('udp')}",
+                       extra=["-m", 1, "-timeout", 30, "-timeout_error"]).start()
+            assert wait_until(lambda: len(rtpe.calls()) == 1, 10), proxy.log_text()[-2000:]
+            rc = uac.wait(30)
+        finally:
+            uas.stop()
+        log = proxy.log_text()
+        assert rc == 0 and uac.stats()["ok"] == 1, (uac.errors()[-1500:], log[-2000:])
+        assert wait_until(lambda: rtpe.calls() == [], 10), rtpe.calls()
+        stats = rpc(proxy, "rtpengine.stats")
+        assert stats["deleted_dialog"] == 1 and stats["sessions"] == 0, stats
+        assert "Traceback" not in log
