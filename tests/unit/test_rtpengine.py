@@ -502,3 +502,36 @@ def test_metrics_per_instance():
     assert sum(by.values()) == 1 and sum(errs.values()) == 1
     assert {labels["instance"]: n for labels, n in families["sipdisp_rtpengine_up"]}[first] == 1
     assert families["sipdisp_rtpengine_sessions"] == 0
+
+
+def test_a_200_arriving_while_the_183_is_held_wins_and_the_183_is_not_sent_after_it():
+    """183 and 200 both held for their answers; the 200's comes first and goes
+    upstream; the 183's, coming later, is not relayed after the final."""
+    m = MediaLink()
+    link = m.link
+    link.uac.send(_invite_with_sdp(call_id="call-e"))
+    m.reply(0, {"result": "ok", "sdp": RELAYED.decode()})
+    fwd = link.uas.expect("INVITE")
+    link.uac.take()
+    link.uas.send(_reply_with_sdp(fwd, 183, "Session Progress"))
+    link.uas.send(_reply_with_sdp(fwd, 200, "OK"))
+    assert link.uac.take() == [] and link.core.stats["replies_held"] == 2
+    assert [m.command(i)["command"] for i in (1, 2)] == ["answer", "answer"]
+    m.reply(2, {"result": "ok", "sdp": ANSWER_RELAYED.decode()})
+    assert parse_message(link.uac.expect(200)).body == ANSWER_RELAYED
+    m.reply(1, {"result": "ok", "sdp": ANSWER_RELAYED.decode()})
+    link.uac.expect_nothing()
+
+
+def test_an_answer_that_fails_relays_the_reply_as_it_came():
+    """rtpengine answers the answer with an error: the 200 goes on unchanged, counted."""
+    m = MediaLink()
+    link = m.link
+    link.uac.send(_invite_with_sdp(call_id="call-f"))
+    m.reply(0, {"result": "ok", "sdp": RELAYED.decode()})
+    fwd = link.uas.expect("INVITE")
+    link.uac.take()
+    link.uas.send(_reply_with_sdp(fwd, 200, "OK"))
+    m.reply(1, {"result": "error", "error-reason": "Unknown call-id"})
+    assert parse_message(link.uac.expect(200)).body == ANSWER
+    assert link.core.stats["rtpengine_failed"] == 1
