@@ -65,8 +65,9 @@ class BrowserPhone:
                 self.events.put(json.loads(line))
         self.events.put({"event": "eof"})
 
-    def expect(self, kind, timeout=20.0):
-        """The next event of ``kind``; fails on a timeout, a failure or the process ending."""
+    def expect(self, kind, timeout=20.0, match=None):
+        """The next event of ``kind`` (satisfying ``match``); fails on a timeout,
+        a failure or the process ending."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -77,7 +78,7 @@ class BrowserPhone:
             except queue.Empty:
                 continue
             self.seen.append(event)
-            if event["event"] == kind:
+            if event["event"] == kind and (match is None or match(event)):
                 return event
             if event["event"] in ("eof", "exit", "error", "pageError", "registrationFailed",
                                   "failed", "ended"):
@@ -176,12 +177,18 @@ def test_browser_offer_reaches_an_rtp_only_node_untouched_without_a_media_relay(
 
 # rtpengine's WebRTC <-> RTP/AVP recipe. Toward the node: no ICE, no DTLS, no
 # SDES, RTCP on its own port (rtcp-mux-demux), plain RTP/AVP on rtpengine's
-# address. Toward the browser: ICE and DTLS-SRTP with rtpengine as the DTLS
-# server, UDP/TLS/RTP/SAVPF, and RTCP multiplexed, which Chromium insists on
-# (an answer or offer without a=rtcp-mux is refused: "Bad Media Description").
+# address. Toward the browser: ICE and DTLS-SRTP, UDP/TLS/RTP/SAVPF, and RTCP
+# multiplexed, which Chromium insists on (an answer or offer without
+# a=rtcp-mux is refused: "Bad Media Description").
+# No DTLS=passive in the answer to the browser: rtpengine 10.5 starts ICE with
+# the browser as soon as it has the offer, and on loopback ICE completes before
+# the answer command arrives; it then starts DTLS in its default (active) role,
+# and the answer's passive role leaves both ends waiting (0 packets, the
+# browser "connecting" for ever, in most runs here). Active from the start, its
+# early ClientHello is kept by Chromium until the answer is applied.
 TO_NODE = ("ICE=remove RTP/AVP DTLS=off SDES-off rtcp-mux-demux "
            "replace-origin replace-session-connection")
-TO_BROWSER_ANSWER = ("ICE=force UDP/TLS/RTP/SAVPF DTLS=passive SDES-off rtcp-mux-require "
+TO_BROWSER_ANSWER = ("ICE=force UDP/TLS/RTP/SAVPF SDES-off rtcp-mux-require "
                      "replace-origin replace-session-connection")
 TO_BROWSER_OFFER = ("ICE=force UDP/TLS/RTP/SAVPF SDES-off rtcp-mux-offer rtcp-mux-require "
                     "generate-mid replace-origin replace-session-connection")
@@ -214,7 +221,8 @@ def media_relay_routes():
             ],
         },
         "onreply_routes": {
-            "ANSWER_TO_BROWSER": [{"if": "has_sdp", "then": [{"rtpengine_answer": TO_BROWSER_ANSWER}]}],
+            "ANSWER_TO_BROWSER": [
+                {"if": "has_sdp", "then": [{"rtpengine_answer": TO_BROWSER_ANSWER}]}],
             "ANSWER_TO_NODE": [{"if": "has_sdp", "then": [{"rtpengine_answer": TO_NODE}]}],
         },
     }
@@ -270,6 +278,33 @@ def wait_for(predicate, timeout, step=0.2):
         time.sleep(step)
 
 
+def assert_media_flows(phone, rtpe, call_id):
+    """Real media both ways: the browser's ICE and DTLS with rtpengine complete,
+    its SRTP reaches rtpengine (fingerprint verified), goes on as RTP to the
+    node, whose SIPp echoes it (-rtp_echo), and comes back to the browser."""
+    phone.expect("connectionState", 30, match=lambda e: e["state"] == "connected")
+    stats = None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        phone.command(stats=True)
+        stats = phone.expect("stats", 10)
+        if stats["packetsSent"] > 0 and stats["packetsReceived"] > 0:
+            break
+        time.sleep(0.5)
+    assert stats["packetsSent"] > 0 and stats["packetsReceived"] > 0, stats
+    assert stats["dtlsState"] == "connected", stats
+    legs = {}
+    for tag in rtpe.ng({"command": "query", "call-id": call_id})["tags"].values():
+        for media in tag["medias"]:
+            rtp = media["streams"][0]
+            legs[media["protocol"]] = (rtp["stats"]["packets"], rtp["flags"])
+    assert set(legs) == {"UDP/TLS/RTP/SAVPF", "RTP/AVP"}, legs
+    webrtc_packets, webrtc_flags = legs["UDP/TLS/RTP/SAVPF"]
+    assert webrtc_packets > 0 and "DTLS fingerprint verified" in webrtc_flags, legs
+    assert legs["RTP/AVP"][0] > 0, legs  # the node's echo came back through rtpengine
+    return stats
+
+
 @needs_rtpengine
 def test_browser_calls_an_rtp_only_node_through_rtpengine(tmp_path):
     """A WebRTC call from the browser: its ICE/DTLS-SRTP offer reaches the
@@ -285,7 +320,7 @@ def test_browser_calls_an_rtp_only_node_through_rtpengine(tmp_path):
                            {"routing": media_relay_routes(), "rtpengine": {"sockets": rtpe.url}})
         with Sipdisp(tmp_path, cfg) as proxy:
             node = Sipp(tmp_path, "node", "webrtc_fs_uas.xml", uas_port, "u1",
-                        extra=["-m", 1, "-timeout", 60, "-timeout_error", "-trace_msg",
+                        extra=["-m", 1, "-timeout", 60, "-timeout_error", "-rtp_echo", "-trace_msg",
                                "-message_file", trace]).start()
             phone = BrowserPhone(f"ws://127.0.0.1:{proxy.port('ws')}", f"sip:alice@{DOMAIN}",
                                  "wonderland")
@@ -299,6 +334,7 @@ def test_browser_calls_an_rtp_only_node_through_rtpengine(tmp_path):
                 confirmed = phone.expect("confirmed", 30)
                 listed = wait_for(lambda: call_id in rtpe.calls(), 10)
                 assert listed, (call_id, rtpe.calls())
+                assert_media_flows(phone, rtpe, call_id)
                 phone.command(hangup=True)
                 assert phone.expect("ended", 20)["originator"] == "local"
                 assert node.wait(30) == 0, node.errors()
@@ -313,7 +349,7 @@ def test_browser_calls_an_rtp_only_node_through_rtpengine(tmp_path):
         answer_of_node = sdp_of(text, "SIP/2.0 200")
         assert_plain_rtp_on_rtpengine(offer_at_node, rtpe)
         assert media_line(offer_at_node)[0] != media_line(browser_offer)[0]
-        assert_webrtc_on_rtpengine(confirmed["remoteSdp"], rtpe, "passive")
+        assert_webrtc_on_rtpengine(confirmed["remoteSdp"], rtpe, "active")
         # the browser's media goes to rtpengine, not to the node's port
         assert media_line(confirmed["remoteSdp"])[0] != media_line(answer_of_node)[0]
         assert confirmed["signalingState"] == "stable"
@@ -343,13 +379,14 @@ def test_rtp_only_node_calls_the_browser_through_rtpengine(tmp_path):
                 node = Sipp(tmp_path, "node", "webrtc_fs_uac.xml", caller_port, "u1",
                             target=f"127.0.0.1:{proxy.port('udp')}",
                             extra=["-s", "alice", "-key", "domain", DOMAIN, "-m", 1,
-                                   "-timeout", 60, "-timeout_error", "-trace_msg",
+                                   "-timeout", 60, "-timeout_error", "-rtp_echo", "-trace_msg",
                                    "-message_file", trace]).start()
                 invite = phone.expect("invite", 30)
                 call_id = invite["callId"]
                 confirmed = phone.expect("confirmed", 30)
                 listed = wait_for(lambda: call_id in rtpe.calls(), 10)
                 assert listed, (call_id, rtpe.calls())
+                assert_media_flows(phone, rtpe, call_id)
                 phone.command(hangup=True)
                 assert phone.expect("ended", 20)["originator"] == "local"
                 assert node.wait(30) == 0, node.errors()

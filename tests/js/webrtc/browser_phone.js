@@ -14,7 +14,7 @@
 //   {"event":"ready","page":"http://127.0.0.1:PORT/","chromium":"HeadlessChrome/..."}
 //   {"event":"pageError","message":"..."} {"event":"error","message":"..."} {"event":"exit"}
 // Commands on stdin, one JSON object per line:
-//   {"call":"sip:fs@example.com"}  {"hangup":true}  {"stop":true}
+//   {"call":"sip:fs@example.com"}  {"stats":true}  {"hangup":true}  {"stop":true}
 // The process exits when stdin closes, on {"stop":true}, and after --lifetime
 // seconds in any case (default 60), closing Chromium, so a test cannot hang on it.
 "use strict";
@@ -131,6 +131,7 @@ async function main() {
     }
     let action = null;
     if (cmd.call) action = page.evaluate((t) => window.phone.call(t), cmd.call);
+    else if (cmd.stats) action = page.evaluate(() => window.phone.stats());
     else if (cmd.hangup) action = page.evaluate(() => window.phone.hangup());
     else if (cmd.stop) finish(0);
     if (action) action.catch((err) => report({ event: "error", message: String(err && err.message) }));

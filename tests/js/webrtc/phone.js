@@ -18,17 +18,37 @@
     return desc ? desc.sdp : null;
   }
 
+  // The peer connection's (ICE + DTLS) state now and at every change. An
+  // outgoing session creates its RTCPeerConnection inside ua.call(), before
+  // the page can listen for JsSIP's "peerconnection" event, so this starts
+  // from the session's confirmation and reports the state reached so far.
+  function watchConnection(pc) {
+    const tell = () => report({ event: "connectionState", state: pc.connectionState });
+    pc.addEventListener("connectionstatechange", tell);
+    tell();
+  }
+
+  // Counters of the media that really flowed: RTP packets the browser sent
+  // and received (SRTP on the wire), and the DTLS state of its transport.
+  async function mediaStats() {
+    const out = { event: "stats", packetsSent: 0, packetsReceived: 0, dtlsState: null };
+    if (!session || !session.connection) return out;
+    const stats = await session.connection.getStats();
+    stats.forEach((s) => {
+      if (s.type === "outbound-rtp" && s.kind === "audio") out.packetsSent += s.packetsSent || 0;
+      if (s.type === "inbound-rtp" && s.kind === "audio") out.packetsReceived += s.packetsReceived || 0;
+      if (s.type === "transport") {
+        out.dtlsState = s.dtlsState;
+        out.srtpCipher = s.srtpCipher || null;
+      }
+    });
+    return out;
+  }
+
   // Reports on the session's state and, once confirmed, the SDP on each side
   // as the browser's RTCPeerConnection holds it (what WebRTC really used).
   function watch(sess, direction) {
     session = sess;
-    sess.on("peerconnection", (e) => {
-      const pc = e.peerconnection;
-      pc.addEventListener("iceconnectionstatechange", () =>
-        report({ event: "iceConnectionState", state: pc.iceConnectionState }));
-      pc.addEventListener("connectionstatechange", () =>
-        report({ event: "connectionState", state: pc.connectionState }));
-    });
     // every SDP JsSIP is about to apply or send, and why applying one failed
     sess.on("sdp", (e) => report({ event: "sdp", originator: e.originator, type: e.type, sdp: e.sdp }));
     sess.on("peerconnection:setremotedescriptionfailed", (err) => report({
@@ -47,6 +67,7 @@
         remoteSdp: sdpOf(pc.remoteDescription),
         signalingState: pc.signalingState,
       });
+      watchConnection(pc);
     });
     sess.on("ended", (e) => report({ event: "ended", originator: e.originator, cause: e.cause }));
     sess.on("failed", (e) => report({
@@ -104,6 +125,10 @@
         },
       });
       watch(sess, "outgoing");
+    },
+
+    stats() {
+      mediaStats().then(report, (err) => report({ event: "error", message: String(err) }));
     },
 
     hangup() {
