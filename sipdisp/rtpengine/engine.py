@@ -260,10 +260,12 @@ class Rtpengine:
                            "from-tag": session.from_tag}, session, now)
 
     def snapshot(self):
-        """Counters and the calls remembered (``rtpengine.stats``)."""
+        """Counters, the calls remembered and the retransmission settings (``rtpengine.stats``)."""
         out = dict(self.stats)
         out["sessions"] = len(self.sessions)
         out["pending"] = self.client.pending
+        out["timeout"] = self.client.timeout
+        out["retries"] = self.client.retries
         return out
 
     def metrics(self):

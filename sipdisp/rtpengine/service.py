@@ -77,8 +77,19 @@ class RtpengineService(Service):
             dialogs = root.modules.dialogs
             if dialogs is not None:
                 dialogs.callbacks["ended"].append(self.engine.on_dialog_ended)
+            # SIGHUP applies these at once; a new sockets list needs a restart
+            for key in ("timeout", "retries", "ping_interval"):
+                root.reload_hooks[f"rtpengine.{key}"] = self._reload
+            root.reload_hooks["rtpengine.max_sessions"] = self._reload
         root.modules.rtpengine = self.engine
         register_commands(root.registry, self)
+
+    def _reload(self, cfg):
+        section = cfg.rtpengine
+        client = self.client
+        client.timeout, client.retries = section.timeout, section.retries
+        client.ping_interval = section.ping_interval
+        self.engine.max_sessions = section.max_sessions
 
     def startService(self):
         """Bind the ng socket, ping every instance."""

@@ -5,8 +5,10 @@ ports, a session during the call and none after it (BYE, CANCEL, 486),
 when the first is killed mid-run."""
 
 import re
+import signal
 
 import pytest
+import yaml
 
 from tests.support.calls import rpc, wait_until
 from tests.support.processes import Sipdisp, Sipp, free_port, sipp_available
@@ -104,6 +106,17 @@ def test_a_call_is_relayed_through_rtpengine_and_its_session_ends_with_the_bye(t
         assert rpc(proxy, "rtpengine.enable", rtpe.url, 1)["state"] == "active"
         listed = rpc(proxy, "rtpengine.list")[0]
         assert listed["requests"] >= 3 and listed["last_pong"] is not None, listed
+        # SIGHUP: retransmission settings apply at once, a new socket list needs a restart
+        cfg = yaml.safe_load(proxy.config_path.read_text())
+        cfg["rtpengine"].update(timeout=0.5, retries=1, sockets=rtpe.url + " udp:127.0.0.1:9")
+        proxy.config_path.write_text(yaml.safe_dump(cfg))
+        proxy.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "reload:" in proxy.log_text(), 10)
+        line = [x for x in proxy.log_text().splitlines() if "reload:" in x][0]
+        assert "needs a restart, not applied: rtpengine.sockets" in line, line
+        stats = rpc(proxy, "rtpengine.stats")
+        assert (stats["timeout"], stats["retries"]) == (0.5, 1), stats
+        assert len(rpc(proxy, "rtpengine.list")) == 1
         assert "Traceback" not in log
 
 
