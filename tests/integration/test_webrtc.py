@@ -309,8 +309,9 @@ def assert_media_flows(phone, rtpe, call_id):
 def test_browser_calls_an_rtp_only_node_through_rtpengine(tmp_path):
     """A WebRTC call from the browser: its ICE/DTLS-SRTP offer reaches the
     RTP/AVP-only node as plain RTP on rtpengine's address, the node's RTP/AVP
-    answer reaches the browser with ICE and DTLS, the call is confirmed,
-    rtpengine lists it while it is up and forgets it after the browser's BYE."""
+    answer reaches the browser with ICE and DTLS, the call is confirmed, media
+    flows both ways, rtpengine lists the call while it is up and forgets it
+    after the browser's BYE."""
     ensure_puppeteer()
     add_user(tmp_path, "alice", "wonderland")
     uas_port, caller_port = free_port(), free_port()
@@ -320,8 +321,8 @@ def test_browser_calls_an_rtp_only_node_through_rtpengine(tmp_path):
                            {"routing": media_relay_routes(), "rtpengine": {"sockets": rtpe.url}})
         with Sipdisp(tmp_path, cfg) as proxy:
             node = Sipp(tmp_path, "node", "webrtc_fs_uas.xml", uas_port, "u1",
-                        extra=["-m", 1, "-timeout", 60, "-timeout_error", "-rtp_echo", "-trace_msg",
-                               "-message_file", trace]).start()
+                        extra=["-m", 1, "-timeout", 60, "-timeout_error", "-rtp_echo",
+                               "-trace_msg", "-message_file", trace]).start()
             phone = BrowserPhone(f"ws://127.0.0.1:{proxy.port('ws')}", f"sip:alice@{DOMAIN}",
                                  "wonderland")
             try:
@@ -361,7 +362,8 @@ def test_rtp_only_node_calls_the_browser_through_rtpengine(tmp_path):
     """A call from the RTP/AVP-only node to the browser registered over WS:
     the browser gets an offer with ICE and DTLS-SRTP on rtpengine's address and
     answers it, the node gets a plain RTP/AVP answer on rtpengine's address,
-    rtpengine lists the call while it is up and not after the browser's BYE."""
+    media flows both ways, rtpengine lists the call while it is up and not
+    after the node hangs up (its BYE, cued by an INFO from the browser)."""
     ensure_puppeteer()
     add_user(tmp_path, "alice", "wonderland")
     uas_port, caller_port = free_port(), free_port()
@@ -379,16 +381,16 @@ def test_rtp_only_node_calls_the_browser_through_rtpengine(tmp_path):
                 node = Sipp(tmp_path, "node", "webrtc_fs_uac.xml", caller_port, "u1",
                             target=f"127.0.0.1:{proxy.port('udp')}",
                             extra=["-s", "alice", "-key", "domain", DOMAIN, "-m", 1,
-                                   "-timeout", 60, "-timeout_error", "-rtp_echo", "-trace_msg",
-                                   "-message_file", trace]).start()
+                                   "-timeout", 60, "-timeout_error", "-rtp_echo",
+                                   "-trace_msg", "-message_file", trace]).start()
                 invite = phone.expect("invite", 30)
                 call_id = invite["callId"]
                 confirmed = phone.expect("confirmed", 30)
                 listed = wait_for(lambda: call_id in rtpe.calls(), 10)
                 assert listed, (call_id, rtpe.calls())
                 assert_media_flows(phone, rtpe, call_id)
-                phone.command(hangup=True)
-                assert phone.expect("ended", 20)["originator"] == "local"
+                phone.command(info=True)
+                assert phone.expect("ended", 20)["originator"] == "remote"
                 assert node.wait(30) == 0, node.errors()
                 gone = wait_for(lambda: call_id not in rtpe.calls(), 15)
                 assert gone, (call_id, rtpe.calls())

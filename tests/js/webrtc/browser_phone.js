@@ -14,7 +14,8 @@
 //   {"event":"ready","page":"http://127.0.0.1:PORT/","chromium":"HeadlessChrome/..."}
 //   {"event":"pageError","message":"..."} {"event":"error","message":"..."} {"event":"exit"}
 // Commands on stdin, one JSON object per line:
-//   {"call":"sip:fs@example.com"}  {"stats":true}  {"hangup":true}  {"stop":true}
+//   {"call":"sip:fs@example.com"}  {"stats":true}  {"info":true}  {"hangup":true}
+//   {"stop":true}
 // The process exits when stdin closes, on {"stop":true}, and after --lifetime
 // seconds in any case (default 60), closing Chromium, so a test cannot hang on it.
 "use strict";
@@ -53,6 +54,10 @@ function startServer() {
   };
   const server = http.createServer((req, res) => {
     const file = files[req.url];
+    if (req.url === "/favicon.ico") {
+      res.writeHead(204).end();  // the browser asks; an error would only be noise
+      return;
+    }
     if (req.method !== "GET" || !file) {
       res.writeHead(404).end();
       return;
@@ -131,6 +136,7 @@ async function main() {
     }
     let action = null;
     if (cmd.call) action = page.evaluate((t) => window.phone.call(t), cmd.call);
+    else if (cmd.info) action = page.evaluate(() => window.phone.info());
     else if (cmd.stats) action = page.evaluate(() => window.phone.stats());
     else if (cmd.hangup) action = page.evaluate(() => window.phone.hangup());
     else if (cmd.stop) finish(0);

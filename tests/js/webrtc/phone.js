@@ -131,6 +131,11 @@
       mediaStats().then(report, (err) => report({ event: "error", message: String(err) }));
     },
 
+    // an in-dialog INFO, the test's cue for the other end to hang up
+    info() {
+      if (session && session.isEstablished()) session.sendInfo("text/plain", "hang up, please");
+    },
+
     hangup() {
       if (session && !session.isEnded()) session.terminate();
     },
