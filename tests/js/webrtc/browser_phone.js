@@ -114,7 +114,9 @@ async function main() {
     ],
   });
   page = await browser.newPage();
-  page.on("pageerror", (err) => report({ event: "pageError", message: String(err && err.message) }));
+  page.on("pageerror", (err) => report({
+    event: "pageError", message: String(err && err.message),
+  }));
   page.on("console", (msg) => {
     if (msg.type() === "error") report({ event: "console", text: msg.text() });
   });
@@ -140,7 +142,9 @@ async function main() {
     else if (cmd.stats) action = page.evaluate(() => window.phone.stats());
     else if (cmd.hangup) action = page.evaluate(() => window.phone.hangup());
     else if (cmd.stop) finish(0);
-    if (action) action.catch((err) => report({ event: "error", message: String(err && err.message) }));
+    if (action) {
+      action.catch((err) => report({ event: "error", message: String(err && err.message) }));
+    }
   });
   rl.on("close", () => finish(0));
 }

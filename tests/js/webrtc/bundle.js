@@ -66,7 +66,8 @@ function bundle(packageName, globalName, nodeModules) {
   }
 
   add(resolvePackage(nodeModules, packageName));
-  const defs = modules.map((m) => `[function (module, exports, require) {\n${m.src}\n},\n${JSON.stringify(m.deps)}]`);
+  const defs = modules.map((m) =>
+    `[function (module, exports, require) {\n${m.src}\n},\n${JSON.stringify(m.deps)}]`);
   return `(function () {
 "use strict";
 var defs = [

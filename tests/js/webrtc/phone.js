@@ -36,7 +36,9 @@
     const stats = await session.connection.getStats();
     stats.forEach((s) => {
       if (s.type === "outbound-rtp" && s.kind === "audio") out.packetsSent += s.packetsSent || 0;
-      if (s.type === "inbound-rtp" && s.kind === "audio") out.packetsReceived += s.packetsReceived || 0;
+      if (s.type === "inbound-rtp" && s.kind === "audio") {
+        out.packetsReceived += s.packetsReceived || 0;
+      }
       if (s.type === "transport") {
         out.dtlsState = s.dtlsState;
         out.srtpCipher = s.srtpCipher || null;
@@ -50,7 +52,9 @@
   function watch(sess, direction) {
     session = sess;
     // every SDP JsSIP is about to apply or send, and why applying one failed
-    sess.on("sdp", (e) => report({ event: "sdp", originator: e.originator, type: e.type, sdp: e.sdp }));
+    sess.on("sdp", (e) => report({
+      event: "sdp", originator: e.originator, type: e.type, sdp: e.sdp,
+    }));
     sess.on("peerconnection:setremotedescriptionfailed", (err) => report({
       event: "setRemoteDescriptionFailed", message: String(err && (err.message || err)),
     }));
