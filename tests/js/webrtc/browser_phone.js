@@ -107,6 +107,8 @@ async function main() {
     args: [
       "--headless=new",
       "--no-sandbox",
+      // CI containers often have a 64 MB /dev/shm; Chromium then writes to /tmp instead
+      "--disable-dev-shm-usage",
       "--use-fake-ui-for-media-stream",
       "--use-fake-device-for-media-stream",
       // plain host candidates (127.0.0.1), not mDNS names nobody on loopback resolves
