@@ -228,6 +228,43 @@ def media_relay_routes():
     }
 
 
+def managed_media_routes():
+    """The same media path written the Kamailio way, with rtpengine_manage
+    only: the request route picks the flags for each direction into
+    transaction AVPs, the reply route hands the reply's SDP to
+    rtpengine_manage with the other direction's flags (an answer, since the
+    INVITE had an offer), and manage deletes on BYE."""
+    ws_caller = {"any": [{"eq": ["$proto", "ws"]}, {"eq": ["$proto", "wss"]}]}
+    return {
+        "routes": {
+            "RELAY": [
+                {"if": {"all": [{"is_method": "INVITE"}, "has_sdp", {"not": "has_totag"}]},
+                 "then": [
+                     {"if": ws_caller,
+                      "then": [{"set": {"$avp(offer_flags)": TO_NODE,
+                                        "$avp(answer_flags)": TO_BROWSER_ANSWER}}],
+                      "else": [
+                          {"if": {"match": ["$ru", "transport=wss?"]}, "then": [
+                              {"set": {"$avp(offer_flags)": TO_BROWSER_OFFER,
+                                       "$avp(answer_flags)": TO_NODE}}]}]},
+                     {"if": {"ne": ["$avp(offer_flags)", None]}, "then": [
+                         {"if": {"not": {"rtpengine_manage": "$avp(offer_flags)"}},
+                          "then": [{"send_reply": [503, "Media Relay Unavailable"]}, "exit"]},
+                         {"t_on_reply": "MANAGE"}]}]},
+                {"if": {"is_method": "BYE|CANCEL"}, "then": ["rtpengine_manage"]},
+                {"if": {"not": "t_relay"}, "then": ["sl_reply_error"]},
+                "exit",
+            ],
+        },
+        "onreply_routes": {
+            "MANAGE": [{"if": "has_sdp", "then": [{"rtpengine_manage": "$avp(answer_flags)"}]}],
+        },
+    }
+
+
+ROUTE_STYLES = {"offer_answer_delete": media_relay_routes, "manage": managed_media_routes}
+
+
 def media_line(sdp):
     """``(port, proto)`` of the SDP's audio m= line."""
     m = re.search(r"(?m)^m=audio (\d+) (\S+) ", sdp)
@@ -306,7 +343,8 @@ def assert_media_flows(phone, rtpe, call_id):
 
 
 @needs_rtpengine
-def test_browser_calls_an_rtp_only_node_through_rtpengine(tmp_path):
+@pytest.mark.parametrize("style", sorted(ROUTE_STYLES))
+def test_browser_calls_an_rtp_only_node_through_rtpengine(tmp_path, style):
     """A WebRTC call from the browser: its ICE/DTLS-SRTP offer reaches the
     RTP/AVP-only node as plain RTP on rtpengine's address, the node's RTP/AVP
     answer reaches the browser with ICE and DTLS, the call is confirmed, media
@@ -318,7 +356,8 @@ def test_browser_calls_an_rtp_only_node_through_rtpengine(tmp_path):
     trace = tmp_path / "node_messages.log"
     with RtpengineDaemon(tmp_path) as rtpe:
         cfg = proxy_config(tmp_path, uas_port, caller_port,
-                           {"routing": media_relay_routes(), "rtpengine": {"sockets": rtpe.url}})
+                           {"routing": ROUTE_STYLES[style](),
+                            "rtpengine": {"sockets": rtpe.url}})
         with Sipdisp(tmp_path, cfg) as proxy:
             node = Sipp(tmp_path, "node", "webrtc_fs_uas.xml", uas_port, "u1",
                         extra=["-m", 1, "-timeout", 60, "-timeout_error", "-rtp_echo",
@@ -358,7 +397,8 @@ def test_browser_calls_an_rtp_only_node_through_rtpengine(tmp_path):
 
 
 @needs_rtpengine
-def test_rtp_only_node_calls_the_browser_through_rtpengine(tmp_path):
+@pytest.mark.parametrize("style", sorted(ROUTE_STYLES))
+def test_rtp_only_node_calls_the_browser_through_rtpengine(tmp_path, style):
     """A call from the RTP/AVP-only node to the browser registered over WS:
     the browser gets an offer with ICE and DTLS-SRTP on rtpengine's address and
     answers it, the node gets a plain RTP/AVP answer on rtpengine's address,
@@ -370,7 +410,8 @@ def test_rtp_only_node_calls_the_browser_through_rtpengine(tmp_path):
     trace = tmp_path / "node_messages.log"
     with RtpengineDaemon(tmp_path) as rtpe:
         cfg = proxy_config(tmp_path, uas_port, caller_port,
-                           {"routing": media_relay_routes(), "rtpengine": {"sockets": rtpe.url}})
+                           {"routing": ROUTE_STYLES[style](),
+                            "rtpengine": {"sockets": rtpe.url}})
         with Sipdisp(tmp_path, cfg) as proxy:
             phone = BrowserPhone(f"ws://127.0.0.1:{proxy.port('ws')}", f"sip:alice@{DOMAIN}",
                                  "wonderland")
