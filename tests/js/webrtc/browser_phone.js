@@ -111,8 +111,11 @@ async function main() {
       "--disable-dev-shm-usage",
       "--use-fake-ui-for-media-stream",
       "--use-fake-device-for-media-stream",
-      // plain host candidates (127.0.0.1), not mDNS names nobody on loopback resolves
+      // plain host candidates, not mDNS names nobody on loopback resolves, and
+      // 127.0.0.1 among them (Chromium leaves loopback out by default), so
+      // ICE with rtpengine on 127.0.0.1 works on a machine with only lo
       "--disable-features=WebRtcHideLocalIpsWithMdns",
+      "--allow-loopback-in-peer-connection",
     ],
   });
   page = await browser.newPage();
