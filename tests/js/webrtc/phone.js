@@ -2,8 +2,16 @@
 // registering over WebSocket and making or answering one audio call with
 // real WebRTC (the fake microphone of --use-fake-device-for-media-stream).
 //
-// browser_phone.js drives it through window.phone and receives everything it
-// reports through window.report (a function puppeteer exposes to the page).
+// browser_phone.js drives it through window.phone (start, call, stats, info,
+// hangup, stop) and receives everything it reports through window.report (a
+// function puppeteer exposes to the page), one object per event:
+//   connected, disconnected, registered {status, contact}, registrationFailed,
+//   invite {from, ruri, callId, offerSdp} (answered at once),
+//   sending {callId, offerSdp}, sdp {originator, type, sdp},
+//   setRemoteDescriptionFailed {message}, progress {status}, accepted,
+//   confirmed {localSdp, remoteSdp, signalingState} (the peer connection's own),
+//   connectionState {state}, stats {packetsSent, packetsReceived, dtlsState,
+//   srtpCipher}, ended {originator, cause}, failed {originator, cause, status}.
 "use strict";
 
 (function () {
