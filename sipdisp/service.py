@@ -16,6 +16,7 @@ from .registrar.service import RegistrarService
 from .dialog.service import DialogService
 from .loadbalancer.service import LoadBalancerService
 from .msilo.service import MsiloService
+from .rtpengine.service import RtpengineService
 from .drouting.service import DRoutingService
 from .accounting.service import AccountingService
 from .aliases.service import AliasService
@@ -186,6 +187,9 @@ class SipdispService(MultiService):
         # msilo/: offline messages (m_store, m_dump) over storage and the location table
         self.msilo = MsiloService(self, reactor)
         self.msilo.setServiceParent(self)
+        # rtpengine/: the media relay's ng control (after the dialogs, whose end deletes)
+        self.rtpengine = RtpengineService(self, reactor)
+        self.rtpengine.setServiceParent(self)
         # drouting/: PSTN gateways and rules (OpenSIPS drouting), when drouting.enabled
         self.drouting = DRoutingService(self, reactor)
         self.drouting.setServiceParent(self)

@@ -236,10 +236,20 @@ class ReplyContext:
     transaction's, shared with the request route. ``drop`` sets ``dropped``:
     a provisional reply is then not relayed."""
 
-    __slots__ = ("ctx", "request", "source", "branch", "bflags", "now", "dropped")
+    __slots__ = ("ctx", "request", "source", "branch", "bflags", "now", "dropped", "tape",
+                 "tape_pos", "results", "held", "holder")
 
     def __init__(self, ctx, reply, branch, bflags, now):
         self.ctx = ctx
+        # a reply route that waits (Suspender.fetch_reply) is run again on the
+        # same reply: its steps replay from the tape as a request route's do,
+        # ``results`` holds what it waited for, ``held`` says it is waiting
+        # and ``holder`` is the transaction holding the reply meanwhile
+        self.tape = []
+        self.tape_pos = 0
+        self.results = None
+        self.held = False
+        self.holder = None
         self.request = reply
         self.branch = branch
         self.source = branch.dst if branch.dst is not None else branch.target

@@ -6,6 +6,7 @@ from sipdisp.logs import Logger, msg_prefix
 
 from ..sip.message import make_response
 from .context import ReplyContext
+from .suspend import RouteSuspended
 
 log = Logger()
 
@@ -23,7 +24,8 @@ class ProxyTransaction:
     """A response context (RFC 3261 16.7): one server transaction and its branches."""
 
     __slots__ = ("core", "ctx", "server", "request", "branches", "best", "canceled",
-                 "final_sent", "pending", "last_reply", "final_reply", "ended", "branch_flags")
+                 "final_sent", "pending", "last_reply", "final_reply", "ended", "branch_flags",
+                 "held", "rewritten")
 
     def __init__(self, core, ctx):
         self.core = core
@@ -39,23 +41,45 @@ class ProxyTransaction:
         self.final_reply = None  # the final sent upstream, once the transaction ended
         self.ended = False  # txn_end_hooks ran
         self.branch_flags = None  # branch index -> its branch flags, when not 0
+        self.held = None  # replies whose reply route waits (rtpengine): [ReplyContext]
+        # 2xx bodies the reply route changed: To tag -> (received, relayed), so
+        # a retransmission after the release is relayed as the first copy was
+        self.rewritten = None
         ctx.proxy_txn = self
         if self.server is not None:
             self.server.owner = self
 
     # -- events from client transactions -------------------------------------
-    def on_branch_response(self, branch, response, now):
-        """A response on one branch (16.7): forward 1xx/2xx, collect the rest."""
+    def on_branch_response(self, branch, response, now, rctx=None):
+        """A response on one branch (16.7): forward 1xx/2xx, collect the rest.
+        ``rctx`` is the reply route's context of a held reply going on
+        (:meth:`continue_reply`)."""
         status = response.status
         ctx = self.ctx
         if ctx is None:
             # released (see _release): only a late 2xx (another fork's, or one
             # that crossed our CANCEL) still has somewhere to go
             if 200 <= status < 300:
+                rewritten = self.rewritten
+                if rewritten is not None:
+                    seen = rewritten.get(response.to_tag)
+                    if seen is not None and seen[0] == response.body:
+                        response.body = seen[1]
                 self.core.forward_response(self, response, now)
             return
-        if ctx.reply_route is not None and self._reply_route(ctx, branch, response, now):
-            return  # a provisional reply the reply route dropped
+        if rctx is None and self.held is not None and status >= 200 and self._holds_final(branch):
+            # a retransmission of the final this branch's reply route is
+            # still working on: that one goes upstream when it is done
+            self.core.stats["replies_absorbed_held"] += 1
+            return
+        if ctx.reply_route is not None:
+            body = response.body  # a held reply's too: it changes when its route goes on
+            if self._reply_route(ctx, branch, response, now, rctx):
+                return  # a provisional reply the reply route dropped, or a reply held
+            if response.body is not body and 200 <= status < 300:
+                if self.rewritten is None:
+                    self.rewritten = {}
+                self.rewritten[response.to_tag] = (body, response.body)
         if status > 100 and ctx.reply_hooks is not None:
             call_reply_hooks(ctx, response, now)
         if status < 200:
@@ -131,16 +155,28 @@ class ProxyTransaction:
             self.branch_flags = {}
         self.branch_flags[index] = flags
 
-    def _reply_route(self, ctx, branch, response, now):
+    def _reply_route(self, ctx, branch, response, now, rctx=None):
         """Run the reply route (``t_on_reply``) on ``response`` before it is
         relayed; True when the route dropped it (``drop``, provisional replies
-        only: a final reply cannot be dropped, as in Kamailio). A route that
-        raises is logged and the reply goes on."""
-        flags = self.branch_flags
-        rctx = ReplyContext(ctx, response, branch,
-                            flags.get(branch.index, 0) if flags else 0, now)
+        only: a final reply cannot be dropped, as in Kamailio) or holds it
+        while it waits (:meth:`~sipdisp.proxy.suspend.Suspender.fetch_reply`:
+        :meth:`continue_reply` goes on). A route that raises is logged and
+        the reply goes on."""
+        if rctx is None:
+            flags = self.branch_flags
+            rctx = ReplyContext(ctx, response, branch,
+                                flags.get(branch.index, 0) if flags else 0, now)
         try:
             ctx.reply_route(rctx)
+        except RouteSuspended:
+            if not rctx.held:
+                return False  # stop_route in a reply route: the reply goes on
+            rctx.holder = self
+            if self.held is None:
+                self.held = []
+            self.held.append(rctx)
+            self.core.stats["replies_held"] += 1
+            return True
         except Exception:
             self.core.stats["route_errors"] += 1
             log.failure("{prefix} reply route raised", prefix=msg_prefix(response))
@@ -154,6 +190,27 @@ class ProxyTransaction:
             return False
         self.core.stats["replies_dropped"] += 1
         return True
+
+    def continue_reply(self, rctx, now):
+        """A held reply's reply route has what it waited for: run it again
+        (its earlier steps replay) and go on with the reply as
+        :meth:`on_branch_response` would have."""
+        held = self.held
+        if held is not None and rctx in held:
+            held.remove(rctx)
+            if not held:
+                self.held = None
+        rctx.held = False
+        rctx.holder = None
+        rctx.tape_pos = 0
+        rctx.now = now
+        self.on_branch_response(rctx.branch, rctx.request, now, rctx)
+
+    def _holds_final(self, branch):
+        for rctx in self.held:
+            if rctx.branch is branch and rctx.request.status >= 200:
+                return True
+        return False
 
     # -- helpers --------------------------------------------------------------
     def _branch_done(self, branch):

@@ -101,6 +101,53 @@ class Suspender:
         """How many requests wait for data now."""
         return len(self._pending)
 
+    def fetch_reply(self, rctx, key, start):
+        """:meth:`fetch` for a reply route (``rctx`` a
+        :class:`~sipdisp.proxy.context.ReplyContext`): the reply is held by
+        its transaction (neither relayed nor counted) while ``start()``'s
+        Deferred is pending, and when it fires the reply route runs again
+        on the same reply (its earlier steps replay their results) and the
+        reply goes on as it would have. The result is kept in
+        ``rctx.results[key]``. ``start()`` must fire in bounded time (the
+        rtpengine client always does): a held reply has no timer of its own."""
+        results = rctx.results
+        if results is not None and key in results:
+            return _value(results[key])
+        done = []
+
+        def got(result):
+            done.append(result)
+            return None
+
+        try:
+            d = start()
+        except Exception as exc:
+            done.append(Failure(exc))
+        else:
+            d.addBoth(got)
+        if done:
+            if rctx.results is None:
+                rctx.results = {}
+            rctx.results[key] = done[0]
+            return _value(done[0])
+        rctx.held = True
+        self.suspended += 1
+        d.addCallback(lambda _: self._continue_reply(rctx, key, done[0]))
+        d.addErrback(lambda f: log.failure("continuing {rctx!r}", f, rctx=rctx))
+        raise RouteSuspended()
+
+    def _continue_reply(self, rctx, key, result):
+        if rctx.results is None:
+            rctx.results = {}
+        rctx.results[key] = result
+        self.resumed += 1
+        now = self.clock() if self.clock is not None else rctx.now
+        txn = rctx.holder
+        if txn is not None:
+            txn.continue_reply(rctx, now)
+        if self.wake is not None:
+            self.wake()
+
     def _resume(self, tid, ctx, key, result):
         if self._pending.pop(tid, None) is None:
             return  # timed out and answered already

@@ -64,7 +64,6 @@ def branch_flag_bit(flag, where, names):
 FUTURE = {
     "handle_publish": ("presence", None),
     "handle_subscribe": ("presence", None),
-    "rtpproxy_offer": ("a media relay such as RTPProxy", None),
 }
 
 
@@ -85,6 +84,11 @@ TXN_ROUTES = {"failure_routes": "failure", "onreply_routes": "reply", "branch_ro
 _ARMING = {"t_on_failure": ("failure", "failure_route"),
            "t_on_reply": ("reply", "reply_route"),
            "t_on_branch": ("branch", "branch_route")}
+
+
+#: the kinds of route whose steps are taped: a request route suspended for
+#: the database or rtpengine, a reply route whose reply is held for rtpengine
+_TAPED = frozenset(("request", "reply"))
 
 
 def replayed(leaf):
@@ -376,7 +380,7 @@ class Compiler:
         if not action and not func.condition:
             raise RouteError(where, f"{name} is not a condition")
         leaf = func.factory(self._resolve(args_list(args), where), where, self.env)
-        return replayed(leaf) if self.env.kind == "request" else leaf
+        return replayed(leaf) if self.env.kind in _TAPED else leaf
 
     def _arming(self, name, args, where, action):
         """``t_on_failure`` / ``t_on_reply`` / ``t_on_branch: NAME``: a step
@@ -465,7 +469,7 @@ class Compiler:
 
     def _leaf(self, leaf):
         """A comparison of a request route, taped like a function (see :func:`replayed`)."""
-        return replayed(leaf) if self.env.kind == "request" else leaf
+        return replayed(leaf) if self.env.kind in _TAPED else leaf
 
     def _resolve(self, args, where):
         """Replace ``"${section.key}"`` arguments by configuration values."""
