@@ -19,6 +19,7 @@ from .loadbalancer import routefuncs as loadbalancer_functions
 from .msilo import routefuncs as msilo_functions
 from .registrar import routefuncs as registrar_functions
 from .routing import builtins
+from .topoh import routefuncs as topoh_functions
 from .routing.plugin import FunctionTable
 
 #: the ``register(table)`` of the core and of each subsystem, in declaration order
@@ -26,7 +27,8 @@ REGISTRARS = (builtins.register, aliases_functions.register, dialplan_functions.
               dispatcher_functions.register, registrar_functions.register,
               dialog_functions.register, loadbalancer_functions.register,
               accounting_functions.register, drouting_functions.register, cache_functions.register,
-              msilo_functions.register, flood_functions.register)
+              msilo_functions.register, flood_functions.register,
+              topoh_functions.register)
 
 
 def shipped_functions():

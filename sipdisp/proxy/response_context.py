@@ -23,7 +23,8 @@ class ProxyTransaction:
     """A response context (RFC 3261 16.7): one server transaction and its branches."""
 
     __slots__ = ("core", "ctx", "server", "request", "branches", "best", "canceled",
-                 "final_sent", "pending", "last_reply", "final_reply", "ended", "branch_flags")
+                 "final_sent", "pending", "last_reply", "final_reply", "ended", "branch_flags",
+                 "hiding")
 
     def __init__(self, core, ctx):
         self.core = core
@@ -39,6 +40,8 @@ class ProxyTransaction:
         self.final_reply = None  # the final sent upstream, once the transaction ended
         self.ended = False  # txn_end_hooks ran
         self.branch_flags = None  # branch index -> its branch flags, when not 0
+        # topology hiding (ctx.hiding), kept past _release for a late 2xx
+        self.hiding = ctx.hiding
         ctx.proxy_txn = self
         if self.server is not None:
             self.server.owner = self
