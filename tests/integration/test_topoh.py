@@ -164,3 +164,70 @@ def test_a_bye_after_a_restart_reaches_the_callee(tmp_path):
     assert_no_leak(at_callee, UAC_IP, "the callee")
     assert_no_leak(received(uac.trace), UAS_IP, "the caller")
     assert stored() == 0  # the BYE ended the call, its rows are gone
+
+
+VIA_HOST = "th7ws0caller.invalid"
+
+
+@pytest.mark.parametrize("hangup", ["caller", "callee"])
+def test_a_websocket_caller_and_a_udp_callee_see_nothing_of_each_other(tmp_path, hangup):
+    """A caller over WebSocket (Node ws) calls SIPp on 127.0.0.3 over UDP:
+    the WebSocket side gets replies with its own Via only and the proxy's
+    ws Contact; its ACK and BYE to that Contact reach the callee hidden, or
+    the callee's BYE comes back over the caller's own connection with the
+    proxy's Via only."""
+    from tests.support.peers import Dialog, WsPeer, answer, ensure_node_modules, node_available
+    if not node_available():
+        pytest.skip("node/npm are not installed; .ci/run installs them")
+    ensure_node_modules()
+    uas_port = free_port()
+    cfg = {"console": {"enabled": False}, "routing": route(uas_port, "udp")}
+    scenario = "uas.xml" if hangup == "caller" else "uas_sends_bye.xml"
+    with Sipdisp(tmp_path, cfg) as proxy:
+        uas = sipp(tmp_path, "uas", scenario, UAS_IP, uas_port, "u1",
+                   extra=["-m", 1, "-timeout", 30, "-timeout_error"]).start()
+        try:
+            with WsPeer(f"ws://127.0.0.1:{proxy.port('ws')}") as peer:
+                peer.open(timeout=10)
+                dialog = Dialog("WS", VIA_HOST, f"sip:alice@{VIA_HOST};transport=ws",
+                                "sip:bob@example.com")
+                peer.send(dialog.invite())
+                got = []
+                while not got or got[-1].status < 200:
+                    got.append(peer.recv_sip(timeout=10, match=lambda m: not m.is_request))
+                final = got[-1]
+                assert final.status == 200, [m.status for m in got]
+                for msg in got:
+                    assert UAS_IP not in str(msg.headers)
+                    assert len(msg.values("via")) == 1 and VIA_HOST in msg.values("via")[0]
+                contact = final.addresses("contact")[0].uri
+                assert (contact.host, contact.port, contact.param("transport")) == (
+                    "127.0.0.1", proxy.port("ws"), "ws")
+                assert not final.has("record-route")
+                dialog.learn(final)
+                assert dialog.route_set == []
+                peer.send(dialog.ack())
+                if hangup == "caller":
+                    peer.send(dialog.bye())
+                    ok = peer.recv_sip(timeout=10, match=lambda m: not m.is_request
+                                       and m.cseq_method == "BYE")
+                    assert ok.status == 200 and UAS_IP not in str(ok.headers)
+                else:
+                    bye = peer.recv_sip(timeout=10, match=lambda m: m.is_request)
+                    assert bye.method == "BYE" and bye.uri.host == VIA_HOST
+                    assert len(bye.values("via")) == 1 and not bye.has("route")
+                    assert bye.values("via")[0].startswith(
+                        f"SIP/2.0/WS 127.0.0.1:{proxy.port('ws')};")
+                    assert UAS_IP not in str(bye.headers)
+                    peer.send(answer(bye, 200, "OK"))
+            assert uas.wait(15) == 0, uas.errors()[-2000:]
+        finally:
+            uas.stop()
+        log = proxy.log_text()
+    assert uas.stats()["ok"] == 1, uas.errors()[-2000:]
+    at_callee = received(uas.trace)
+    assert_no_leak(at_callee, VIA_HOST, "the callee")
+    assert_no_leak(at_callee, "transport=ws", "the callee")
+    methods = [line.split()[0] for line in first_lines(at_callee) if not line.startswith("SIP")]
+    assert methods == ["INVITE", "ACK"] + (["BYE"] if hangup == "caller" else [])
+    assert "Traceback" not in log
