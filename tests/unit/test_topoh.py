@@ -304,3 +304,102 @@ def test_hiding_reply_builds_a_copy_and_leaves_the_received_reply_alone():
     assert out.get("contact") == "<sip:192.0.2.1:5060;did=1.2.abc>"
     assert "172.16.0.5" in received.get("record-route")
     assert received.get("contact") == "<sip:fs@172.16.0.6:5080>"
+
+
+def test_a_cancelled_hidden_call_shows_the_callee_nothing_of_the_caller():
+    """The CANCEL the proxy sends downstream is built from the hidden copy
+    (the proxy's Via only); the 487 reaches the caller with its own Vias."""
+    sw = switch()
+    call = HiddenCall(sw)
+    call.peer.send(sipmsg.response_to(call.fwd, 180, "Ringing", to_tag="callee1"))
+    sw.uac.take()
+    cancel = call.invite.replace(b"INVITE sip:", b"CANCEL sip:", 1).replace(
+        b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL")
+    sw.uac.send(cancel)
+    fwd_cancel = call.peer.expect("CANCEL")
+    assert_hidden_from_callee(fwd_cancel)
+    call.peer.send(sipmsg.response_to(fwd_cancel, 200, "OK", to_tag=None))
+    call.peer.send(sipmsg.response_to(call.fwd, 487, "Request Terminated", to_tag="callee1"))
+    got = [parse_message(r) for r in sw.uac.take()]
+    final = [m for m in got if m.status == 487]
+    assert len(final) == 1 and len(final[0].values("via")) == 2
+    assert sw.dialogs.find(call.call_id) == []
+
+
+def test_a_2xx_retransmitted_after_the_transaction_let_go_is_still_hidden():
+    """The callee repeats its 200 (its ACK was late): the copy relayed to the
+    caller has the caller's Vias and the proxy's Contact, like the first."""
+    sw = switch()
+    call = HiddenCall(sw)
+    call.answer()
+    call.peer.send(sipmsg.response_to(call.fwd, 200, "OK", to_tag="callee1",
+                                      extra=[("contact", f"<sip:fs@127.0.0.1:{call.port}>")]))
+    again = sw.uac.expect(200)
+    assert_hidden_from_caller(again, call.port)
+    assert len(parse_message(again).values("via")) == 2
+
+
+def test_record_route_before_topology_hiding_adds_nothing():
+    """record_route called in the route before topology_hiding leaves no
+    Record-Route in the forwarded INVITE (the route above calls it first)."""
+    sw = switch()
+    call = HiddenCall(sw)
+    assert b"Record-Route" not in call.fwd and b"sdsig" not in call.fwd
+
+
+def test_requests_to_a_stream_caller_go_over_its_connection_while_it_lasts():
+    """A caller on TCP (connection 7): the callee's BYE goes back over that
+    connection; once it is gone, to the caller's Contact."""
+    from sipdisp.proxy import Listener
+    from sipdisp.topoh.hiding import match
+    sw = switch()
+    tcp = Listener("tcp0", "tcp", "127.0.0.1", 5060)
+    sw.core.set_listeners([sw.listener, tcp])
+    caller = sw.add_peer("tcpuac", "tcp", "10.0.0.1", 40001, tcp, conn=7)
+
+    class Conn:
+        proto, peer_host, peer_port, listener = "tcp", "10.0.0.1", 40001, tcp
+    sw.core.flows.connections[7] = Conn()
+    invite = sipmsg.request("INVITE", "sip:hidden@127.0.0.1:5060;transport=tcp",
+                            via_host="10.0.0.1", via_port=40001, proto="TCP",
+                            call_id="th-tcp", from_tag="caller1")
+    invite = invite.replace(b"Contact: <sip:alice@10.0.0.1:40001>",
+                            b"Contact: <sip:alice@10.0.0.1:5099;transport=tcp>")
+    caller.send(invite)
+    node, fwd = sw.node_with("INVITE")
+    peer = sw.nodes[node]
+    assert_hidden_from_callee(fwd)
+    peer.send(sipmsg.response_to(fwd, 200, "OK", to_tag="callee1",
+                                 extra=[("contact", f"<sip:fs@127.0.0.1:{peer.port}>")]))
+    ok = parse_message(caller.take()[-1])
+    contact = ok.addresses("contact")[0].uri
+    assert contact.param("transport") == "tcp"  # the listener the INVITE came in on
+    bye = sipmsg.request("BYE", str(parse_message(fwd).addresses("contact")[0].uri),
+                         via_host="127.0.0.1", via_port=peer.port, call_id="th-tcp",
+                         from_tag="callee1", to_tag="caller1", cseq=1)
+    peer.send(bye)
+    got = caller.take()
+    assert len(got) == 1 and parse_message(got[0]).method == "BYE"
+    assert sw.sent_by_core[-1][1].conn == 7
+    # the connection is gone: the same request is aimed at the caller's Contact
+    del sw.core.flows.connections[7]
+    from sipdisp.proxy.context import RequestContext
+    ctx = RequestContext(sw.core, parse_message(bye), peer.source, None, sw.now)
+    assert match(ctx, sw.dialogs)
+    assert ctx.flow is None and ctx.dst_uri is None
+    assert str(ctx.request.uri) == "sip:alice@10.0.0.1:5099;transport=tcp"
+
+
+def test_a_route_set_too_long_to_keep_is_not_hidden():
+    """A caller's route set over the 512 characters a dialog variable keeps:
+    topology_hiding is false, counted, and the call goes on unhidden."""
+    sw = switch()
+    long_rr = [f"Record-Route: <sip:10.0.0.{i};lr;pad={'x' * 60}>" for i in range(10)]
+    invite = sipmsg.request("INVITE", "sip:hidden@127.0.0.1:5060", via_host="10.0.0.1",
+                            via_port=5070, call_id="th-long", from_tag="caller1",
+                            extra=long_rr)
+    sw.uac.send(invite)
+    _, fwd = sw.node_with("INVITE")
+    assert b"10.0.0.1:5070" in fwd
+    assert sw.core.stats["topoh_route_set_too_long"] == 1
+    assert sw.core.stats["topoh_hidden"] == 0
