@@ -13,11 +13,13 @@ variable :data:`FLAGS_VAR`. Each side of it sees the proxy as the other end:
   dialog from the id and turns the request towards the other side (its real
   Contact, its route set, its connection), and the same rewriting applies.
 
-Everything a later request needs lives in the dialog: both Contacts, the
-callee's route set, both parties' addresses (the dialog module keeps them
-and refreshes Contacts on re-INVITE and UPDATE) and, as dialog variables,
-the caller's route set and the flags; so ``dialog.db_mode`` 1 or 2 keeps
-hidden calls across a restart like any other. The dialog id is signed with
+Everything a later request needs lives in the dialog: both Contacts, both
+route sets, both parties' addresses (the dialog module keeps them and
+refreshes Contacts on re-INVITE and UPDATE; the caller's route set, which
+the 2xx does not echo, is set when the dialog is confirmed) and the flags
+as a dialog variable; so ``dialog.db_mode`` 1 or 2 keeps hidden calls
+across a restart like any other, and the BYEs and keepalives the dialog
+module sends itself follow the same routes. The dialog id is signed with
 the node secret (``proxy.secret``), which survives restarts too.
 
 The per-request state is a :class:`Hiding` put in ``ctx.hiding``; the proxy
@@ -31,17 +33,18 @@ import hmac
 from ..logs import Logger, RepeatLimiter
 
 from ..sip.address import parse_address
-from ..sip.headers import split_commas
 from ..sip.uri import parse_uri
 
 #: dialog variable marking a hidden call; its value is the flags ("" or "U")
 FLAGS_VAR = "th_flags"
-#: dialog variable holding the caller's route set (the INVITE's Record-Route, in order)
-CALLER_ROUTES_VAR = "th_crs"
+#: ``ctx.vars`` key of the caller's route set (the INVITE's Record-Route, in
+#: order) until the 2xx confirms the dialog, which then keeps it as its
+#: ``caller_routes`` (the ``caller_route_set`` column)
+CALLER_ROUTES = "_th_crs_"
 #: flags of topology_hiding: U keeps the Contact's username on the other side
 FLAG_USER = "U"
 KNOWN_FLAGS = frozenset(FLAG_USER)
-#: longest caller route set that fits the dialog_vars value column
+#: longest caller route set the dialog table's caller_route_set column keeps
 MAX_ROUTE_SET = 512
 
 
@@ -183,17 +186,19 @@ def hide(ctx, dialogs, flags="", param="did"):
     if dlg is None:
         return False
     routes = req.values("record-route") if req.has("record-route") else []
-    route_text = ", ".join(routes)
+    route_text = ",".join(routes)  # as the dialog row stores it
     if len(route_text) > MAX_ROUTE_SET:
         stats["topoh_route_set_too_long"] += 1
         _limited.warn("topoh.route_set", "topology_hiding: the caller's route set of "
-                      "{call_id} has {n} characters, more than the {max} a dialog variable "
-                      "keeps: the call is not hidden", call_id=req.call_id, n=len(route_text),
+                      "{call_id} has {n} characters, more than the {max} a dialog "
+                      "row keeps: the call is not hidden", call_id=req.call_id, n=len(route_text),
                       max=MAX_ROUTE_SET)
         return False
     dialogs.set_var(dlg, FLAGS_VAR, flags)
-    if route_text:
-        dialogs.set_var(dlg, CALLER_ROUTES_VAR, route_text)
+    ctx.vars[CALLER_ROUTES] = routes
+    confirmed = dialogs.callbacks["confirmed"]
+    if _confirmed not in confirmed:
+        confirmed.append(_confirmed)
     # the caller's preloaded Route set (the entry naming us is gone already,
     # remove_preloaded_route): the callee must not see it
     req.remove("route")
@@ -202,6 +207,16 @@ def hide(ctx, dialogs, flags="", param="did"):
                         dialog_id(ctx.core, dlg), param, FLAG_USER in flags)
     stats["topoh_hidden"] += 1
     return True
+
+
+def _confirmed(dlg, ctx, now):
+    """The dialog table's ``confirmed`` callback: a hidden call's route set
+    towards the caller is the INVITE's Record-Route, which the callee never
+    saw (so the 2xx does not echo it); the dialog keeps it for
+    ``topology_hiding_match`` and for the BYEs and keepalives it sends itself."""
+    routes = ctx.vars.get(CALLER_ROUTES) if ctx is not None else None
+    if routes is not None and FLAGS_VAR in dlg.vars:
+        dlg.caller_routes = list(routes)
 
 
 def match(ctx, dialogs, param="did"):
@@ -226,9 +241,7 @@ def match(ctx, dialogs, param="did"):
     if req.from_tag == dlg.from_tag and req.to_tag == dlg.to_tag:
         contact, routes, addr = dlg.callee_contact, list(dlg.callee_routes), dlg.callee_addr
     elif req.from_tag == dlg.to_tag and req.to_tag == dlg.from_tag:
-        contact = dlg.caller_contact
-        text = dlg.vars.get(CALLER_ROUTES_VAR) or ""
-        routes, addr = (split_commas(text) if text else []), dlg.caller_addr
+        contact, routes, addr = dlg.caller_contact, list(dlg.caller_routes), dlg.caller_addr
     else:
         core.stats["topoh_unmatched"] += 1
         return False

@@ -10,7 +10,7 @@ from sipdisp.routing import RouteError, compile_routing
 from sipdisp.routing.plugin import Modules
 from sipdisp.shipped import shipped_functions
 from sipdisp.sip import parse_message
-from sipdisp.topoh.hiding import CALLER_ROUTES_VAR, FLAGS_VAR, Hiding, dialog_id, dialog_of
+from sipdisp.topoh.hiding import FLAGS_VAR, Hiding, dialog_id, dialog_of
 from tests.support import sipmsg
 from tests.support.calls import FakeStorage, Switch
 
@@ -121,7 +121,7 @@ def test_initial_invite_reaches_the_callee_with_nothing_of_the_caller():
     assert (contact.user, contact.host, contact.port) == ("alice", "127.0.0.1", 5060)
     dlg = sw.dialogs.find(call.call_id)[0]
     assert contact.param("did") == dialog_id(sw.core, dlg)
-    assert dlg.vars[FLAGS_VAR] == "U" and dlg.vars[CALLER_ROUTES_VAR] == UPSTREAM_RR
+    assert dlg.vars[FLAGS_VAR] == "U"
     assert sw.core.stats["topoh_hidden"] == 1
 
 
@@ -146,6 +146,7 @@ def test_replies_get_the_callers_vias_back_and_nothing_of_the_callee():
     assert dlg.callee_contact == f"sip:fs@127.0.0.1:{call.port}"
     assert dlg.callee_routes == [f"<sip:127.0.0.1:{call.port};lr>"]
     assert dlg.caller_contact == "sip:alice@10.0.0.1:5070;ob"
+    assert dlg.caller_routes == [UPSTREAM_RR]  # the INVITE's, which the 2xx did not echo
 
 
 def test_ack_reinvite_and_bye_from_the_caller_reach_the_callee_hidden():
@@ -260,7 +261,8 @@ def test_the_bye_still_routes_after_a_restart_from_the_dialog_rows():
     call.answer()
     call.from_caller("ACK", 1)
     names = {row["dialog_key"] for row in storage.tables["dialog_vars"]}
-    assert {FLAGS_VAR, CALLER_ROUTES_VAR} <= names
+    assert FLAGS_VAR in names
+    assert [row["caller_route_set"] for row in storage.tables["dialog"]] == [UPSTREAM_RR]
     again = switch(dialog={"db_mode": 1}, storage=storage)
     assert again.dialogs.restore(storage.tables["dialog"], storage.tables["dialog_vars"],
                                  again.now) == 1
@@ -270,8 +272,45 @@ def test_the_bye_still_routes_after_a_restart_from_the_dialog_rows():
     bye = call.peer.expect("BYE")
     assert_hidden_from_callee(bye)
     assert str(parse_message(bye).uri) == f"sip:fs@127.0.0.1:{call.port}"
-    dlg = again.dialogs.find(call.call_id)[0]
-    assert dlg.vars[CALLER_ROUTES_VAR] == UPSTREAM_RR
+    call.peer.send(sipmsg.response_to(bye, 200, "OK", to_tag=None))
+    assert again.uac.expect(200)
+    assert again.dialogs.find(call.call_id) == []
+
+
+def test_after_a_restart_the_callees_bye_takes_the_callers_route_set():
+    """Restored from the rows, a hidden call routes the callee's BYE to the
+    caller's Contact through the caller's upstream proxy."""
+    storage = FakeStorage()
+    sw = switch(dialog={"db_mode": 1}, storage=storage)
+    call = HiddenCall(sw)
+    call.answer()
+    again = switch(dialog={"db_mode": 1}, storage=storage)
+    again.dialogs.restore(storage.tables["dialog"], storage.tables["dialog_vars"], again.now)
+    call.sw, call.peer = again, again.nodes[call.node]
+    call.from_callee("BYE", 1)
+    data, target = again.stray[-1]
+    bye = parse_message(data)
+    assert (bye.method, target.host, target.port) == ("BYE", "10.0.0.9", 5060)
+    assert bye.values("route") == [UPSTREAM_RR] and len(bye.values("via")) == 1
+    assert_hidden_from_caller(data, call.port)
+
+
+def test_the_byes_the_dialog_module_sends_follow_the_hidden_route_sets():
+    """dlg.end on a hidden call: the caller's BYE goes through its upstream
+    proxy along the INVITE's Record-Route, the callee's straight to it, and
+    neither carries the other side's addresses."""
+    sw = switch()
+    call = HiddenCall(sw)
+    call.answer()
+    dlg = sw.dialogs.find(call.call_id)[0]
+    sw.dialogs.end(dlg, sw.now)
+    sw._dispatch(sw.core.layer.drain())
+    to_callee = call.peer.expect("BYE")
+    assert_hidden_from_callee(to_callee)
+    data, target = sw.stray[-1]
+    assert (target.host, target.port) == ("10.0.0.9", 5060)
+    assert parse_message(data).values("route") == [UPSTREAM_RR]
+    assert_hidden_from_caller(data, call.port)
 
 
 def test_unknown_flags_are_refused_when_the_route_compiles():
