@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from tests.support.calls import wait_until
+from tests.support.calls import rpc, wait_until
 from tests.support.processes import Sipdisp, Sipp, free_port, sipp_available
 
 pytestmark = pytest.mark.skipif(not sipp_available(), reason="SIPp is not installed")
@@ -145,6 +145,9 @@ def test_a_bye_after_a_restart_reaches_the_callee(tmp_path):
             except sqlite3.OperationalError:
                 return 0
     try:
+        # the embedded database's tables are created as sipdisp starts: the
+        # dialog table read once means they are there for the call's rows
+        assert wait_until(lambda: "restored 0 answered call" in first.log_text(), 15)
         uac.start()
         assert wait_until(lambda: stored() == 1, 15), first.log_text()[-3000:]
         first.stop()
@@ -152,6 +155,9 @@ def test_a_bye_after_a_restart_reaches_the_callee(tmp_path):
         assert uac.wait(60) == 0, (uac.errors()[-2000:], second.log_text()[-3000:])
         assert uas.wait(30) == 0, uas.errors()[-2000:]
         log = second.log_text()
+        # the second process turned the BYE around, from the restored dialog
+        counters = rpc(second, "stats.get", "topoh")
+        assert counters.get("topoh_matched") == 1, counters
     finally:
         uac.stop()
         uas.stop()
