@@ -442,3 +442,21 @@ def test_a_route_set_too_long_to_keep_is_not_hidden():
     assert b"10.0.0.1:5070" in fwd
     assert sw.core.stats["topoh_route_set_too_long"] == 1
     assert sw.core.stats["topoh_hidden"] == 0
+
+
+def test_did_param_names_the_contact_parameter_and_is_checked():
+    """topology_hiding.did_param renames the Contact's parameter; a name the
+    URI grammar or sipdisp itself uses is a configuration error."""
+    from sipdisp.config.model import ConfigError
+    from sipdisp.schema import config_from_dict
+    with pytest.raises(ConfigError, match="topology_hiding.did_param"):
+        config_from_dict({"topology_hiding": {"did_param": "transport"}})
+    with pytest.raises(ConfigError, match="topology_hiding.did_param"):
+        config_from_dict({"topology_hiding": {"did_param": "a b"}})
+    sw = switch(config={"topology_hiding": {"did_param": "thinfo"}})
+    call = HiddenCall(sw)
+    contact = parse_message(call.fwd).addresses("contact")[0].uri
+    assert contact.param("thinfo") and contact.param("did") is None
+    call.answer()
+    call.from_caller("BYE", 2)
+    assert_hidden_from_callee(call.peer.expect("BYE"))
