@@ -31,7 +31,6 @@ core.py ``forward_response``).
 import hmac
 
 from ..logs import Logger, RepeatLimiter
-
 from ..sip.address import parse_address
 from ..sip.uri import parse_uri
 
@@ -110,17 +109,16 @@ class Hiding:
         """Strip ``fwd`` (a copy of the request about to get the proxy's Via)
         of the Vias and Record-Routes of the sender's side and put the
         proxy's Contact, on the egress ``listener``, in place of its own."""
-        headers = fwd.headers
-        contact = None
+        replaced = False
         kept = []
-        for header in headers:
+        for header in fwd.headers:
             key = header[0]
             if key == "via" or key == "record-route":
                 continue
             if key == "contact":
-                if contact is not None:
+                if replaced:  # one Contact: ours
                     continue
-                contact = header
+                replaced = True
                 user = _user_of(header[2]) if self.keep_user else None
                 header = (key, header[1], proxy_contact(listener, self.did, self.param, user))
             kept.append(header)
@@ -133,7 +131,7 @@ class Hiding:
         out = response.copy()
         headers = []
         vias_done = False
-        contact = None
+        replaced = False
         for header in response.headers:
             key = header[0]
             if key == "via":
@@ -144,9 +142,9 @@ class Hiding:
             if key == "record-route":
                 continue
             if key == "contact":
-                if contact is not None or self.ingress is None:
+                if replaced or self.ingress is None:
                     continue
-                contact = header
+                replaced = True
                 user = _user_of(header[2]) if self.keep_user else None
                 header = (key, header[1], proxy_contact(self.ingress, self.did, self.param, user))
             headers.append(header)
@@ -157,13 +155,13 @@ class Hiding:
 
 
 def _user_of(value):
+    """The username of a Contact value (flag U), None without one."""
     if not value or value.strip() == "*":
         return None
     try:
         return parse_address(value.split(",")[0], "Contact").uri.user or None
-    except Exception:
+    except ValueError:  # SipParseError: a Contact we cannot read keeps no user
         return None
-
 
 
 log = Logger(namespace="sipdisp.topoh")
