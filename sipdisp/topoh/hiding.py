@@ -29,6 +29,7 @@ core.py ``forward_response``).
 """
 
 import hmac
+from functools import partial
 
 from ..logs import Logger, RepeatLimiter
 from ..sip.address import parse_address
@@ -40,6 +41,10 @@ FLAGS_VAR = "th_flags"
 #: order) until the 2xx confirms the dialog, which then keeps it as its
 #: ``caller_routes`` (the ``caller_route_set`` column)
 CALLER_ROUTES = "_th_crs_"
+#: dialog variable of a hidden call not answered yet: the early dialog of the
+#: latest reliable-or-not 1xx with a To tag, ``(to_tag, contact, routes, addr)``,
+#: so PRACK and UPDATE find their way before the 2xx (dropped when it comes)
+EARLY_VAR = "_th_early"
 #: flags of topology_hiding: U keeps the Contact's username on the other side
 FLAG_USER = "U"
 KNOWN_FLAGS = frozenset(FLAG_USER)
@@ -194,9 +199,11 @@ def hide(ctx, dialogs, flags="", param="did"):
         return False
     dialogs.set_var(dlg, FLAGS_VAR, flags)
     ctx.vars[CALLER_ROUTES] = routes
+    dlg.caller_routes = list(routes)  # for requests of the early dialog
     confirmed = dialogs.callbacks["confirmed"]
     if _confirmed not in confirmed:
         confirmed.append(_confirmed)
+    ctx.add_reply_hook(partial(_early_reply, dlg))
     # the caller's preloaded Route set (the entry naming us is gone already,
     # remove_preloaded_route): the callee must not see it
     req.remove("route")
@@ -207,11 +214,33 @@ def hide(ctx, dialogs, flags="", param="did"):
     return True
 
 
+def _early_reply(dlg, ctx, response, now):
+    """Reply hook of a hidden INVITE: a 1xx with a To tag opens an early
+    dialog; keep where its requests (PRACK, UPDATE) go until the 2xx."""
+    status = response.status
+    if status >= 200 or not response.to_tag or dlg.to_tag is not None:
+        return
+    contacts = response.addresses("contact") if response.has("contact") else []
+    if not contacts:
+        return
+    addr = None
+    txn = ctx.proxy_txn
+    branch_id = response.via.branch if response.via is not None else None
+    for branch in (txn.branches if txn is not None else ()):
+        if branch.branch == branch_id:
+            t = branch.target
+            addr = (t.proto, t.host, t.port, t.conn)
+            break
+    routes = list(reversed(response.values("record-route")))
+    dlg.vars[EARLY_VAR] = (response.to_tag, str(contacts[0].uri), routes, addr)
+
+
 def _confirmed(dlg, ctx, now):
     """The dialog table's ``confirmed`` callback: a hidden call's route set
     towards the caller is the INVITE's Record-Route, which the callee never
     saw (so the 2xx does not echo it); the dialog keeps it for
     ``topology_hiding_match`` and for the BYEs and keepalives it sends itself."""
+    dlg.vars.pop(EARLY_VAR, None)  # in memory only: never a dialog_vars row
     routes = ctx.vars.get(CALLER_ROUTES) if ctx is not None else None
     if routes is not None and FLAGS_VAR in dlg.vars:
         dlg.caller_routes = list(routes)
@@ -229,20 +258,15 @@ def match(ctx, dialogs, param="did"):
         return False
     core = ctx.core
     dlg = dialog_of(core, dialogs.dialogs, did, req.call_id) if core.is_myself(req.uri) else None
-    if dlg is None or dlg.to_tag is None:
+    found = _side(dlg, req) if dlg is not None else None
+    if found is None:
         core.stats["topoh_unmatched"] += 1
         src = ctx.source
         _limited.info("topoh.unmatched", "topology_hiding_match: {method} from {host}:{port} "
                       "names no hidden call of ours", method=req.method,
                       host=src.host if src else "?", port=src.port if src else "?")
         return False
-    if req.from_tag == dlg.from_tag and req.to_tag == dlg.to_tag:
-        contact, routes, addr = dlg.callee_contact, list(dlg.callee_routes), dlg.callee_addr
-    elif req.from_tag == dlg.to_tag and req.to_tag == dlg.from_tag:
-        contact, routes, addr = dlg.caller_contact, list(dlg.caller_routes), dlg.caller_addr
-    else:
-        core.stats["topoh_unmatched"] += 1
-        return False
+    contact, routes, addr = found
     req.uri = parse_uri(contact)
     req.remove("route")
     for value in routes:
@@ -258,3 +282,25 @@ def match(ctx, dialogs, param="did"):
                         did, param, FLAG_USER in (dlg.vars.get(FLAGS_VAR) or ""))
     core.stats["topoh_matched"] += 1
     return True
+
+
+def _side(dlg, req):
+    """``(contact, routes, addr)`` of the party ``req`` goes to, from its
+    tags: the callee's for the caller's requests and the other way round,
+    in the confirmed dialog or, before the 2xx, the early one; None when
+    the tags are not this dialog's."""
+    ft, tt = req.from_tag, req.to_tag
+    callee_tag = dlg.to_tag
+    early = None
+    if callee_tag is None:
+        early = dlg.vars.get(EARLY_VAR)
+        if early is None:
+            return None
+        callee_tag = early[0]
+    if ft == dlg.from_tag and tt == callee_tag:
+        if early is not None:
+            return early[1], list(early[2]), early[3]
+        return dlg.callee_contact, list(dlg.callee_routes), dlg.callee_addr
+    if ft == callee_tag and tt == dlg.from_tag:
+        return dlg.caller_contact, list(dlg.caller_routes), dlg.caller_addr
+    return None

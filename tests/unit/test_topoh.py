@@ -460,3 +460,39 @@ def test_did_param_names_the_contact_parameter_and_is_checked():
     call.answer()
     call.from_caller("BYE", 2)
     assert_hidden_from_callee(call.peer.expect("BYE"))
+
+
+def test_prack_and_update_of_the_early_dialog_are_hidden_both_ways():
+    """Before the 2xx: the caller's PRACK to the Contact of a reliable 183
+    reaches the callee's Contact, the callee's UPDATE reaches the caller's,
+    both hidden; the 2xx then confirms the call and the early state goes."""
+    from sipdisp.topoh.hiding import EARLY_VAR
+    sw = switch()
+    call = HiddenCall(sw)
+    contact = [("contact", f"<sip:fs-early@127.0.0.1:{call.port}>"),
+               ("require", "100rel"), ("rseq", "1")]
+    call.peer.send(sipmsg.response_to(call.fwd, 183, "Session Progress", to_tag="callee1",
+                                      extra=contact))
+    early = parse_message(sw.uac.take()[-1])
+    assert early.status == 183
+    assert_hidden_from_caller(early.to_bytes(), call.port)
+    prack = sipmsg.in_dialog("PRACK", str(early.addresses("contact")[0].uri), to_tag="callee1",
+                             via_host="10.0.0.1", via_port=5070, call_id=call.call_id,
+                             from_tag="caller1", cseq=2, extra=["RAck: 1 1 INVITE"])
+    sw.uac.send(prack)
+    fwd_prack = call.peer.expect("PRACK")
+    assert_hidden_from_callee(fwd_prack)
+    assert str(parse_message(fwd_prack).uri) == f"sip:fs-early@127.0.0.1:{call.port}"
+    call.peer.send(sipmsg.response_to(fwd_prack, 200, "OK", to_tag=None))
+    assert parse_message(sw.uac.expect(200)).cseq_method == "PRACK"
+    call.from_callee("UPDATE", 1)
+    data, target = sw.stray[-1]
+    update = parse_message(data)
+    assert update.method == "UPDATE" and (target.host, target.port) == ("10.0.0.9", 5060)
+    assert str(update.uri) == "sip:alice@10.0.0.1:5070;ob"
+    assert_hidden_from_caller(data, call.port)
+    call.answer()
+    dlg = sw.dialogs.find(call.call_id)[0]
+    assert EARLY_VAR not in dlg.vars and dlg.to_tag == "callee1"
+    call.from_caller("BYE", 3)
+    assert_hidden_from_callee(call.peer.expect("BYE"))
