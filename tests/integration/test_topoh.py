@@ -237,3 +237,33 @@ def test_a_websocket_caller_and_a_udp_callee_see_nothing_of_each_other(tmp_path,
     methods = [line.split()[0] for line in first_lines(at_callee) if not line.startswith("SIP")]
     assert methods == ["INVITE", "ACK"] + (["BYE"] if hangup == "caller" else [])
     assert "Traceback" not in log
+
+
+def test_a_prack_in_the_early_dialog_reaches_the_callee_hidden(tmp_path):
+    """A reliable 183 (100rel): the caller's PRACK, sent to the 183's
+    Contact, reaches the callee at its early Contact with nothing of the
+    caller; the call then completes as usual."""
+    uas_port, uac_port = free_port(), free_port()
+    cfg = {"console": {"enabled": False}, "routing": route(uas_port, "udp")}
+    with Sipdisp(tmp_path, cfg) as proxy:
+        uas = sipp(tmp_path, "uas", "topoh_uas_prack.xml", UAS_IP, uas_port, "u1",
+                   extra=["-m", 1, "-timeout", 30, "-timeout_error"]).start()
+        uac = sipp(tmp_path, "uac", "topoh_uac_prack.xml", UAC_IP, uac_port, "u1",
+                   target=f"127.0.0.1:{proxy.port('udp')}",
+                   extra=["-m", 1, "-timeout", 30, "-timeout_error"]).start()
+        try:
+            uac_rc = uac.wait(40)
+            uas_rc = uas.wait(40)
+        finally:
+            uac.stop()
+            uas.stop()
+        log = proxy.log_text()
+    assert uac_rc == 0 and uas_rc == 0, (uac.errors()[-2000:], uas.errors()[-2000:], log[-3000:])
+    at_callee = received(uas.trace)
+    requests = [m for m in at_callee if not m.startswith("SIP/2.0")]
+    methods = [line.split()[0] for line in first_lines(requests)]
+    assert methods == ["INVITE", "PRACK", "ACK", "BYE"], methods
+    assert first_lines(requests)[1].split()[1].startswith(f"sip:bob-early@{UAS_IP}:{uas_port}")
+    assert_no_leak(at_callee, UAC_IP, "the callee")
+    assert_no_leak(received(uac.trace), UAS_IP, "the caller")
+    assert "Traceback" not in log
