@@ -42,7 +42,7 @@ FLAGS_VAR = "th_flags"
 #: ``caller_routes`` (the ``caller_route_set`` column)
 CALLER_ROUTES = "_th_crs_"
 #: dialog variable of a hidden call not answered yet: the early dialog of the
-#: latest reliable-or-not 1xx with a To tag, ``(to_tag, contact, routes, addr)``,
+#: latest 1xx with a To tag, ``(to_tag, contact, routes, addr)``,
 #: so PRACK and UPDATE find their way before the 2xx (dropped when it comes)
 EARLY_VAR = "_th_early"
 #: flags of topology_hiding: U keeps the Contact's username on the other side
