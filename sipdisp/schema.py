@@ -40,6 +40,7 @@ from .routing.pv import compile_template
 from .shipped import shipped_functions
 from .sip import settings as sip
 from .storage import settings as storage
+from .topoh import settings as topoh
 from .transport import settings as transport
 
 
@@ -85,6 +86,7 @@ SCHEMA.add(cache.CACHE)
 SCHEMA.add(dns.DNS, dns.dns_ttls)
 SCHEMA.add(flood.FLOOD, flood.flood_tables)
 SCHEMA.add(rtpengine.RTPENGINE)
+SCHEMA.add(topoh.TOPOLOGY_HIDING, topoh.topoh_rules)
 
 
 def load_config(path):

@@ -20,6 +20,7 @@ from .msilo import routefuncs as msilo_functions
 from .registrar import routefuncs as registrar_functions
 from .routing import builtins
 from .rtpengine import routefuncs as rtpengine_functions
+from .topoh import routefuncs as topoh_functions
 from .routing.plugin import FunctionTable
 
 #: the ``register(table)`` of the core and of each subsystem, in declaration order
@@ -28,7 +29,7 @@ REGISTRARS = (builtins.register, aliases_functions.register, dialplan_functions.
               dialog_functions.register, loadbalancer_functions.register,
               accounting_functions.register, drouting_functions.register, cache_functions.register,
               msilo_functions.register, flood_functions.register,
-              rtpengine_functions.register)
+              rtpengine_functions.register, topoh_functions.register)
 
 
 def shipped_functions():

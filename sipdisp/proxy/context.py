@@ -18,7 +18,7 @@ class RequestContext:
                  "handled", "flow", "proxy_txn", "failed_branch", "flags", "vars",
                  "reply_hooks", "branches", "auth_user", "received", "reply_route",
                  "branch_route", "bflags", "avps", "rr_params", "route_params", "dropped",
-                 "rport_forced", "tape", "tape_pos", "send_socket")
+                 "rport_forced", "tape", "tape_pos", "send_socket", "hiding")
 
     def __init__(self, core, request, source, server, now):
         self.core = core
@@ -73,6 +73,11 @@ class RequestContext:
         # check_route_param reads (formatted only when a route asks)
         self.route_params = None
         # ``dropped`` is set by ``drop`` in a branch route, read only after one ran
+        # topology hiding (sipdisp.topoh): an object with ``request(fwd, listener)``,
+        # applied to each copy of the request just before the proxy's Via goes
+        # on, and ``reply(response)``, returning the reply to send upstream in
+        # place of a received one; None (every call without topology_hiding)
+        self.hiding = None
 
     # -- reading the request ------------------------------------------------
     @property

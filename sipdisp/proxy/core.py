@@ -411,7 +411,14 @@ class ProxyCore:
 
     def forward_response(self, proxy_txn, resp, now):
         """Send a downstream response upstream through the server transaction."""
-        self._pop_via(resp)
+        hiding = proxy_txn.hiding
+        if hiding is None:
+            self._pop_via(resp)
+        else:
+            # topology hiding (sipdisp.topoh): a copy with the Vias the request
+            # came with, no Record-Route, our Contact; the received reply stays
+            # as it is for the dialog module and accounting
+            resp = hiding.reply(resp)
         server = proxy_txn.server
         data = resp.to_bytes()
         if server is None or not server.respond(data, resp.status, now):

@@ -106,6 +106,11 @@ class Core(Protocol):
     def flow_target(self, conn_id: int) -> Optional[Target]:
         """A Target on the open connection ``conn_id``, or None when it is gone."""
 
+    def rr_signature(self, call_id: str, tag: str, params: str = "") -> str:
+        """A keyed hash of the node secret over a dialog's Call-ID, one
+        party's tag and ``params``: stable across restarts and cluster nodes
+        (signs Record-Route, and topology hiding's dialog ids)."""
+
     def is_myself(self, uri: URI) -> bool:
         """True if ``uri`` names this proxy."""
 

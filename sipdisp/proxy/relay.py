@@ -105,6 +105,8 @@ class Relay:
         listener = target.listener
         if ctx.do_record_route and core.record_route:  # proxy.record_route: false adds none
             self.routeset.add_record_route(ctx, fwd, listener, target.conn)
+        if ctx.hiding is not None:  # topology hiding: strip Via/Record-Route, our Contact
+            ctx.hiding.request(fwd, listener)
         branch = f"{core.new_branch()}.{self.loops.loop_hash(fwd)}"
         fwd.prepend("via", listener.via_prefix + branch, "Via")
         data = fwd.to_bytes()
@@ -190,6 +192,8 @@ class Relay:
             return False
         if ctx.do_record_route and self.core.record_route:
             self.routeset.add_record_route(ctx, fwd, target.listener, target.conn)
+        if ctx.hiding is not None:  # topology hiding: an ACK for a 2xx too
+            ctx.hiding.request(fwd, target.listener)
         digest = hashlib.blake2s((req.via.branch or req.call_id).encode("utf-8", "surrogateescape"),
                                  digest_size=8).hexdigest()
         fwd.prepend("via", f"{target.listener.via_prefix}{self.stateless_prefix}{digest}", "Via")

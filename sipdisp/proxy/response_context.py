@@ -25,7 +25,7 @@ class ProxyTransaction:
 
     __slots__ = ("core", "ctx", "server", "request", "branches", "best", "canceled",
                  "final_sent", "pending", "last_reply", "final_reply", "ended", "branch_flags",
-                 "held", "rewritten")
+                 "held", "rewritten", "hiding")
 
     def __init__(self, core, ctx):
         self.core = core
@@ -45,6 +45,8 @@ class ProxyTransaction:
         # 2xx bodies the reply route changed: To tag -> (received, relayed), so
         # a retransmission after the release is relayed as the first copy was
         self.rewritten = None
+        # topology hiding (ctx.hiding), kept past _release for a late 2xx
+        self.hiding = ctx.hiding
         ctx.proxy_txn = self
         if self.server is not None:
             self.server.owner = self
