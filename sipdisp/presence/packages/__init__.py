@@ -15,9 +15,13 @@ The server codes against this:
 """
 
 from .base import MAX_BODY_SIZE, MAX_DEPTH, BadBody, EventPackage, media_type
+from .dialoginfo import DialogPackage
+from .mwi import MessageSummaryPackage
 from .pidf import PresencePackage
+from .winfo import WatcherInfoPackage
 
-__all__ = ["BadBody", "EventPackage", "PresencePackage", "build_packages", "media_type",
+__all__ = ["BadBody", "EventPackage", "PresencePackage", "DialogPackage",
+           "MessageSummaryPackage", "WatcherInfoPackage", "build_packages", "media_type",
            "MAX_BODY_SIZE", "MAX_DEPTH"]
 
 
@@ -26,5 +30,6 @@ def build_packages(force_active=True, *, max_body_size=MAX_BODY_SIZE, max_depth=
     watcher allowed); ``max_body_size`` (bytes) and ``max_depth`` (XML
     nesting) bound what a PUBLISH body may be."""
     bounds = {"max_body_size": max_body_size, "max_depth": max_depth}
-    packages = [PresencePackage(force_active, **bounds)]
+    packages = [PresencePackage(force_active, **bounds), WatcherInfoPackage(**bounds),
+                DialogPackage(**bounds), MessageSummaryPackage(**bounds)]
     return {package.name: package for package in packages}
