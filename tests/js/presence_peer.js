@@ -16,7 +16,7 @@
 //   {"event":"connected"} {"event":"registered","status":200,"contact":[...]}
 //   {"event":"registrationFailed","status":..,"cause":".."}
 //   {"event":"subscribeAccepted"} {"event":"subscribeActive"} {"event":"subscribePending"}
-//   {"event":"notify","final":false,"body":"...","contentType":"...","subscriptionState":"active;expires=600",
+//   {"event":"notify","body":"...","contentType":"...","subscriptionState":"active;expires=600",
 //    "callId":"...","cseq":N,"fromTag":"...","toTag":"..."}
 //   {"event":"subscribeTerminated","code":6,"codeName":"FINAL_NOTIFY_RECEIVED","reason":"timeout"}
 //   {"event":"publishResponse","status":200,"etag":"...","expires":"600"}
@@ -213,17 +213,25 @@ function subscribe({ target, event = "presence", accept = "application/pidf+xml"
   subscriber.on("accepted", () => report({ event: "subscribeAccepted" }));
   subscriber.on("active", () => report({ event: "subscribeActive" }));
   subscriber.on("pending", () => report({ event: "subscribePending" }));
-  subscriber.on("notify", (isFinal, request, body, contentType) => report({
-    event: "notify",
-    final: isFinal,
-    body,
-    contentType,
-    subscriptionState: request.getHeader("subscription-state"),
-    callId: request.call_id,
-    cseq: request.cseq,
-    fromTag: request.from_tag,
-    toTag: request.to_tag,
-  }));
+  // JsSIP emits "notify" only for NOTIFYs with a body; the final NOTIFY of an
+  // unsubscribe may have none, so every NOTIFY of the dialog is reported here,
+  // before JsSIP's Subscriber answers it.
+  const receive = subscriber.receiveRequest.bind(subscriber);
+  subscriber.receiveRequest = (request) => {
+    if (request.method === "NOTIFY") {
+      report({
+        event: "notify",
+        body: request.body || "",
+        contentType: request.getHeader("content-type") || null,
+        subscriptionState: request.getHeader("subscription-state") || null,
+        callId: request.call_id,
+        cseq: request.cseq,
+        fromTag: request.from_tag,
+        toTag: request.to_tag,
+      });
+    }
+    receive(request);
+  };
   subscriber.on("terminated", (code, reason) => report({
     event: "subscribeTerminated",
     code,

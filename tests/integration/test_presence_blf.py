@@ -1,0 +1,128 @@
+"""The busy lamp field through real sockets: a watcher subscribed to bob's
+``dialog`` event package (RFC 4235) over UDP sees bob's lamp go early ->
+confirmed -> terminated while a SIPp call to bob runs through sipdisp
+(SIPp caller -> sipdisp -> SIPp callee, the call tracked by create_dialog),
+with no PUBLISH from anyone: the dialog module's own state feeds the NOTIFYs.
+And a fan-out: one PUBLISH reaches every one of 50 presence watchers."""
+
+import re
+
+import pytest
+
+from tests.support.presence import UdpWatchers, pidf
+from tests.support.processes import Sipdisp, Sipp, free_port, sipp_available
+
+DOMAIN = "example.com"
+
+# handle_publish / handle_subscribe for PUBLISH and SUBSCRIBE (in-dialog ones
+# too); INVITEs tracked by create_dialog and dispatched to bob's phone.
+BLF_ROUTE = {
+    "request_route": [
+        {"if": "has_totag", "then": [
+            {"if": "loose_route", "then": ["t_relay", "exit"]},
+            {"if": {"is_method": "SUBSCRIBE"}, "then": ["handle_subscribe", "exit"]},
+            {"if": {"is_method": "ACK"}, "then": ["exit"]},
+            {"sl_send_reply": [404, "Not here"]}, "exit"]},
+        {"if": {"is_method": "PUBLISH"}, "then": ["handle_publish", "exit"]},
+        {"if": {"is_method": "SUBSCRIBE"}, "then": ["handle_subscribe", "exit"]},
+        {"if": {"not": {"is_method": "INVITE"}},
+         "then": [{"sl_send_reply": [405, "Method Not Allowed"]}, "exit"]},
+        "record_route",
+        "create_dialog",
+        {"if": {"not": {"ds_select_dst": [0, 4]}},
+         "then": [{"send_reply": [503, "No destination"]}, "exit"]},
+        {"if": {"not": "t_relay"}, "then": ["sl_reply_error"]},
+    ],
+}
+
+_STATE_RE = re.compile(r"<(?:\w+:)?state[^>]*>\s*(\w+)\s*</(?:\w+:)?state>")
+
+
+def lamp_states(sub):
+    """The dialog states in each NOTIFY body of ``sub`` ("idle" for a
+    dialog-info document with no dialog), in order, repeats folded."""
+    out = []
+    for n in sub.notifies:
+        states = _STATE_RE.findall(n.body) or ["idle"]
+        for state in states:
+            if not out or out[-1] != state:
+                out.append(state)
+    return out
+
+
+@pytest.mark.skipif(not sipp_available(), reason="SIPp is not installed")
+def test_busy_lamp_goes_early_confirmed_terminated_during_a_call(tmp_path):
+    """A dialog-event watcher of bob gets NOTIFYs whose dialog-info says early
+    (while bob's phone rings), confirmed (answered) and terminated (BYE), in
+    that order and in one subscription dialog, for a call SIPp makes through
+    sipdisp; the call itself completes on both SIPp sides."""
+    uas_port = free_port()
+    dispatcher = tmp_path / "dispatcher.list"
+    dispatcher.write_text(f"0 sip:127.0.0.1:{uas_port}\n")
+    cfg = {"proxy": {"domains": [DOMAIN]},
+           "presence": {"enabled": True, "force_active": True},
+           "dispatcher": {"list_file": str(dispatcher), "ping_interval": 0},
+           "routing": BLF_ROUTE}
+    with Sipdisp(tmp_path, cfg) as proxy, UdpWatchers(proxy.port("udp"), DOMAIN) as w:
+        lamp = w.subscribe("bob", "alice", event="dialog")
+        w.wait_for(lambda: lamp.to_tag and lamp.notifies, 10, "the first dialog NOTIFY")
+        assert lamp.responses[0].status in (200, 202), lamp.responses[0].start
+        first = lamp.notifies[0]
+        assert first.header("event", "").startswith("dialog")
+        assert "application/dialog-info+xml" in first.header("content-type", "")
+        assert first.header("subscription-state", "").startswith("active")
+        assert lamp_states(lamp) == ["idle"], first.body
+
+        callee = Sipp(tmp_path, "bob", "presence_blf_uas.xml", uas_port, "u1",
+                      extra=["-m", 1, "-timeout", 30, "-timeout_error"]).start()
+        caller = Sipp(tmp_path, "alice", "presence_blf_uac.xml", free_port(), "u1",
+                      target=f"127.0.0.1:{proxy.port('udp')}",
+                      extra=["-s", "bob", "-key", "domain", DOMAIN, "-d", 2000, "-m", 1,
+                             "-timeout", 30, "-timeout_error"]).start()
+        try:
+            w.wait_for(lambda: "early" in lamp_states(lamp), 10, "an early lamp")
+            w.wait_for(lambda: "confirmed" in lamp_states(lamp), 10, "a confirmed lamp")
+            assert caller.wait(30) == 0, caller.errors()[-1500:]
+            assert callee.wait(15) == 0, callee.errors()[-1500:]
+            w.wait_for(lambda: "terminated" in lamp_states(lamp), 10, "a terminated lamp")
+        finally:
+            caller.stop()
+            callee.stop()
+        assert caller.stats()["ok"] == 1 and callee.stats()["ok"] == 1
+        states = lamp_states(lamp)
+        # trying/proceeding before early are allowed by RFC 4235 3.7.1, not required
+        lamp_path = [s for s in states if s not in ("trying", "proceeding")]
+        assert lamp_path[0] == "idle" and lamp_path[1:4] == ["early", "confirmed", "terminated"], (
+            states, [n.body for n in lamp.notifies])
+        # one subscription dialog, CSeq rising, and bob's lamp document versions rising
+        assert {(n.call_id, n.from_tag, n.to_tag) for n in lamp.notifies} == {
+            (lamp.call_id, lamp.to_tag, lamp.from_tag)}
+        cseqs = [n.cseq[0] for n in lamp.notifies]
+        assert cseqs == sorted(set(cseqs)), cseqs
+        versions = [int(re.search(r'version="(\d+)"', n.body).group(1)) for n in lamp.notifies]
+        assert versions == sorted(set(versions)), versions
+        assert all("sip:bob@example.com" in n.body for n in lamp.notifies)
+        assert not w.unmatched
+    assert "Traceback" not in proxy.log_text()
+
+
+def test_one_publish_reaches_fifty_watchers(tmp_path):
+    """50 UDP watchers of bob's presence (a bounded window of 10 SUBSCRIBEs in
+    flight) each get one NOTIFY with the state of bob's next PUBLISH, in their
+    own dialog, all answered 200 (the small version of bench/presence/fanout.py)."""
+    cfg = {"proxy": {"domains": [DOMAIN]},
+           "presence": {"enabled": True, "force_active": True}}
+    with Sipdisp(tmp_path, cfg) as proxy, UdpWatchers(proxy.port("udp"), DOMAIN) as w:
+        subs = w.subscribe_many("bob", 50, window=10, timeout=60)
+        assert len({s.to_tag for s in subs}) == 50  # 50 dialogs
+        answer = w.publish("bob", pidf(f"sip:bob@{DOMAIN}", note="fan-out 50"))
+        assert answer.status == 200 and answer.header("sip-etag"), answer.start
+        w.wait_for(lambda: all(any("fan-out 50" in n.body for n in s.notifies) for s in subs),
+                   30, "50 NOTIFYs with the new state")
+        for s in subs:
+            n = next(n for n in s.notifies if "fan-out 50" in n.body)
+            assert (n.call_id, n.to_tag) == (s.call_id, s.from_tag)
+            assert n.cseq[0] > s.notifies[0].cseq[0]
+            assert n.header("subscription-state", "").startswith("active")
+        assert not w.unmatched
+    assert "Traceback" not in proxy.log_text()

@@ -1,0 +1,102 @@
+"""Subscriptions survive a restart: UDP watchers subscribe to a presentity of a
+sipdisp on PostgreSQL, sipdisp is stopped (SIGTERM) and started again on the
+same listener, and a PUBLISH after the restart makes every watcher receive
+its next NOTIFY in the dialog it had: same Call-ID, same From and To tags,
+a higher CSeq than any NOTIFY before the restart.
+
+PostgreSQL comes from SIPDISP_TEST_PG_URL (scripts/ci-databases.sh); if it
+cannot be reached the test is skipped. The presentity's name is unique per
+run and its rows are deleted at the end, so other tests sharing the
+database are not disturbed."""
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from tests.support.presence import UdpWatchers, pidf
+from tests.support.processes import ROOT, Sipdisp, free_port
+
+DOMAIN = "example.com"
+WATCHERS = 5
+
+
+@pytest.fixture
+def pg():
+    """PostgreSQL with sipdisp's tables (``db init``), or a skip if unreachable."""
+    from sipdisp.storage.testing import PG_URL, Unreachable, server_for
+    srv = server_for(PG_URL)
+    try:
+        srv.check_reachable()
+    except Unreachable as exc:
+        pytest.skip(str(exc))
+    subprocess.run([sys.executable, "-m", "sipdisp.cli", "db", "init", PG_URL],
+                   env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, timeout=60,
+                   stdout=subprocess.DEVNULL)
+    return PG_URL, srv
+
+
+def test_watchers_get_their_next_notify_in_the_same_dialog_after_a_restart(tmp_path, pg):
+    """Five subscriptions made before a restart are in active_watchers once sipdisp
+    has stopped; after it a
+    PUBLISH reaches all five in their own dialogs (Call-ID and both tags kept,
+    CSeq above the last one before the restart), none answered 481."""
+    url, srv = pg
+    bob = f"bob{uuid.uuid4().hex[:8]}"
+    udp = free_port()
+    cfg = {"listen": {"udp": [f"127.0.0.1:{udp}"]}, "storage": {"url": url},
+           "proxy": {"domains": [DOMAIN]},
+           "presence": {"enabled": True, "force_active": True}}
+    try:
+        with UdpWatchers(udp, DOMAIN) as w:
+            with Sipdisp(tmp_path, cfg) as proxy:
+                subs = w.subscribe_many(bob, WATCHERS, window=5, timeout=30)
+                first = w.publish(bob, pidf(f"sip:{bob}@{DOMAIN}", note="before restart"))
+                assert first.status == 200, first.start
+                etag = first.header("sip-etag")
+                w.wait_for(lambda: all(any("before restart" in n.body for n in s.notifies)
+                                       for s in subs), 20, "NOTIFYs before the restart")
+            assert "Traceback" not in proxy.log_text()
+            # stopped as an operator stops it: the subscriptions are in the database
+            assert _stored(srv, bob) == WATCHERS
+            before = {s.call_id: (len(s.notifies), max(n.cseq[0] for n in s.notifies),
+                                  s.to_tag) for s in subs}
+
+            with Sipdisp(tmp_path, cfg) as proxy:
+                again = w.publish(bob, pidf(f"sip:{bob}@{DOMAIN}", note="after restart"),
+                                  etag=etag)
+                if again.status == 412:  # the publication itself did not outlive the restart
+                    again = w.publish(bob, pidf(f"sip:{bob}@{DOMAIN}", note="after restart"))
+                assert again.status == 200, again.start
+                w.wait_for(lambda: all(any("after restart" in n.body for n in s.notifies)
+                                       for s in subs), 20, "NOTIFYs after the restart")
+            assert "Traceback" not in proxy.log_text()
+        for s in subs:
+            count, last_cseq, notifier_tag = before[s.call_id]
+            after = next(n for n in s.notifies[count:] if "after restart" in n.body)
+            assert after.call_id == s.call_id
+            assert after.from_tag == notifier_tag      # the notifier's tag, as before
+            assert after.to_tag == s.from_tag          # the watcher's tag
+            assert after.cseq[0] > last_cseq, (after.cseq, last_cseq)
+            assert after.header("subscription-state", "").startswith("active")
+        assert not w.unmatched, [m.start for m in w.unmatched]
+    finally:
+        for table, column in (("active_watchers", "presentity_uri"),
+                              ("watchers", "presentity_uri")):
+            try:
+                srv.execute(f"DELETE FROM {table} WHERE {column} = %s",
+                            (f"sip:{bob}@{DOMAIN}",))
+            except Exception:  # the table may not exist if the schema step failed
+                pass
+        try:
+            srv.execute("DELETE FROM presentity WHERE username = %s", (bob,))
+        except Exception:
+            pass
+
+
+def _stored(srv, bob):
+    rows = srv.execute("SELECT count(*) FROM active_watchers WHERE presentity_uri = %s",
+                       (f"sip:{bob}@{DOMAIN}",))
+    return rows[0][0] if rows else 0
