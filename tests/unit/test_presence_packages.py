@@ -417,3 +417,17 @@ def test_watcherinfo_lists_the_watchers_of_the_presence_package(packages):
     assert list(empty.find(f"{ns}watcher-list")) == []
     with pytest.raises(BadBody, match="watcherinfo root"):
         winfo.validate(ctype, AWAY)
+
+
+def test_stamp_version_sets_each_subscriptions_version_in_a_shared_body(packages):
+    """One body built for all watchers takes each subscription's version, and only the root's:
+    a dialog's own attributes and text are left alone."""
+    dialog = packages["dialog"]
+    pub = dialog_info(BOB, 9, "a", "early", call_id='x version="5"')
+    _, body = dialog.notify_body(BOB, [("1", DINFO, pub)])
+    stamped = dialog.stamp_version(body, 42)
+    dialog.validate(DINFO, stamped)
+    root = parsed(stamped)
+    assert root.get("version") == "42"
+    assert root.find(f"{{{DI_NS}}}dialog").get("call-id") == 'x version="5"'
+    assert stamped.replace(b'version="42"', b'version="0"', 1) == body

@@ -4,6 +4,7 @@ table (:mod:`sipdisp.presence.dialogfeed`) or from a PUBLISH, as OpenSIPS'
 presence_dialoginfo allows; a NOTIFY carries every dialog of the
 presentity in one full document."""
 
+import re
 import xml.etree.ElementTree as ET
 
 from . import xmldoc
@@ -16,6 +17,11 @@ STATES = ("trying", "proceeding", "early", "confirmed", "terminated")
 #: RFC 4235 section 4.1.6.2 reasons a dialog ended (the ``event`` attribute)
 END_EVENTS = ("cancelled", "rejected", "replaced", "local-bye", "remote-bye", "error",
               "timeout")
+
+
+#: the root's version attribute as :func:`xmldoc.write` puts it; a quote inside
+#: an earlier attribute value is always escaped, so this cannot match there
+_VERSION = re.compile(rb' version="\d+"')
 
 
 def _q(name):
@@ -87,6 +93,14 @@ class DialogPackage(EventPackage):
             copy.text = dialog.text
             copy.extend(list(dialog))
         return DIALOG_INFO, xmldoc.write(root, DIALOG_NS, prefixes)
+
+    @staticmethod
+    def stamp_version(body, version):
+        """``body`` (a document :meth:`notify_body` wrote) with its version set
+        to ``version``: the server builds one body for all the watchers of a
+        presentity and stamps each subscription's own counter into it (RFC
+        4235 4.1: the version goes up by one per NOTIFY of a subscription)."""
+        return _VERSION.sub(b' version="%d"' % int(version), body, count=1)
 
 
 def dialog_info(entity, version, dialog_id, state, *, call_id=None, local_tag=None,
