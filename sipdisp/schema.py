@@ -31,6 +31,7 @@ from .drouting import settings as drouting
 from .flood import settings as flood
 from .loadbalancer import settings as loadbalancer
 from .msilo import settings as msilo
+from .presence import settings as presence
 from .proxy import settings as proxy
 from .registrar import settings as registrar
 from .routing import settings as routing
@@ -83,6 +84,7 @@ SCHEMA.add(drouting.DROUTING, drouting.drouting_rules)
 SCHEMA.add(cache.CACHE)
 SCHEMA.add(dns.DNS, dns.dns_ttls)
 SCHEMA.add(flood.FLOOD, flood.flood_tables)
+SCHEMA.add(presence.PRESENCE)
 
 
 def load_config(path):

@@ -1,0 +1,97 @@
+"""The presence module as a Twisted service: builds the event packages and
+the :class:`~sipdisp.presence.server.PresenceServer` from ``cfg.presence``
+over the shared storage, puts it in ``root.modules.presence``, feeds it the
+dialog table's calls (busy lamps, :mod:`~sipdisp.presence.dialogfeed`),
+reads the publications and subscriptions back at start, and registers the
+``presence.list``, ``presence.watchers`` and ``presence.stats`` commands.
+"""
+
+from twisted.application.service import Service
+
+from ..commands import CommandError
+from ..logs import Logger
+from .dialogfeed import DialogFeed
+from .packages import build_packages
+from .server import PresenceParams, PresenceServer
+
+log = Logger(namespace="sipdisp.presence")
+
+
+class PresenceService(Service):
+    """Owns the presence server of the service tree ``root`` (built after the
+    dialog table and the registrar)."""
+
+    name = "presence"
+
+    def __init__(self, root, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self.root = root
+        self.cfg = root.cfg
+        section = self.cfg.presence
+        core = root.sip.core
+        self.server = None
+        self.feed = None
+        storage = root.modules.storage
+        if storage is not None:
+            packages = build_packages(section.force_active,
+                                      max_body_size=section.max_body_size)
+            self.server = PresenceServer(core, storage, packages,
+                                         PresenceParams.from_config(section),
+                                         clock=reactor.seconds, wake=root.sip.switchboard.wake)
+            dialogs = getattr(root.modules, "dialogs", None)
+            if dialogs is not None and hasattr(dialogs, "callbacks"):
+                self.feed = DialogFeed(self.server, dialogs, is_myself=core.is_myself)
+        root.modules.presence = self.server
+        register_commands(root.registry, self)
+
+    def startService(self):
+        """Read the unexpired publications and subscriptions back (with
+        ``presence.enabled``; a route calling handle_publish without it
+        starts from an empty state)."""
+        super().startService()
+        if self.server is not None and self.cfg.presence.enabled:
+            d = self.server.load(self._reactor.seconds())
+            d.addErrback(self._load_failed)
+            p = self.cfg.presence
+            log.info("presence: PUBLISH and SUBSCRIBE answered for the proxy's domains "
+                     "(force_active {fa}, expires {lo:g}..{hi:g} s, at most {subs} "
+                     "subscriptions)", fa=p.force_active, lo=p.min_expires, hi=p.max_expires,
+                     subs=p.max_subscriptions)
+
+    def _load_failed(self, f):
+        log.warn("presence: cannot read the presence tables back: {err}",
+                 err=f.getErrorMessage())
+
+    def stopService(self):
+        """Disarm the timers; the rows stay for the next start."""
+        super().stopService()
+        if self.server is not None:
+            self.server.stop()
+        if self.feed is not None:
+            self.feed.detach()
+
+
+def register_commands(registry, service):
+    """``presence.list``, ``presence.watchers`` and ``presence.stats``."""
+
+    def _server():
+        if service.server is None:
+            raise CommandError("presence: no storage to keep presence state with")
+        return service.server
+
+    @registry.command("presence.list")
+    def presence_list(presentity: str = "") -> list:
+        """Presentities with published state (one sip:user@domain, or all), with their publications."""
+        return _server().list(presentity)
+
+    @registry.command("presence.watchers")
+    def presence_watchers(presentity: str = "") -> list:
+        """Live subscriptions (of one presentity sip:user@domain, or all)."""
+        return _server().watchers(presentity)
+
+    @registry.command("presence.stats")
+    def presence_stats() -> dict:
+        """Presence counters: PUBLISHes by outcome, subscriptions, NOTIFYs sent and failed, limits."""
+        return _server().snapshot()
