@@ -84,8 +84,9 @@ def test_a_wrong_content_type_is_refused_with_415_and_parameters_are_ignored(pre
 # -- PIDF validation ----------------------------------------------------------------------
 
 def test_a_pidf_with_rpid_person_and_device_is_accepted(presence):
-    """A PIDF with RPID activities, a data-model person and device validates."""
-    for body in (AWAY, ONLINE, PC):
+    """A PIDF with RPID activities, a data-model person and device validates, and so does a
+    basic written "Open" with spaces around it (a sloppy client's)."""
+    for body in (AWAY, ONLINE, PC, pidf(tuple_("a", " Open "))):
         presence.validate("application/pidf+xml", body)
 
 

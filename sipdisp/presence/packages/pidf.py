@@ -45,14 +45,16 @@ class PresencePackage(EventPackage):
             if not tuple_.get("id"):
                 raise BadBody("PIDF <tuple> without id")
             basic = tuple_.find(f"{_q('status')}/{_q('basic')}")
-            if basic is not None and (basic.text or "").strip() not in BASIC_VALUES:
+            # "Open" from a sloppy client is still understood by every watcher;
+            # presence_xml does not look at it at all
+            if basic is not None and (basic.text or "").strip().lower() not in BASIC_VALUES:
                 raise BadBody("PIDF <basic> is neither open nor closed")
         return doc
 
     def validate(self, content_type, body):
         """BadBody unless ``body`` is ``application/pidf+xml``: well-formed,
         root ``presence`` in the PIDF namespace with an ``entity``, every
-        ``tuple`` with an ``id``, ``basic`` open or closed."""
+        ``tuple`` with an ``id``, ``basic`` open or closed (in any case)."""
         self.check_type(content_type)
         self.parse(body)
 

@@ -22,7 +22,7 @@ from .base import BadBody
 #: refused outright: entity expansion and external entities need a DTD
 FORBIDDEN = ("<!DOCTYPE", "<!ENTITY", "<!doctype", "<!entity")
 #: bytes fed to the parser at a time, so depth is checked as the document goes
-CHUNK = 4096
+CHUNK = 1024
 
 #: the prefixes clients and Kamailio/OpenSIPS write for these namespaces
 KNOWN_PREFIXES = {
