@@ -161,15 +161,15 @@ class DialogFeed:
     @staticmethod
     def body(dlg, side, aor, state, version, event=None):
         """The dialog-info document of one side of ``dlg`` (RFC 4235): the
-        caller's dialog is the ``initiator``'s with its From tag local, the
-        callee's the ``recipient``'s with the To tag local."""
-        if side == CALLER:
-            local, remote = dlg.from_uri, dlg.to_uri
-            local_tag, remote_tag = dlg.from_tag, dlg.to_tag
-        else:
-            local, remote = dlg.to_uri, dlg.from_uri
-            local_tag, remote_tag = dlg.to_tag, dlg.from_tag
+        caller's dialog is the ``initiator``'s with its From tag and Contact
+        local, the callee's the ``recipient``'s with the To tag and the
+        answering Contact local (a phone's call pickup needs the tags)."""
+        caller = (dlg.from_uri, dlg.from_tag, dlg.caller_contact)
+        callee = (dlg.to_uri, dlg.to_tag, dlg.callee_contact)
+        (local, local_tag, local_target), (remote, remote_tag, remote_target) = \
+            (caller, callee) if side == CALLER else (callee, caller)
         return dialog_info(aor, version, f"{dlg.id}:{side}", state, call_id=dlg.callid,
                            local_tag=local_tag, remote_tag=remote_tag,
                            direction=DIRECTIONS[side], local=local, remote=remote,
+                           local_target=local_target, remote_target=remote_target,
                            event=event)

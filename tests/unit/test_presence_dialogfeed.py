@@ -121,9 +121,15 @@ def test_each_side_is_its_own_publication_with_direction_tags_and_parties():
         ("initiator", call.call_id, call.from_tag, call.to_tag)
     assert d.find(f"{DI}local/{DI}identity").text == ALICE
     assert d.find(f"{DI}remote/{DI}identity").text == BOB
+    assert d.find(f"{DI}local/{DI}target").get("uri") == "sip:alice@10.0.0.1:5070"
+    assert d.find(f"{DI}remote/{DI}target").get("uri") == "sip:fs@127.0.0.1:5081"
     d = _dialog(conf_callee["body"])
     assert (d.get("direction"), d.get("local-tag"), d.get("remote-tag")) == \
         ("recipient", call.to_tag, call.from_tag)
+    assert d.find(f"{DI}local/{DI}target").get("uri") == "sip:fs@127.0.0.1:5081"
+    assert d.find(f"{DI}remote/{DI}target").get("uri") == "sip:alice@10.0.0.1:5070"
+    # before the answer the callee's Contact is unknown: its target is its identity
+    assert _dialog(early_callee["body"]).find(f"{DI}local/{DI}target").get("uri") == BOB
     assert _dialog(early_callee["body"]).get("local-tag") is None  # To tag not known yet
     versions = [ET.fromstring(c["body"]).get("version") for c in server.calls]
     assert versions == ["0", "0", "1", "1"]

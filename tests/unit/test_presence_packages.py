@@ -347,6 +347,11 @@ def test_dialog_info_documents_of_the_feed_validate(packages):
     state = dialog.find(f"{{{DI_NS}}}state")
     assert (state.text, state.get("event")) == ("terminated", "timeout")
     assert dialog.find(f"{{{DI_NS}}}remote/{{{DI_NS}}}identity").text == ALICE
+    assert dialog.find(f"{{{DI_NS}}}remote/{{{DI_NS}}}target").get("uri") == ALICE
+    with_contact = parsed(dialog_info(BOB, 0, "d", "early", local=BOB,
+                                      local_target="sip:bob@10.0.0.2:5062"))
+    assert with_contact.find(f"{{{DI_NS}}}dialog/{{{DI_NS}}}local/{{{DI_NS}}}target").get(
+        "uri") == "sip:bob@10.0.0.2:5062"
     with pytest.raises(ValueError):
         dialog_info(BOB, 0, "d1", "ringing")
 

@@ -104,11 +104,13 @@ class DialogPackage(EventPackage):
 
 
 def dialog_info(entity, version, dialog_id, state, *, call_id=None, local_tag=None,
-                remote_tag=None, direction=None, local=None, remote=None, event=None):
+                remote_tag=None, direction=None, local=None, remote=None, event=None,
+                local_target=None, remote_target=None):
     """A full dialog-info document (bytes) with one dialog: what the dialog
     feed publishes for one side of a call. ``local`` and ``remote`` are the
-    participants' identity URIs; ``event`` the RFC 4235 reason a terminated
-    dialog ended (one of :data:`END_EVENTS`)."""
+    participants' identity URIs, ``local_target`` and ``remote_target``
+    their Contacts (the identity when unknown); ``event`` the RFC 4235
+    reason a terminated dialog ended (one of :data:`END_EVENTS`)."""
     if state not in STATES:
         raise ValueError(f"not a dialog state: {state!r}")
     root = ET.Element(_q("dialog-info"), {"version": str(int(version)), "state": "full",
@@ -121,9 +123,10 @@ def dialog_info(entity, version, dialog_id, state, *, call_id=None, local_tag=No
     dialog = ET.SubElement(root, _q("dialog"), attrs)
     element = ET.SubElement(dialog, _q("state"), {"event": event} if event else {})
     element.text = state
-    for side, uri in (("local", local), ("remote", remote)):
+    for side, uri, target in (("local", local, local_target),
+                              ("remote", remote, remote_target)):
         if uri:
             party = ET.SubElement(dialog, _q(side))
             ET.SubElement(party, _q("identity")).text = uri
-            ET.SubElement(party, _q("target"), {"uri": uri})
+            ET.SubElement(party, _q("target"), {"uri": target or uri})
     return xmldoc.write(root, DIALOG_NS)
