@@ -25,8 +25,11 @@ def media_type(content_type):
 class EventPackage:
     """One event package (RFC 6665 section 7): its ``name`` (the Event
     header), ``content_types`` (the first is what NOTIFY carries), whether
-    PUBLISH is allowed (``publishable``), body validation and the NOTIFY
-    body built from the presentity's current publications."""
+    PUBLISH is allowed (``publishable``). Each package adds
+    ``validate(content_type, body)`` (raises :class:`BadBody`) and
+    ``notify_body(presentity, publications)`` -> ``(content_type, body)``
+    with ``publications`` ``[(etag, content_type, body), ...]`` oldest
+    first, ``[]`` giving the package's "nothing known" body."""
 
     name = ""
     content_types = ()
@@ -46,16 +49,6 @@ class EventPackage:
         """BadBody if ``body`` is over the package's size bound."""
         if len(body) > self.max_body_size:
             raise BadBody(f"{self.name} body larger than {self.max_body_size} bytes")
-
-    def validate(self, content_type, body):
-        """Raise :class:`BadBody` for a wrong Content-Type or a malformed body."""
-        raise NotImplementedError
-
-    def notify_body(self, presentity, publications, **kwargs):
-        """``(content_type, body)`` of a NOTIFY for ``presentity`` from its
-        ``publications`` ``[(etag, content_type, body), ...]``, oldest first;
-        ``[]`` gives the package's "nothing known" body."""
-        raise NotImplementedError
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"

@@ -162,7 +162,7 @@ def write(root, default_ns, prefixes=None):
 XML_NS = "http://www.w3.org/XML/1998/namespace"
 
 
-def _qname(tag, names, attribute=False):
+def _qname(tag, names):
     """The prefixed name of ``tag`` (attributes of the default namespace unqualified)."""
     ns, local = split(tag)
     if not ns:
@@ -202,7 +202,7 @@ def _write_element(out, element, names, root_decls=False, default_ns=None, curre
         out.append(f' xmlns="{_escape_attr(default_ns)}"')
         current = default_ns
     for key, value in element.items():
-        out.append(f' {_qname(key, names, attribute=True)}="{_escape_attr(value)}"')
+        out.append(f' {_qname(key, names)}="{_escape_attr(value)}"')
     children = list(element)
     if not children and not element.text:
         out.append("/>")
