@@ -133,8 +133,8 @@ class PresenceServer:
         self.stats["limit_" + key.rpartition(".")[2]] += 1
         self.core.stats[LIMIT_STATS[key]] += 1
         src = ctx.source
-        self.log.warn("presence.limit." + key, "presence: {key} reached: {what} from "
-                      "{host}:{port} refused {status}", key=key, what=what, host=src.host,
+        self.log.warn("presence.limit." + key, "presence: {setting} reached: {what} from "
+                      "{host}:{port} refused {status}", setting=key, what=what, host=src.host,
                       port=src.port, status=status)
         if headers is None:
             headers = (("retry-after", str(self.params.retry_after)),)
@@ -277,6 +277,8 @@ class PresenceServer:
         if expires <= 0 or body is None:
             if etag is not None:
                 self._remove_publication(event, presentity, etag, now)
+                if self.wake is not None:
+                    self.wake()
             return True
         old = comp.get(event, presentity, etag) if etag is not None else None
         if old is None and comp.count(event, presentity) == 0 and \
@@ -303,6 +305,8 @@ class PresenceServer:
                 {"username": user, "domain": domain, "event": event, "etag": pub.etag}),
                 f"update the {event} state of {presentity}")
         self.notify_resource(event, presentity, now)
+        if self.wake is not None:
+            self.wake()
         return True
 
     # -- SUBSCRIBE ------------------------------------------------------------------
@@ -561,6 +565,8 @@ class PresenceServer:
             self.send_notify(sub, now)
         if changed and event == "presence":
             self._notify_winfo(presentity, now)
+        if changed and self.wake is not None:
+            self.wake()
         return changed
 
     # -- NOTIFY ------------------------------------------------------------------------
