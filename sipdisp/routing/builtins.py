@@ -311,8 +311,19 @@ def _is_myself(args, where, env):
         value = getter(ctx)
         if not value:
             return False
+        text = str(value)
+        core = ctx.core
         try:
-            return ctx.core.is_myself(parse_uri(str(value)))
+            if ":" in text and text.split(":", 1)[0].lower() in ("sip", "sips"):
+                return core.is_myself(parse_uri(text))
+            # a bare host ($rd, as OpenSIPS' is_myself("$rd")): ours on any of our ports
+            uri = parse_uri(f"sip:{text}")
+            if core.is_myself(uri):
+                return True
+            if uri.port is None:
+                return any(core.is_myself(parse_uri(f"sip:{text}:{lst.port}"))
+                           for lst in core.listeners)
+            return False
         except Exception:
             return False
     return is_myself
