@@ -1,5 +1,5 @@
 """Subscriptions survive a restart: UDP watchers subscribe to a presentity of a
-sipdisp on PostgreSQL, sipdisp is stopped (SIGTERM) and started again on the
+sipdisp on PostgreSQL (and on SQLite), sipdisp is stopped (SIGTERM) and started again on the
 same listener, and a PUBLISH after the restart makes every watcher receive
 its next NOTIFY in the dialog it had: same Call-ID, same From and To tags,
 a higher CSeq than any NOTIFY before the restart.
@@ -16,6 +16,8 @@ import uuid
 
 import pytest
 
+from tests.integration.test_msilo import db_up
+from tests.support.calls import wait_until
 from tests.support.presence import UdpWatchers, pidf
 from tests.support.processes import ROOT, Sipdisp, free_port
 
@@ -23,27 +25,29 @@ DOMAIN = "example.com"
 WATCHERS = 5
 
 
-@pytest.fixture
-def pg():
-    """PostgreSQL with sipdisp's tables (``db init``), or a skip if unreachable."""
+@pytest.fixture(params=["postgres", "sqlite"])
+def db(request, tmp_path):
+    """PostgreSQL with sipdisp's tables (``db init``; a skip if unreachable),
+    or a SQLite file: ``(url, server)``."""
     from sipdisp.storage.testing import PG_URL, Unreachable, server_for
-    srv = server_for(PG_URL)
-    try:
-        srv.check_reachable()
-    except Unreachable as exc:
-        pytest.skip(str(exc))
-    subprocess.run([sys.executable, "-m", "sipdisp.cli", "db", "init", PG_URL],
+    url = PG_URL if request.param == "postgres" else f"sqlite:///{tmp_path / 'presence.db'}"
+    srv = server_for(url)
+    if request.param == "postgres":
+        try:
+            srv.check_reachable()
+        except Unreachable as exc:
+            pytest.skip(str(exc))
+    subprocess.run([sys.executable, "-m", "sipdisp.cli", "db", "init", url],
                    env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, timeout=60,
                    stdout=subprocess.DEVNULL)
-    return PG_URL, srv
+    return url, srv
 
 
-def test_watchers_get_their_next_notify_in_the_same_dialog_after_a_restart(tmp_path, pg):
-    """Five subscriptions made before a restart are in active_watchers once sipdisp
-    has stopped; after it a
-    PUBLISH reaches all five in their own dialogs (Call-ID and both tags kept,
+def test_watchers_get_their_next_notify_in_the_same_dialog_after_a_restart(tmp_path, db):
+    """Five subscriptions made before a restart reach active_watchers; after the
+    restart a PUBLISH reaches all five in their own dialogs (Call-ID and both tags kept,
     CSeq above the last one before the restart), none answered 481."""
-    url, srv = pg
+    url, srv = db
     bob = f"bob{uuid.uuid4().hex[:8]}"
     udp = free_port()
     cfg = {"listen": {"udp": [f"127.0.0.1:{udp}"]}, "storage": {"url": url},
@@ -52,19 +56,22 @@ def test_watchers_get_their_next_notify_in_the_same_dialog_after_a_restart(tmp_p
     try:
         with UdpWatchers(udp, DOMAIN) as w:
             with Sipdisp(tmp_path, cfg) as proxy:
+                assert wait_until(lambda: db_up(proxy), 20), "PostgreSQL never connected"
                 subs = w.subscribe_many(bob, WATCHERS, window=5, timeout=30)
                 first = w.publish(bob, pidf(f"sip:{bob}@{DOMAIN}", note="before restart"))
                 assert first.status == 200, first.start
                 etag = first.header("sip-etag")
                 w.wait_for(lambda: all(any("before restart" in n.body for n in s.notifies)
                                        for s in subs), 20, "NOTIFYs before the restart")
+                # the write queue reaches the database asynchronously
+                assert wait_until(lambda: _stored(srv, bob) == WATCHERS, 20), (
+                    _stored(srv, bob))
             assert "Traceback" not in proxy.log_text()
-            # stopped as an operator stops it: the subscriptions are in the database
-            assert _stored(srv, bob) == WATCHERS
             before = {s.call_id: (len(s.notifies), max(n.cseq[0] for n in s.notifies),
                                   s.to_tag) for s in subs}
 
             with Sipdisp(tmp_path, cfg) as proxy:
+                assert wait_until(lambda: db_up(proxy), 20), "PostgreSQL never connected"
                 again = w.publish(bob, pidf(f"sip:{bob}@{DOMAIN}", note="after restart"),
                                   etag=etag)
                 if again.status == 412:  # the publication itself did not outlive the restart
@@ -86,17 +93,21 @@ def test_watchers_get_their_next_notify_in_the_same_dialog_after_a_restart(tmp_p
         for table, column in (("active_watchers", "presentity_uri"),
                               ("watchers", "presentity_uri")):
             try:
-                srv.execute(f"DELETE FROM {table} WHERE {column} = %s",
+                srv.execute(f"DELETE FROM {table} WHERE {column} = {_ph(srv)}",
                             (f"sip:{bob}@{DOMAIN}",))
             except Exception:  # the table may not exist if the schema step failed
                 pass
         try:
-            srv.execute("DELETE FROM presentity WHERE username = %s", (bob,))
+            srv.execute(f"DELETE FROM presentity WHERE username = {_ph(srv)}", (bob,))
         except Exception:
             pass
 
 
 def _stored(srv, bob):
-    rows = srv.execute("SELECT count(*) FROM active_watchers WHERE presentity_uri = %s",
+    rows = srv.execute(f"SELECT count(*) FROM active_watchers WHERE presentity_uri = {_ph(srv)}",
                        (f"sip:{bob}@{DOMAIN}",))
     return rows[0][0] if rows else 0
+
+
+def _ph(srv):
+    return "?" if srv.dialect == "sqlite" else "%s"
