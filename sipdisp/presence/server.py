@@ -18,8 +18,10 @@ subscription's next NOTIFY goes out in the same dialog with the next CSeq.
 import itertools
 from collections import Counter
 
+from twisted.internet import defer
+
 from ..logs import Logger, RepeatLimiter
-from ..proxy.suspend import stop_route
+from ..proxy.suspend import FetchFailed, stop_route
 from ..proxy.target import Target
 from ..sip.errors import SipParseError
 from ..sip.headers import split_commas
@@ -38,6 +40,8 @@ PRESENTITY, WATCHERS, RULES = "presentity", "active_watchers", "watchers"
 WINFO = "presence.winfo"
 #: the ``sender`` column of publications sipdisp makes itself (publish_internal)
 INTERNAL_SENDER = "sipdisp:"
+#: ctx.vars key of a request that waited for the state to be read back
+READY_KEY = "_presence_ready"
 #: watchers.status of presence_xml: pending, allowed, denied
 RULE_PENDING, RULE_ALLOW, RULE_DENY = 0, 1, 2
 #: core.stats counters of refusals at a limit, by config key
@@ -107,8 +111,12 @@ class PresenceServer:
     started outside a receive.
     """
 
-    def __init__(self, core, storage, packages, params=None, clock=None, wake=None):
+    def __init__(self, core, storage, packages, params=None, clock=None, wake=None,
+                 suspender=None):
         self.core = core
+        self.suspender = suspender
+        #: Deferreds of requests waiting for the state read back at start (None: read)
+        self._waiters = None
         self.storage = storage
         self.packages = packages
         self.params = params or PresenceParams()
@@ -160,7 +168,8 @@ class PresenceServer:
         req = ctx.request
         if req.method != "PUBLISH":
             return False
-        self._publish(ctx)
+        if self._wait_ready(ctx):
+            self._publish(ctx)
         stop_route()
 
     def _publish(self, ctx):
@@ -317,7 +326,8 @@ class PresenceServer:
         req = ctx.request
         if req.method != "SUBSCRIBE":
             return False
-        self._subscribe(ctx)
+        if self._wait_ready(ctx):
+            self._subscribe(ctx)
         stop_route()
 
     def _subscribe(self, ctx):
@@ -723,20 +733,61 @@ class PresenceServer:
                 self.end(sub, "timeout", now)
 
     # -- restart ---------------------------------------------------------------------------
-    def load(self, now):
-        """Read the unexpired publications and subscriptions back (after a
-        restart) and delete the expired rows; a Deferred firing with
-        ``(publications, subscriptions)`` loaded."""
-        d = self.storage.select(PRESENTITY, where={"expires": gt(int(now))},
-                                order_by=["received_time", "id"])
-        d.addCallback(self._load_publications, now)
-        d.addCallback(lambda n: self.storage.select(
-            WATCHERS, where={"expires": gt(int(now))}, order_by=["id"]).addCallback(
-                self._load_subscriptions, n, now))
+    def loading(self):
+        """The state is being read back: PUBLISHes and SUBSCRIBEs wait for
+        :meth:`loaded` (suspended, at most the suspender's timeout), so none
+        is answered 412 or 481 for state that is still on its way."""
+        if self._waiters is None:
+            self._waiters = []
+
+    def loaded(self):
+        """The state is read back (or given up on): the waiting requests go on."""
+        waiters, self._waiters = self._waiters, None
+        for d in waiters or ():
+            d.callback(None)
+
+    def _wait_ready(self, ctx):
+        if self._waiters is None or self.suspender is None:
+            return True
+        try:
+            self.suspender.fetch(ctx, READY_KEY, self._ready_deferred)
+        except FetchFailed:
+            ctx.reply(500, "Presence state not available")
+            return False
+        return True
+
+    def _ready_deferred(self):
+        d = defer.Deferred()
+        if self._waiters is None:
+            d.callback(None)
+        else:
+            self._waiters.append(d)
+        return d
+
+    def read_state(self, now):
+        """A Deferred firing with the unexpired ``(presentity rows, active_watchers rows)``."""
+        return defer.gatherResults([
+            self.storage.select(PRESENTITY, where={"expires": gt(int(now))},
+                                order_by=["received_time", "id"]),
+            self.storage.select(WATCHERS, where={"expires": gt(int(now))}, order_by=["id"])],
+            consumeErrors=True)
+
+    def restore(self, results, now):
+        """Take the rows :meth:`read_state` read (after a restart) into memory,
+        arm their expiry and delete the expired rows; ``(publications,
+        subscriptions)`` restored. Each subscription's next NOTIFY goes out in
+        its dialog with the CSeq after the stored ``local_cseq``."""
+        pres_rows, watcher_rows = results
+        pubs = self._load_publications(pres_rows, now)
+        out = self._load_subscriptions(watcher_rows, pubs, now)
         for table in (PRESENTITY, WATCHERS):
             self._write(self.storage.delete(table, {"expires": le(int(now))}),
                         f"delete the expired rows of {table}")
-        return d
+        return out
+
+    def load(self, now):
+        """:meth:`read_state` then :meth:`restore`; a Deferred firing with what was restored."""
+        return self.read_state(now).addCallback(self.restore, now)
 
     def _load_publications(self, rows, now):
         comp = self.compositor

@@ -7,14 +7,20 @@ reads the publications and subscriptions back at start, and registers the
 """
 
 from twisted.application.service import Service
+from twisted.internet import defer
 
 from ..commands import CommandError
 from ..logs import Logger
+from ..proxy.suspend import Suspender
+from ..storage.retry import STATE_LOAD, LoadRetry
 from .dialogfeed import DialogFeed
 from .packages import build_packages
 from .server import PresenceParams, PresenceServer
 
 log = Logger(namespace="sipdisp.presence")
+
+#: reading the presence tables back at start: attempts (paced by storage.retry.STATE_LOAD)
+LOAD_ATTEMPTS = 30
 
 
 class PresenceService(Service):
@@ -33,13 +39,19 @@ class PresenceService(Service):
         core = root.sip.core
         self.server = None
         self.feed = None
+        self._retry = None
+        #: fires with what was restored once the tables were read back (or given up on)
+        self.ready = defer.Deferred()
         storage = root.modules.storage
+        wake = root.sip.switchboard.wake
+        self.suspender = Suspender(core, clock=reactor.seconds, wake=wake)
         if storage is not None:
             packages = build_packages(section.force_active,
                                       max_body_size=section.max_body_size)
             self.server = PresenceServer(core, storage, packages,
                                          PresenceParams.from_config(section),
-                                         clock=reactor.seconds, wake=root.sip.switchboard.wake)
+                                         clock=reactor.seconds, wake=wake,
+                                         suspender=self.suspender)
             dialogs = getattr(root.modules, "dialogs", None)
             if dialogs is not None and hasattr(dialogs, "callbacks"):
                 self.feed = DialogFeed(self.server, dialogs, is_myself=core.is_myself)
@@ -52,21 +64,45 @@ class PresenceService(Service):
         starts from an empty state)."""
         super().startService()
         if self.server is not None and self.cfg.presence.enabled:
-            d = self.server.load(self._reactor.seconds())
-            d.addErrback(self._load_failed)
+            self.server.loading()
+            self._retry = LoadRetry(self._reactor, STATE_LOAD, self._read_tables,
+                                    self._load_failed, on_loaded=self._restore,
+                                    attempts=LOAD_ATTEMPTS).start()
             p = self.cfg.presence
             log.info("presence: PUBLISH and SUBSCRIBE answered for the proxy's domains "
                      "(force_active {fa}, expires {lo:g}..{hi:g} s, at most {subs} "
                      "subscriptions)", fa=p.force_active, lo=p.min_expires, hi=p.max_expires,
                      subs=p.max_subscriptions)
+        else:
+            self.ready.callback(None)
 
-    def _load_failed(self, f):
-        log.warn("presence: cannot read the presence tables back: {err}",
-                 err=f.getErrorMessage())
+    def _read_tables(self):
+        return self.server.read_state(self._reactor.seconds())
+
+    def _restore(self, results):
+        restored = self.server.restore(results, self._reactor.seconds())
+        self.server.loaded()
+        self.root.sip.switchboard.wake()
+        self.ready.callback(restored)
+
+    def _load_failed(self, f, delay):
+        err = f.value.subFailure.getErrorMessage() if isinstance(
+            f.value, defer.FirstError) else f.getErrorMessage()
+        if delay is not None and self.running:
+            log.warn("presence: cannot read the presence tables yet ({err}); retrying in "
+                     "{s} s", err=err, s=delay)
+            return delay
+        log.error("presence: giving up reading the presence tables: {err}; starting "
+                  "without the stored state", err=err)
+        self.server.loaded()
+        self.ready.callback(None)
+        return None
 
     def stopService(self):
         """Disarm the timers; the rows stay for the next start."""
         super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
         if self.server is not None:
             self.server.stop()
         if self.feed is not None:

@@ -526,3 +526,25 @@ def test_presence_disabled_keeps_the_404():
     out = stack.send(publish(pidf()), source=BOB)
     assert (final(out).status, final(out).reason) == (404, "Not here")
     assert responses(out, 200) == [] and parse_message
+
+
+def test_requests_during_the_read_back_wait_for_it():
+    """After a restart, a refresh arriving while the tables are still being read
+    is held (not 481) and answered once the subscription is back, its NOTIFY next in CSeq."""
+    from tests.support.registrar import SlowStorage
+    stack = make_stack()
+    alice = Watcher(stack)
+    _, [(n1, _)] = alice.subscribe()
+    alice.answer(n1)
+    stack.presence.stopService()
+    stack.root.modules.storage = SlowStorage(stack.storage, stack.clock, delay=0.5)
+    stack.presence = PresenceService(stack.root, stack.clock)
+    stack.presence.startService()
+    held = stack.send(alice.subscribe_bytes(expires=900), source=ALICE, settle=False)
+    assert responses(held) == []
+    out = stack.advance(1.0)
+    assert final(out).status == 200
+    [(n2, _)] = requests(out, "NOTIFY")
+    assert (n2.call_id, n2.cseq) == (alice.call_id, 2)
+    assert n2.get("subscription-state") == "active;expires=900"
+    assert stack.presence.ready.called
