@@ -139,6 +139,10 @@ class SipdispServer:
         return ["twistd", "-n", "sipdisp", "-c", str(self.inner.config_path)]
 
     def start(self):
+        subprocess.run([sys.executable, "-m", "sipdisp.cli", "db", "init",
+                        f"sqlite:///{self.workdir / 'sipdisp.db'}"], cwd=ROOT, check=True,
+                       timeout=60, stdout=subprocess.DEVNULL,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
         self.inner.start(timeout=60)
         self.port = self.inner.port("udp")
         return self
