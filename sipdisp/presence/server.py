@@ -40,6 +40,9 @@ PRESENTITY, WATCHERS, RULES = "presentity", "active_watchers", "watchers"
 WINFO = "presence.winfo"
 #: the ``sender`` column of publications sipdisp makes itself (publish_internal)
 INTERNAL_SENDER = "sipdisp:"
+#: packages whose documents carry a version counted per subscription (RFC 4235 4.1,
+#: RFC 3857 4.4.1): their NOTIFY body is built for each watcher, the others' once
+VERSIONED = frozenset(("dialog", WINFO))
 #: ctx.vars key of a request that waited for the state to be read back
 READY_KEY = "_presence_ready"
 #: watchers.status of presence_xml: pending, allowed, denied
@@ -593,11 +596,13 @@ class PresenceServer:
                          for w in (self.by_resource.get(("presence", sub.presentity))
                                    or {}).values()]
             return pkg.watcherinfo_body(sub.presentity, watchers, sub.version)
-        if cache is not None:
+        if cache is not None and sub.event not in VERSIONED:
             return cache
         pubs = self.compositor.publications(sub.event, sub.presentity)
-        return pkg.notify_body(sub.presentity, [(p.etag, p.content_type, p.body)
-                                                for p in pubs])
+        triples = [(p.etag, p.content_type, p.body) for p in pubs]
+        if sub.event in VERSIONED:
+            return pkg.notify_body(sub.presentity, triples, version=sub.version)
+        return pkg.notify_body(sub.presentity, triples)
 
     def notify_resource(self, event, presentity, now):
         """Send every watcher of ``presentity``'s ``event`` its NOTIFY; the
@@ -605,9 +610,11 @@ class PresenceServer:
         watchers = self.by_resource.get((event, presentity))
         if not watchers:
             return 0
-        pkg = self.packages[event]
-        pubs = self.compositor.publications(event, presentity)
-        body = pkg.notify_body(presentity, [(p.etag, p.content_type, p.body) for p in pubs])
+        body = None
+        if event not in VERSIONED:
+            pubs = self.compositor.publications(event, presentity)
+            body = self.packages[event].notify_body(
+                presentity, [(p.etag, p.content_type, p.body) for p in pubs])
         n = 0
         for sub in list(watchers.values()):
             n += self.send_notify(sub, now, cache=body)
@@ -664,7 +671,7 @@ class PresenceServer:
         branch = self.core.new_branch()
         request = sub.notify(target.listener.via_prefix + branch, now, ctype, body, reason,
                              self.core.server_header)
-        if sub.event == WINFO:
+        if sub.event in VERSIONED and body is not None:
             sub.version += 1
         txn = self.core.start_client(request, target, branch, self, self.core.fr_timer, now)
         sub.in_flight = txn

@@ -6,6 +6,7 @@ timers, a watcher's failure answers, limits, presence_xml authorization,
 publish_internal, and the state read back by a new server after a restart."""
 
 import itertools
+import re
 
 import pytest
 
@@ -498,6 +499,10 @@ def test_publish_internal_replaces_by_source_and_removes_with_expires_0():
                             stack.now)
     [(n4, _)] = requests(stack.take(), "NOTIFY")
     assert "confirmed" not in body_of(n4)
+    # RFC 4235 4.1: the document version counts the NOTIFYs of this subscription
+    versions = [re.search(r'<dialog-info[^>]* version="(\d+)"', body_of(n)).group(1)
+                for n in (n1, n2, n3, n4)]
+    assert versions == ["0", "1", "2", "3"]
     assert server.compositor.publication_count() == 0 and _rows(stack, "presentity") == []
 
 
