@@ -23,6 +23,7 @@ from twisted.internet import defer
 from ..logs import Logger, RepeatLimiter
 from ..proxy.suspend import FetchFailed, stop_route
 from ..proxy.target import Target
+from ..registrar.usrloc import contact_key
 from ..sip.errors import SipParseError
 from ..sip.headers import split_commas
 from ..sip.uri import parse_uri
@@ -111,12 +112,15 @@ class PresenceServer:
     ``storage`` the :class:`~sipdisp.storage.Storage`, ``packages`` the
     event packages by name (``build_packages``), ``clock()`` the time when a
     storage read's answer arrives and ``wake()`` what sends the transactions
-    started outside a receive.
+    started outside a receive; ``location`` (the registrar's usrloc, optional)
+    finds a watcher's registered connection once the SUBSCRIBE's is gone.
     """
 
     def __init__(self, core, storage, packages, params=None, clock=None, wake=None,
-                 suspender=None):
+                 suspender=None, location=None):
         self.core = core
+        #: the registrar's location table: a watcher's registered flow (WebSocket)
+        self.location = location
         self.suspender = suspender
         #: Deferreds of requests waiting for the state read back at start (None: read)
         self._waiters = None
@@ -634,6 +638,9 @@ class PresenceServer:
             target = core.flow_target(sub.conn)
             if target is not None:
                 return target
+        target = self._registered_flow(sub)
+        if target is not None:
+            return target
         try:
             uri = sub.next_hop_uri()
         except SipParseError:
@@ -648,6 +655,23 @@ class PresenceServer:
         if listener is None:
             return None
         return Target(proto, host, uri.host_port[1], None, listener)
+
+    def _registered_flow(self, sub):
+        """A Target on the connection the watcher registered its Contact from
+        (a WebSocket phone that reconnected, or after a restart), or None."""
+        location = self.location
+        if location is None or not location.in_memory:
+            return None
+        user, _, domain = sub.watcher.partition(":")[2].partition("@")
+        key = contact_key(sub.contact)
+        now = self.clock() if self.clock is not None else 0
+        for binding in location.bindings(location.aor(user, domain.split(";")[0]), now):
+            if binding.conn_id is not None and contact_key(binding.contact) == key:
+                target = self.core.flow_target(binding.conn_id)
+                if target is not None:
+                    sub.conn = binding.conn_id
+                    return target
+        return None
 
     def send_notify(self, sub, now, reason=None, cache=None):
         """Send ``sub`` its next NOTIFY (the final one with ``reason``); one NOTIFY

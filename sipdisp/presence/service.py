@@ -51,7 +51,8 @@ class PresenceService(Service):
             self.server = PresenceServer(core, storage, packages,
                                          PresenceParams.from_config(section),
                                          clock=reactor.seconds, wake=wake,
-                                         suspender=self.suspender)
+                                         suspender=self.suspender,
+                                         location=getattr(root.modules, "usrloc", None))
             dialogs = getattr(root.modules, "dialogs", None)
             if dialogs is not None and hasattr(dialogs, "callbacks"):
                 self.feed = DialogFeed(self.server, dialogs, is_myself=core.is_myself)

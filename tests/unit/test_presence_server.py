@@ -553,3 +553,22 @@ def test_requests_during_the_read_back_wait_for_it():
     assert (n2.call_id, n2.cseq) == (alice.call_id, 2)
     assert n2.get("subscription-state") == "active;expires=900"
     assert stack.presence.ready.called
+
+
+def test_a_websocket_watcher_that_reconnected_gets_its_notify_on_the_new_flow():
+    """The SUBSCRIBE's WebSocket closes; the phone reconnects and registers the same
+    *.invalid Contact: the next NOTIFY goes on the connection it registered from."""
+    stack = make_stack()
+    contact = "<sip:x7@df7jal23ls0d.invalid;transport=ws>"
+    first = stack.open_conn("ws", "10.0.0.1", 40001)
+    alice = Watcher(stack, source=("10.0.0.1", 40001), proto="ws", conn=first, contact=contact)
+    _, [(n1, t1)] = alice.subscribe()
+    assert t1.conn == first
+    alice.answer(n1)
+    stack.close_conn(first)
+    second = stack.open_conn("ws", "10.0.0.1", 40002)
+    ua = stack.ua("alice", "10.0.0.1", 40002, proto="ws", conn=second, contact=contact)
+    assert final(ua.send(ua.register_bytes())).status == 200
+    _, [(n2, t2)] = send_publish(stack, publish(pidf(note="reconnected")))
+    assert t2.conn == second and n2.call_id == alice.call_id and n2.cseq == 2
+    assert "reconnected" in body_of(n2)
