@@ -9,10 +9,13 @@ and measures:
 
 * wall: from sending the PUBLISH to receiving the N-th NOTIFY that carries
   the new state (each NOTIFY is answered 200 as it arrives);
-* cpu: the server's user+system CPU seconds (/proc/<pid>/stat, all its
-  processes) from just before the PUBLISH until every NOTIFY is answered and
-  0.5 s more for the 200s to be absorbed, minus the idle CPU of the same 0.5 s
-  measured before the PUBLISH;
+* cpu_s: the server's user+system CPU seconds (/proc/<pid>/stat, all its
+  processes and threads) from just before the PUBLISH (sent once the server
+  has been quiet, at most one clock tick of CPU per 0.25 s) until the N-th
+  NOTIFY has arrived;
+* cpu_settled_s: the same until the server is quiet again (the 200s to the
+  NOTIFYs absorbed, and whatever it writes to its database at once):
+  settled_after_s says when that was;
 * watchers_cpu_s: this script's own CPU from the PUBLISH to the N-th NOTIFY
   (receiving, parsing and answering them): when it is close to wall, the
   watchers, not the server, set the pace.
@@ -163,9 +166,7 @@ def fanout_once(watchers, subs, presentity, rep, etag, timeout):
                 activity="away" if rep % 2 == 0 else "busy")
     base = {id(s): len(s.notifies) for s in subs}
     pids = server.pids()
-    idle0 = cpu_seconds(pids)
-    time.sleep(0.5)
-    idle = cpu_seconds(pids) - idle0
+    quiet(pids)
     cpu0 = cpu_seconds(pids)
     own0 = time.process_time()
     t0 = time.monotonic()
@@ -182,18 +183,33 @@ def fanout_once(watchers, subs, presentity, rep, etag, timeout):
 
     watchers.wait_for(lambda: all(fresh(s) for s in subs), timeout,
                       f"{len(subs)} NOTIFYs with {note}")
+    cpu_fanout = cpu_seconds(pids) - cpu0
+    own = time.process_time() - own0
     with watchers.lock:
         arrivals = sorted(next(n.received for n in s.notifies[base[id(s)]:] if note in n.body)
                           for s in subs)
         extra = sum(len(s.notifies) - base[id(s)] for s in subs) - len(subs)
-    own = time.process_time() - own0
-    time.sleep(0.5)
-    cpu = cpu_seconds(pids) - cpu0 - idle
+    settled_at = quiet(pids)
+    cpu_settled = cpu_seconds(pids) - cpu0
     return {"rep": rep, "watchers": len(subs), "publish_200_s": round(t_publish, 4),
             "first_notify_s": round(arrivals[0] - t0, 4),
-            "wall_s": round(arrivals[-1] - t0, 4), "cpu_s": round(cpu, 3),
-            "idle_cpu_0.5s": round(idle, 3), "watchers_cpu_s": round(own, 3),
-            "extra_notifies": extra}, new_etag
+            "wall_s": round(arrivals[-1] - t0, 4), "cpu_s": round(cpu_fanout, 3),
+            "cpu_settled_s": round(cpu_settled, 3), "settled_after_s": round(settled_at - t0, 2),
+            "watchers_cpu_s": round(own, 3), "extra_notifies": extra}, new_etag
+
+
+def quiet(pids, step=0.25, limit=15.0):
+    """Wait until ``pids`` use at most one clock tick of CPU in ``step`` seconds
+    (bounded by ``limit``); returns the monotonic time it was reached."""
+    deadline = time.monotonic() + limit
+    prev = cpu_seconds(pids)
+    while time.monotonic() < deadline:
+        time.sleep(step)
+        cur = cpu_seconds(pids)
+        if cur - prev <= 1.0 / CLK_TCK:
+            return time.monotonic() - step
+        prev = cur
+    return time.monotonic()
 
 
 def main():
