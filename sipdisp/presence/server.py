@@ -223,8 +223,9 @@ class PresenceServer:
             ctx.reply(outcome.status, outcome.reason, outcome.headers)
             return
         sender, _ = _uri_text(req, "from")
-        self._apply(name, presentity, outcome, ctype, body, (sender or "")[:255], now)
+        # the 200 goes out ahead of the NOTIFYs the change starts (one per watcher)
         ctx.reply(200, "OK", outcome.headers)
+        self._apply(name, presentity, outcome, ctype, body, (sender or "")[:255], now)
 
     def _apply(self, event, presentity, outcome, ctype, body, sender, now):
         comp = self.compositor
