@@ -1,6 +1,7 @@
 """Presence for browser softphones: two JsSIP user agents (JsSIP from npm, in
 Node over the ws package; tests/js/presence_peer.js) register with a running
-sipdisp over WebSocket; alice subscribes to bob's presence with JsSIP's
+sipdisp over WebSocket with digest auth (their SUBSCRIBE and PUBLISH are
+challenged 407 and answered by JsSIP, as the seed's AUTH route does it); alice subscribes to bob's presence with JsSIP's
 Subscriber, bob publishes "away" and then "online" (PIDF with an RPID
 activity and a note), alice's NOTIFYs carry both states in one dialog, and
 her unsubscribe ends with the final NOTIFY (Subscription-State: terminated)."""
@@ -8,6 +9,7 @@ her unsubscribe ends with the final NOTIFY (Subscription-State: terminated)."""
 import json
 import queue
 import subprocess
+import sys
 import threading
 import time
 
@@ -16,7 +18,8 @@ import pytest
 from tests.integration.test_jssip import ensure_jssip
 from tests.support.peers import JS_DIR, close_peer_process, node_available
 from tests.support.presence import pidf
-from tests.support.processes import Sipdisp
+from tests.support.processes import ROOT, Sipdisp
+from tests.support.registrar import rpc
 
 DOMAIN = "example.com"
 
@@ -26,12 +29,12 @@ pytestmark = pytest.mark.skipif(not node_available(), reason="node and npm are n
 class PresencePeer:
     """tests/js/presence_peer.js and the events it reports (one JSON object per line)."""
 
-    def __init__(self, ws_url, uri, lifetime=60):
+    def __init__(self, ws_url, uri, password, lifetime=60):
         self.events = queue.Queue()
         self.seen = []
         self.proc = subprocess.Popen(
             ["node", str(JS_DIR / "presence_peer.js"), "--ws", ws_url, "--uri", uri,
-             "--lifetime", str(lifetime)],
+             "--password", password, "--lifetime", str(lifetime)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             bufsize=1)
         threading.Thread(target=self._read, daemon=True).start()
@@ -83,11 +86,17 @@ def test_jssip_watcher_sees_away_then_online_and_the_final_notify(tmp_path):
     the dialog of its SUBSCRIBE with rising CSeq, and its unsubscribe
     (Expires: 0) gets the final NOTIFY with Subscription-State terminated."""
     ensure_jssip()
-    cfg = {"proxy": {"domains": [DOMAIN]}, "presence": {"enabled": True, "force_active": True}}
+    db = tmp_path / "sipdisp.db"
+    for user, password in (("alice", "wonderland"), ("bob", "builder")):
+        subprocess.run([sys.executable, "-m", "sipdisp.cli", "user", "add", f"{user}@{DOMAIN}",
+                        password, "--url", f"sqlite:///{db}"], cwd=ROOT, check=True,
+                       timeout=60, stdout=subprocess.DEVNULL)
+    cfg = {"auth": {"enabled": True, "secret": "presence"}, "proxy": {"domains": [DOMAIN]},
+           "presence": {"enabled": True, "force_active": True}}
     with Sipdisp(tmp_path, cfg) as proxy:
         ws = f"ws://127.0.0.1:{proxy.port('ws')}"
-        alice = PresencePeer(ws, f"sip:alice@{DOMAIN}")
-        bob = PresencePeer(ws, f"sip:bob@{DOMAIN}")
+        alice = PresencePeer(ws, f"sip:alice@{DOMAIN}", "wonderland")
+        bob = PresencePeer(ws, f"sip:bob@{DOMAIN}", "builder")
         try:
             assert alice.expect("registered")["status"] == 200
             assert bob.expect("registered")["status"] == 200
@@ -135,6 +144,8 @@ def test_jssip_watcher_sees_away_then_online_and_the_final_notify(tmp_path):
             bob.command(unpublish=True)
             removed = bob.expect("publishResponse")
             assert removed["status"] == 200, removed
+            stats = rpc(proxy, "ul.stats")  # SUBSCRIBE and 3 PUBLISHes challenged
+            assert stats["auth_challenges"] >= 4 and stats["auth_authorized"] >= 4, stats
         finally:
             alice.close()
             bob.close()
