@@ -1,10 +1,11 @@
 """Presence for browser softphones: two JsSIP user agents (JsSIP from npm, in
 Node over the ws package; tests/js/presence_peer.js) register with a running
 sipdisp over WebSocket with digest auth (their SUBSCRIBE and PUBLISH are
-challenged 407 and answered by JsSIP, as the seed's AUTH route does it); alice subscribes to bob's presence with JsSIP's
-Subscriber, bob publishes "away" and then "online" (PIDF with an RPID
-activity and a note), alice's NOTIFYs carry both states in one dialog, and
-her unsubscribe ends with the final NOTIFY (Subscription-State: terminated)."""
+challenged 407 and answered by JsSIP, as the seed's AUTH route does it);
+alice subscribes to bob's presence with JsSIP's Subscriber, bob publishes
+"away" and then "online" (PIDF with an RPID activity and a note), alice's
+NOTIFYs carry both states in one dialog, and her unsubscribe ends with the
+final NOTIFY (Subscription-State: terminated)."""
 
 import json
 import queue
