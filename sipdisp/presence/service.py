@@ -54,7 +54,9 @@ class PresenceService(Service):
                                          suspender=self.suspender,
                                          location=getattr(root.modules, "usrloc", None))
             dialogs = getattr(root.modules, "dialogs", None)
-            if dialogs is not None and hasattr(dialogs, "callbacks"):
+            # the busy lamps cost a publication (and its row) per call side: only
+            # when the server answers presence
+            if section.enabled and dialogs is not None and hasattr(dialogs, "callbacks"):
                 self.feed = DialogFeed(self.server, dialogs, is_myself=core.is_myself)
         root.modules.presence = self.server
         register_commands(root.registry, self)
