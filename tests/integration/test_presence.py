@@ -4,8 +4,8 @@ publisher and the watchers over UDP and TCP: PUBLISH + refresh + modify +
 412 + remove; SUBSCRIBE, 200 and NOTIFY, refresh, unsubscribe with the
 final NOTIFY, 481 in the ended dialog; a watcher answering its NOTIFY 481
 loses its subscription. The tables are read back with the database's own
-client on SQLite and PostgreSQL (SIPDISP_TEST_PG_URL; skipped when it cannot
-be reached). Bad input (malformed PIDF, a 1 MB body, an unknown event, a
+client on SQLite, PostgreSQL and MariaDB (SIPDISP_TEST_PG_URL,
+SIPDISP_TEST_MYSQL_URL; skipped when they cannot be reached). Bad input (malformed PIDF, a 1 MB body, an unknown event, a
 SUBSCRIBE flood from one source) gets clear replies and stores nothing.
 Every wait is bounded."""
 
@@ -26,13 +26,14 @@ pytestmark = pytest.mark.skipif(not sipp_available(), reason="sipp is not instal
 
 
 def _url(backend, tmp_path):
-    from sipdisp.storage.testing import PG_URL
-    return {"sqlite": f"sqlite:///{tmp_path / 'presence.db'}", "postgres": PG_URL}[backend]
+    from sipdisp.storage.testing import MYSQL_URL, PG_URL
+    return {"sqlite": f"sqlite:///{tmp_path / 'presence.db'}", "postgres": PG_URL,
+            "mysql": MYSQL_URL}[backend]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 def db(request, tmp_path):
-    """A database with sipdisp's tables (``db init``); PostgreSQL skipped when unreachable."""
+    """A database with sipdisp's tables (``db init``); a server that cannot be reached is skipped."""
     from sipdisp.storage.testing import Unreachable, server_for
     url = _url(request.param, tmp_path)
     srv = server_for(url)
