@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.presence import UdpWatchers, pidf  # noqa: E402
+from tests.support.presence import UdpWatchers, init_db, pidf  # noqa: E402
 from tests.support.processes import Sipdisp, free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -142,10 +142,7 @@ class SipdispServer:
         return ["twistd", "-n", "sipdisp", "-c", str(self.inner.config_path)]
 
     def start(self):
-        subprocess.run([sys.executable, "-m", "sipdisp.cli", "db", "init",
-                        f"sqlite:///{self.workdir / 'sipdisp.db'}"], cwd=ROOT, check=True,
-                       timeout=60, stdout=subprocess.DEVNULL,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        init_db(f"sqlite:///{self.workdir / 'sipdisp.db'}")
         self.inner.start(timeout=60)
         self.port = self.inner.port("udp")
         return self

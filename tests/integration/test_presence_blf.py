@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.support.presence import UdpWatchers, pidf
+from tests.support.presence import UdpWatchers, init_db, pidf
 from tests.support.processes import Sipdisp, Sipp, free_port, sipp_available
 
 DOMAIN = "example.com"
@@ -61,6 +61,7 @@ def run_call(tmp_path):
            "presence": {"enabled": True, "force_active": True},
            "dispatcher": {"list_file": str(dispatcher), "ping_interval": 0},
            "routing": BLF_ROUTE}
+    init_db(f"sqlite:///{tmp_path / 'sipdisp.db'}")
     with Sipdisp(tmp_path, cfg) as proxy, UdpWatchers(proxy.port("udp"), DOMAIN) as w:
         lamp = w.subscribe("bob", "alice", event="dialog")
         w.wait_for(lambda: lamp.to_tag and lamp.notifies, 10, "the first dialog NOTIFY")
@@ -89,6 +90,7 @@ def run_call(tmp_path):
         assert caller.stats()["ok"] == 1 and callee.stats()["ok"] == 1
         assert not w.unmatched
     assert "Traceback" not in proxy.log_text()
+    assert "presence tables" not in proxy.log_text()  # read back at once
     return lamp
 
 
@@ -127,6 +129,7 @@ def test_one_publish_reaches_fifty_watchers(tmp_path):
     own dialog, all answered 200 (the small version of bench/presence/fanout.py)."""
     cfg = {"proxy": {"domains": [DOMAIN]},
            "presence": {"enabled": True, "force_active": True}}
+    init_db(f"sqlite:///{tmp_path / 'sipdisp.db'}")
     with Sipdisp(tmp_path, cfg) as proxy, UdpWatchers(proxy.port("udp"), DOMAIN) as w:
         subs = w.subscribe_many("bob", 50, window=10, timeout=60)
         assert len({s.to_tag for s in subs}) == 50  # 50 dialogs

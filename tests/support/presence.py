@@ -11,9 +11,12 @@ code under test and cheap enough to answer 1,000 NOTIFYs in a burst.
 """
 
 import itertools
+import os
 import re
 import selectors
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -38,6 +41,15 @@ def pidf(entity, basic="open", note=None, activity=None, tuple_id="t1"):
             f'entity="{entity}">'
             f'<tuple id="{tuple_id}"><status><basic>{basic}</basic></status>{note_xml}</tuple>'
             f'{person}</presence>')
+
+
+def init_db(url):
+    """Create sipdisp's tables at ``url`` (``sipdisp db init``), as an operator
+    does before the first start."""
+    from .processes import ROOT
+    subprocess.run([sys.executable, "-m", "sipdisp.cli", "db", "init", url], cwd=ROOT,
+                   env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, timeout=60,
+                   stdout=subprocess.DEVNULL)
 
 
 class Message:
