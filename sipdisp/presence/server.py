@@ -587,6 +587,28 @@ class PresenceServer:
             self.wake()
         return changed
 
+    def update_watchers(self, presentity, event="presence"):
+        """Kamailio's ``pres_update_watchers``: read the ``watchers`` rows of
+        ``presentity`` again and apply them to its live subscriptions (after
+        an operator allowed or denied someone); a Deferred firing with how
+        many subscriptions changed."""
+        d = self.storage.select(RULES, where={"presentity_uri": presentity, "event": event})
+
+        def apply(rows):
+            now = self.clock() if self.clock is not None else 0
+            changed = 0
+            for row in rows:
+                watcher = f"sip:{row['watcher_username']}@{row['watcher_domain']}"
+                status = row["status"]
+                for sub in (self.by_resource.get((event, presentity)) or {}).values():
+                    if sub.watcher.split(";")[0] == watcher and sub.status != (
+                            ACTIVE if status == RULE_ALLOW else PENDING):
+                        changed += self.set_watcher_status(presentity, watcher, event,
+                                                           status, now)
+                        break
+            return changed
+        return d.addCallback(apply)
+
     # -- NOTIFY ------------------------------------------------------------------------
     def body_for(self, sub, cache=None):
         """``(content_type, body)`` of ``sub``'s next NOTIFY (None body while it is

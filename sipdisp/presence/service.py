@@ -3,7 +3,8 @@ the :class:`~sipdisp.presence.server.PresenceServer` from ``cfg.presence``
 over the shared storage, puts it in ``root.modules.presence``, feeds it the
 dialog table's calls (busy lamps, :mod:`~sipdisp.presence.dialogfeed`),
 reads the publications and subscriptions back at start, and registers the
-``presence.list``, ``presence.watchers`` and ``presence.stats`` commands.
+``presence.list``, ``presence.watchers``, ``presence.update_watchers`` and
+``presence.stats`` commands.
 """
 
 from twisted.application.service import Service
@@ -113,7 +114,7 @@ class PresenceService(Service):
 
 
 def register_commands(registry, service):
-    """``presence.list``, ``presence.watchers`` and ``presence.stats``."""
+    """``presence.list``, ``presence.watchers``, ``presence.update_watchers`` and ``presence.stats``."""
 
     def _server():
         if service.server is None:
@@ -129,6 +130,11 @@ def register_commands(registry, service):
     def presence_watchers(presentity: str = "") -> list:
         """Live subscriptions (of one presentity sip:user@domain, or all)."""
         return _server().watchers(presentity)
+
+    @registry.command("presence.update_watchers")
+    def presence_update_watchers(presentity: str, event: str = "presence") -> int:
+        """Apply the watchers table's rows of one presentity (sip:user@domain) to its live subscriptions (Kamailio pres_update_watchers); how many changed."""
+        return _server().update_watchers(presentity, event)
 
     @registry.command("presence.stats")
     def presence_stats() -> dict:

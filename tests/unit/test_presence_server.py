@@ -461,8 +461,12 @@ def test_pending_watchers_and_watcherinfo_without_force_active():
     alice.to_tag = final(out).to_tag
     alice.answer(mine)
     bob.answer(winfo)
-    stack.server.set_watcher_status("sip:bob@example.com", "sip:alice@example.com",
-                                    "presence", 1, stack.now)
+    d = stack.storage.update("watchers", {"status": 1}, {"watcher_username": "alice"})
+    stack.clock.advance(0)
+    assert d.result == 1
+    changed = stack.registry.call("presence.update_watchers", "sip:bob@example.com")
+    stack.clock.advance(0)
+    assert changed.result == 1
     out = stack.take()
     [mine] = [n for n, _ in requests(out, "NOTIFY") if n.call_id == alice.call_id]
     assert mine.get("subscription-state").startswith("active") and "secret" in body_of(mine)
@@ -571,3 +575,22 @@ def test_a_websocket_watcher_that_reconnected_gets_its_notify_on_the_new_flow():
     _, [(n2, t2)] = send_publish(stack, publish(pidf(note="reconnected")))
     assert t2.conn == second and n2.call_id == alice.call_id and n2.cseq == 2
     assert "reconnected" in body_of(n2)
+
+
+def test_a_denied_watcher_gets_terminated_rejected_and_no_state():
+    """force_active false and a watchers row with status 2: 200, then a final NOTIFY
+    'terminated;reason=rejected' without bob's state, and no subscription kept."""
+    stack = make_stack(force_active=False)
+    send_publish(stack, publish(pidf(note="private")))
+    d = stack.storage.insert("watchers", {
+        "presentity_uri": "sip:bob@example.com", "watcher_username": "alice",
+        "watcher_domain": "example.com", "event": "presence", "status": 2,
+        "inserted_time": int(stack.now)})
+    stack.clock.advance(0)
+    assert d.result == 1
+    resp, [(notify, _)] = Watcher(stack).subscribe()
+    assert resp.status == 200
+    assert notify.get("subscription-state") == "terminated;reason=rejected"
+    assert bytes(notify.body) == b""
+    assert stack.server.subs == {} and _rows(stack, "active_watchers") == []
+    assert stack.server.stats["subscribe_rejected"] == 1
