@@ -3,7 +3,9 @@ a sipdisp on PostgreSQL (and on SQLite), sipdisp is stopped (SIGTERM) and
 started again on the same listener, and a PUBLISH after the restart makes
 every watcher receive its next NOTIFY in the dialog it had: same Call-ID,
 same From and To tags, a higher CSeq than any NOTIFY before the restart. The publication survives
-as well: the PUBLISH after the restart modifies it by its old ETag.
+as well: the PUBLISH after the restart modifies it by its old ETag; and the
+watchers' own in-dialog SUBSCRIBEs (a refresh, an unsubscribe) are answered
+200 in those dialogs, not 481.
 
 PostgreSQL comes from SIPDISP_TEST_PG_URL (scripts/ci-databases.sh); if it
 cannot be reached the test is skipped. The presentity's name is unique per
@@ -41,8 +43,9 @@ def db(request, tmp_path):
 
 def test_watchers_get_their_next_notify_in_the_same_dialog_after_a_restart(tmp_path, db):
     """Five subscriptions made before a restart reach active_watchers; after the
-    restart a PUBLISH reaches all five in their own dialogs (Call-ID and both tags kept,
-    CSeq above the last one before the restart), none answered 481."""
+    restart a PUBLISH reaches all five in their own dialogs (Call-ID and both
+    tags kept, CSeq above the last one before the restart), none answered 481,
+    and a refresh and an unsubscribe in two of those dialogs are answered 200."""
     url, srv = db
     bob = f"bob{uuid.uuid4().hex[:8]}"
     udp = free_port()
@@ -74,7 +77,20 @@ def test_watchers_get_their_next_notify_in_the_same_dialog_after_a_restart(tmp_p
                 assert again.status == 200, again.start
                 w.wait_for(lambda: all(any("after restart" in n.body for n in s.notifies)
                                        for s in subs), 20, "NOTIFYs after the restart")
+                # the dialogs work from the watcher's side too: a refresh and an unsubscribe
+                refreshed, leaving = subs[0], subs[1]
+                seen = (len(refreshed.notifies), len(leaving.notifies))
+                refresh = w.refresh(refreshed, 600)
+                unsubscribe = w.refresh(leaving, 0)
+                assert refresh.done.wait(10) and unsubscribe.done.wait(10)
+                assert refresh.final.status == 200, refresh.final.start
+                assert unsubscribe.final.status == 200, unsubscribe.final.start
+                w.wait_for(lambda: len(refreshed.notifies) > seen[0] and leaving.terminated,
+                           10, "the refresh's NOTIFY and the final NOTIFY")
+                assert refreshed.notifies[-1].header("subscription-state").startswith("active")
             assert "Traceback" not in proxy.log_text()
+            # the unsubscribed watcher's row is gone, the others stay
+            assert wait_until(lambda: _stored(srv, bob) == WATCHERS - 1, 10), _stored(srv, bob)
         for s in subs:
             count, last_cseq, notifier_tag = before[s.call_id]
             after = next(n for n in s.notifies[count:] if "after restart" in n.body)
