@@ -300,7 +300,7 @@ def _has_totag(args, where, env):
 
 
 def _is_myself(args, where, env):
-    """True if the URI (default ``$ru``) is this proxy (Kamailio ``uri == myself``)."""
+    """True if the URI (default ``$ru``) is this proxy (Kamailio ``uri == myself``); a bare host such as ``$rd`` is ours on any of our ports (OpenSIPS ``is_myself("$rd")``)."""
     nargs("is_myself", args, where, 0, 1)
     text = str_arg(args[0], where, "the URI") if args else "$ru"
     if text in ("$ru", "uri"):
