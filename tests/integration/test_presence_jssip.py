@@ -5,10 +5,13 @@ challenged 407 and answered by JsSIP, as the seed's AUTH route does it);
 alice subscribes to bob's presence with JsSIP's Subscriber, bob publishes
 "away" and then "online" (PIDF with an RPID activity and a note), alice's
 NOTIFYs carry both states in one dialog, and her unsubscribe ends with the
-final NOTIFY (Subscription-State: terminated)."""
+final NOTIFY (Subscription-State: terminated). And across a restart of
+sipdisp: JsSIP reconnects and registers again, and alice's subscription
+carries on in the same dialog over her new connection."""
 
 import json
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -18,8 +21,8 @@ import pytest
 
 from tests.integration.test_jssip import ensure_jssip
 from tests.support.peers import JS_DIR, close_peer_process, node_available
-from tests.support.presence import pidf
-from tests.support.processes import ROOT, Sipdisp
+from tests.support.presence import init_db, pidf
+from tests.support.processes import ROOT, Sipdisp, free_port
 from tests.support.registrar import rpc
 
 DOMAIN = "example.com"
@@ -88,6 +91,7 @@ def test_jssip_watcher_sees_away_then_online_and_the_final_notify(tmp_path):
     (Expires: 0) gets the final NOTIFY with Subscription-State terminated."""
     ensure_jssip()
     db = tmp_path / "sipdisp.db"
+    init_db(f"sqlite:///{db}")
     for user, password in (("alice", "wonderland"), ("bob", "builder")):
         subprocess.run([sys.executable, "-m", "sipdisp.cli", "user", "add", f"{user}@{DOMAIN}",
                         password, "--url", f"sqlite:///{db}"], cwd=ROOT, check=True,
@@ -151,3 +155,58 @@ def test_jssip_watcher_sees_away_then_online_and_the_final_notify(tmp_path):
             alice.close()
             bob.close()
         assert "Traceback" not in proxy.log_text()
+
+
+def test_jssip_watcher_keeps_its_subscription_across_a_restart(tmp_path):
+    """sipdisp restarts under two JsSIP phones: their WebSockets drop, JsSIP
+    reconnects and registers again on the same port, and bob's next PUBLISH
+    (SIP-If-Match of his ETag from before the restart) reaches alice in the
+    subscription dialog she made before it, over her new connection (the flow
+    she registered from), with a higher CSeq."""
+    ensure_jssip()
+    db = tmp_path / "sipdisp.db"
+    init_db(f"sqlite:///{db}")
+    for user, password in (("alice", "wonderland"), ("bob", "builder")):
+        subprocess.run([sys.executable, "-m", "sipdisp.cli", "user", "add", f"{user}@{DOMAIN}",
+                        password, "--url", f"sqlite:///{db}"], cwd=ROOT, check=True,
+                       timeout=60, stdout=subprocess.DEVNULL)
+    ws_port = free_port(socket.SOCK_STREAM)
+    cfg = {"listen": {"ws": [f"127.0.0.1:{ws_port}"]},
+           "auth": {"enabled": True, "secret": "presence"}, "proxy": {"domains": [DOMAIN]},
+           "presence": {"enabled": True, "force_active": True}}
+    ws = f"ws://127.0.0.1:{ws_port}"
+    proxy = Sipdisp(tmp_path, cfg).start()
+    alice = PresencePeer(ws, f"sip:alice@{DOMAIN}", "wonderland", lifetime=90)
+    bob = PresencePeer(ws, f"sip:bob@{DOMAIN}", "builder", lifetime=90)
+    try:
+        alice.expect("registered")
+        bob.expect("registered")
+        alice.command(subscribe={"target": f"sip:bob@{DOMAIN}", "event": "presence",
+                                 "accept": "application/pidf+xml", "expires": 600})
+        first = alice.expect("notify")
+        bob.command(publish={"target": f"sip:bob@{DOMAIN}", "expires": 600,
+                             "body": pidf(f"sip:bob@{DOMAIN}", note="before the restart")})
+        assert bob.expect("publishResponse")["status"] == 200
+        before = alice.expect("notify", match=lambda e: "before the restart" in e["body"])
+
+        proxy.stop()
+        assert "Traceback" not in proxy.log_text()
+        alice.expect("disconnected")
+        bob.expect("disconnected")
+        proxy = Sipdisp(tmp_path, cfg).start()
+        assert alice.expect("registered", 30)["status"] == 200
+        assert bob.expect("registered", 30)["status"] == 200
+
+        bob.command(publish={"target": f"sip:bob@{DOMAIN}", "expires": 600,
+                             "body": pidf(f"sip:bob@{DOMAIN}", note="after the restart")})
+        assert bob.expect("publishResponse")["status"] == 200
+        after = alice.expect("notify", 20, match=lambda e: "after the restart" in e["body"])
+        assert (after["callId"], after["fromTag"], after["toTag"]) == (
+            first["callId"], first["fromTag"], first["toTag"])
+        assert after["cseq"] > before["cseq"]
+        assert _state(after) == "active"
+    finally:
+        alice.close()
+        bob.close()
+        proxy.stop()
+    assert "Traceback" not in proxy.log_text()
