@@ -206,12 +206,13 @@ class PresenceServer:
                 pkg.validate(ctype, body)
             except BadBody as exc:
                 status = getattr(exc, "status", 400)
+                reason = " ".join(str(exc).split())[:160] or "Bad Request"  # one line
                 self.stats["publish_bad_body"] += 1
                 self.log.info("presence.badbody", "presence: PUBLISH {event} for "
                               "{presentity} refused {status}: {reason}", event=name,
-                              presentity=presentity, status=status, reason=str(exc))
+                              presentity=presentity, status=status, reason=reason)
                 headers = (("accept", ", ".join(pkg.content_types)),) if status == 415 else ()
-                ctx.reply(status, str(exc) or "Bad Request", headers)
+                ctx.reply(status, reason, headers)
                 return
         outcome = decide_publish(self.compositor, self.params, name, presentity,
                                  req.get("sip-if-match"), req.get("expires"), body)
