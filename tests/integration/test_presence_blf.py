@@ -3,12 +3,14 @@
 confirmed -> terminated while a SIPp call to bob runs through sipdisp
 (SIPp caller -> sipdisp -> SIPp callee, the call tracked by create_dialog),
 with no PUBLISH from anyone: the dialog module's own state feeds the NOTIFYs.
+The same for a JsSIP phone watching over WebSocket.
 And a fan-out: one PUBLISH reaches every one of 50 presence watchers."""
 
 import re
 
 import pytest
 
+from tests.support.peers import node_available
 from tests.support.presence import UdpWatchers, init_db, pidf
 from tests.support.processes import Sipdisp, Sipp, free_port, sipp_available
 
@@ -143,4 +145,55 @@ def test_one_publish_reaches_fifty_watchers(tmp_path):
             assert n.cseq[0] > s.notifies[0].cseq[0]
             assert n.header("subscription-state", "").startswith("active")
         assert not w.unmatched
+    assert "Traceback" not in proxy.log_text()
+
+
+@pytest.mark.skipif(not (sipp_available() and node_available()),
+                    reason="SIPp, node or npm are not installed")
+def test_browser_busy_lamp_over_websocket(tmp_path):
+    """A JsSIP phone (over WebSocket, registered) subscribed to bob's dialog
+    package sees bob's lamp go early, confirmed and terminated in its NOTIFYs
+    while SIPp calls SIPp bob through sipdisp over UDP."""
+    from tests.integration.test_jssip import ensure_jssip
+    from tests.integration.test_presence_jssip import PresencePeer
+    ensure_jssip()
+    uas_port = free_port()
+    dispatcher = tmp_path / "dispatcher.list"
+    dispatcher.write_text(f"0 sip:127.0.0.1:{uas_port}\n")
+    cfg = {"proxy": {"domains": [DOMAIN]},
+           "presence": {"enabled": True, "force_active": True},
+           "dispatcher": {"list_file": str(dispatcher), "ping_interval": 0},
+           "routing": dict(BLF_ROUTE, request_route=[
+               {"if": {"is_method": "REGISTER"}, "then": [
+                   {"if": {"not": {"save": "location"}}, "then": ["sl_reply_error"]}, "exit"]},
+               *BLF_ROUTE["request_route"]])}
+    init_db(f"sqlite:///{tmp_path / 'sipdisp.db'}")
+    with Sipdisp(tmp_path, cfg) as proxy:
+        carol = PresencePeer(f"ws://127.0.0.1:{proxy.port('ws')}", f"sip:carol@{DOMAIN}",
+                             "unused")
+        callee = caller = None
+        try:
+            carol.expect("registered")
+            carol.command(subscribe={"target": f"sip:bob@{DOMAIN}", "event": "dialog",
+                                     "accept": "application/dialog-info+xml", "expires": 600})
+            carol.expect("notify")
+            callee = Sipp(tmp_path, "bob", "presence_blf_uas.xml", uas_port, "u1",
+                          extra=["-m", 1, "-timeout", 30, "-timeout_error"]).start()
+            caller = Sipp(tmp_path, "alice", "presence_blf_uac.xml", free_port(), "u1",
+                          target=f"127.0.0.1:{proxy.port('udp')}",
+                          extra=["-s", "bob", "-key", "domain", DOMAIN, "-d", 2000, "-m", 1,
+                                 "-timeout", 30, "-timeout_error"]).start()
+            for state in ("early", "confirmed", "terminated"):
+                carol.expect("notify", 20, match=lambda e, state=state: state in
+                             _STATE_RE.findall(e["body"]))
+            assert caller.wait(30) == 0, caller.errors()[-1500:]
+            assert callee.wait(15) == 0, callee.errors()[-1500:]
+        finally:
+            carol.close()
+            for sipp in (caller, callee):
+                if sipp is not None:
+                    sipp.stop()
+        notifies = [e for e in carol.seen if e["event"] == "notify"]
+        assert len({(e["callId"], e["fromTag"], e["toTag"]) for e in notifies}) == 1
+        assert all("application/dialog-info+xml" in e["contentType"] for e in notifies)
     assert "Traceback" not in proxy.log_text()
