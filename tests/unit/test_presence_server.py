@@ -594,3 +594,23 @@ def test_a_denied_watcher_gets_terminated_rejected_and_no_state():
     assert bytes(notify.body) == b""
     assert stack.server.subs == {} and _rows(stack, "active_watchers") == []
     assert stack.server.stats["subscribe_rejected"] == 1
+
+
+def test_a_tcp_watcher_after_a_restart_is_reached_over_a_new_connection():
+    """After a restart the SUBSCRIBE's TCP connection is not known: the NOTIFY goes to the
+    Contact over TCP (the edge opens a connection), in the same dialog."""
+    stack = make_stack()
+    conn = stack.open_conn("tcp", "10.0.0.1", 40003)
+    alice = Watcher(stack, source=("10.0.0.1", 40003), proto="tcp", conn=conn,
+                    contact="<sip:alice@10.0.0.1:40003;transport=tcp>")
+    _, [(n1, _)] = alice.subscribe()
+    alice.answer(n1)
+    stack.presence.stopService()
+    stack.close_conn(conn)
+    stack.presence = PresenceService(stack.root, stack.clock)
+    stack.presence.startService()
+    stack.clock.advance(0)
+    _, [(n2, target)] = send_publish(stack, publish(pidf(note="after")))
+    assert (target.proto, target.host, target.port, target.conn) == (
+        "tcp", "10.0.0.1", 40003, None)
+    assert (n2.call_id, n2.cseq) == (alice.call_id, 2)
