@@ -44,6 +44,8 @@ INTERNAL_SENDER = "sipdisp:"
 #: packages whose documents carry a version counted per subscription (RFC 4235 4.1,
 #: RFC 3857 4.4.1): their NOTIFY body is built for each watcher, the others' once
 VERSIONED = frozenset(("dialog", WINFO))
+#: a fan-out sends its NOTIFYs every this many, rather than all at the end
+WAKE_EVERY = 100
 #: ctx.vars key of a request that waited for the state to be read back
 READY_KEY = "_presence_ready"
 #: watchers.status of presence_xml: pending, allowed, denied
@@ -224,8 +226,12 @@ class PresenceServer:
             ctx.reply(outcome.status, outcome.reason, outcome.headers)
             return
         sender, _ = _uri_text(req, "from")
-        # the 200 goes out ahead of the NOTIFYs the change starts (one per watcher)
+        # the 200 goes out ahead of the NOTIFYs the change starts (one per watcher),
+        # sent at once rather than after all of them are built
         ctx.reply(200, "OK", outcome.headers)
+        if outcome.action != REFRESH and self.wake is not None and \
+                self.by_resource.get((name, presentity)):
+            self.wake()
         self._apply(name, presentity, outcome, ctype, body, (sender or "")[:255], now)
 
     def _apply(self, event, presentity, outcome, ctype, body, sender, now):
@@ -624,8 +630,12 @@ class PresenceServer:
                          for w in (self.by_resource.get(("presence", sub.presentity))
                                    or {}).values()]
             return pkg.watcherinfo_body(sub.presentity, watchers, sub.version)
-        if cache is not None and sub.event not in VERSIONED:
-            return cache
+        if cache is not None:
+            if sub.event not in VERSIONED:
+                return cache
+            stamp = getattr(pkg, "stamp_version", None)
+            if stamp is not None:  # one document for all, each with its own version
+                return cache[0], stamp(cache[1], sub.version)
         pubs = self.compositor.publications(sub.event, sub.presentity)
         triples = [(p.etag, p.content_type, p.body) for p in pubs]
         if sub.event in VERSIONED:
@@ -639,13 +649,16 @@ class PresenceServer:
         if not watchers:
             return 0
         body = None
-        if event not in VERSIONED:
+        pkg = self.packages[event]
+        if event not in VERSIONED or getattr(pkg, "stamp_version", None) is not None:
             pubs = self.compositor.publications(event, presentity)
-            body = self.packages[event].notify_body(
-                presentity, [(p.etag, p.content_type, p.body) for p in pubs])
+            body = pkg.notify_body(presentity, [(p.etag, p.content_type, p.body) for p in pubs])
         n = 0
+        wake = self.wake
         for sub in list(watchers.values()):
             n += self.send_notify(sub, now, cache=body)
+            if n % WAKE_EVERY == 0 and wake is not None and n:
+                wake()  # a large fan-out goes out in batches as it is built
         return n
 
     def _notify_winfo(self, presentity, now):
