@@ -64,7 +64,8 @@ def run_call(tmp_path):
            "dispatcher": {"list_file": str(dispatcher), "ping_interval": 0},
            "routing": BLF_ROUTE}
     init_db(f"sqlite:///{tmp_path / 'sipdisp.db'}")
-    with Sipdisp(tmp_path, cfg) as proxy, UdpWatchers(proxy.port("udp"), DOMAIN) as w:
+    proxy = Sipdisp(tmp_path, cfg).start(timeout=60)
+    with proxy, UdpWatchers(proxy.port("udp"), DOMAIN) as w:
         lamp = w.subscribe("bob", "alice", event="dialog")
         w.wait_for(lambda: lamp.to_tag and lamp.notifies, 10, "the first dialog NOTIFY")
         assert lamp.responses[0].status in (200, 202), lamp.responses[0].start
@@ -132,7 +133,8 @@ def test_one_publish_reaches_fifty_watchers(tmp_path):
     cfg = {"proxy": {"domains": [DOMAIN]},
            "presence": {"enabled": True, "force_active": True}}
     init_db(f"sqlite:///{tmp_path / 'sipdisp.db'}")
-    with Sipdisp(tmp_path, cfg) as proxy, UdpWatchers(proxy.port("udp"), DOMAIN) as w:
+    proxy = Sipdisp(tmp_path, cfg).start(timeout=60)
+    with proxy, UdpWatchers(proxy.port("udp"), DOMAIN) as w:
         subs = w.subscribe_many("bob", 50, window=10, timeout=60)
         assert len({s.to_tag for s in subs}) == 50  # 50 dialogs
         answer = w.publish("bob", pidf(f"sip:bob@{DOMAIN}", note="fan-out 50"))
@@ -168,7 +170,7 @@ def test_browser_busy_lamp_over_websocket(tmp_path):
                    {"if": {"not": {"save": "location"}}, "then": ["sl_reply_error"]}, "exit"]},
                *BLF_ROUTE["request_route"]])}
     init_db(f"sqlite:///{tmp_path / 'sipdisp.db'}")
-    with Sipdisp(tmp_path, cfg) as proxy:
+    with Sipdisp(tmp_path, cfg).start(timeout=60) as proxy:
         carol = PresencePeer(f"ws://127.0.0.1:{proxy.port('ws')}", f"sip:carol@{DOMAIN}",
                              "unused")
         callee = caller = None

@@ -50,7 +50,7 @@ class PresencePeer:
                 self.events.put(json.loads(line))
         self.events.put({"event": "eof"})
 
-    def expect(self, kind, timeout=15.0, match=None):
+    def expect(self, kind, timeout=20.0, match=None):
         """The next event of ``kind`` (satisfying ``match``); fails on a timeout,
         the process ending or a failure event."""
         deadline = time.monotonic() + timeout
@@ -98,7 +98,7 @@ def test_jssip_watcher_sees_away_then_online_and_the_final_notify(tmp_path):
                        timeout=60, stdout=subprocess.DEVNULL)
     cfg = {"auth": {"enabled": True, "secret": "presence"}, "proxy": {"domains": [DOMAIN]},
            "presence": {"enabled": True, "force_active": True}}
-    with Sipdisp(tmp_path, cfg) as proxy:
+    with Sipdisp(tmp_path, cfg).start(timeout=60) as proxy:
         ws = f"ws://127.0.0.1:{proxy.port('ws')}"
         alice = PresencePeer(ws, f"sip:alice@{DOMAIN}", "wonderland")
         bob = PresencePeer(ws, f"sip:bob@{DOMAIN}", "builder")
@@ -175,7 +175,7 @@ def test_jssip_watcher_keeps_its_subscription_across_a_restart(tmp_path):
            "auth": {"enabled": True, "secret": "presence"}, "proxy": {"domains": [DOMAIN]},
            "presence": {"enabled": True, "force_active": True}}
     ws = f"ws://127.0.0.1:{ws_port}"
-    proxy = Sipdisp(tmp_path, cfg).start()
+    proxy = Sipdisp(tmp_path, cfg).start(timeout=60)
     alice = PresencePeer(ws, f"sip:alice@{DOMAIN}", "wonderland", lifetime=90)
     bob = PresencePeer(ws, f"sip:bob@{DOMAIN}", "builder", lifetime=90)
     try:
@@ -193,7 +193,7 @@ def test_jssip_watcher_keeps_its_subscription_across_a_restart(tmp_path):
         assert "Traceback" not in proxy.log_text()
         alice.expect("disconnected")
         bob.expect("disconnected")
-        proxy = Sipdisp(tmp_path, cfg).start()
+        proxy = Sipdisp(tmp_path, cfg).start(timeout=60)
         assert alice.expect("registered", 30)["status"] == 200
         assert bob.expect("registered", 30)["status"] == 200
 

@@ -54,7 +54,7 @@ def test_watchers_get_their_next_notify_in_the_same_dialog_after_a_restart(tmp_p
            "presence": {"enabled": True, "force_active": True}}
     try:
         with UdpWatchers(udp, DOMAIN) as w:
-            with Sipdisp(tmp_path, cfg) as proxy:
+            with Sipdisp(tmp_path, cfg).start(timeout=60) as proxy:
                 assert wait_until(lambda: db_up(proxy), 20), "PostgreSQL never connected"
                 subs = w.subscribe_many(bob, WATCHERS, window=5, timeout=30)
                 first = w.publish(bob, pidf(f"sip:{bob}@{DOMAIN}", note="before restart"))
@@ -69,7 +69,7 @@ def test_watchers_get_their_next_notify_in_the_same_dialog_after_a_restart(tmp_p
             before = {s.call_id: (len(s.notifies), max(n.cseq[0] for n in s.notifies),
                                   s.to_tag) for s in subs}
 
-            with Sipdisp(tmp_path, cfg) as proxy:
+            with Sipdisp(tmp_path, cfg).start(timeout=60) as proxy:
                 assert wait_until(lambda: db_up(proxy), 20), "PostgreSQL never connected"
                 again = w.publish(bob, pidf(f"sip:{bob}@{DOMAIN}", note="after restart"),
                                   etag=etag)

@@ -38,7 +38,6 @@ const readline = require("readline");
 const WebSocket = require("ws");
 
 const JsSIP = require("jssip");
-const JsSIP_C = require("jssip/lib/Constants");
 const SIPMessage = require("jssip/lib/SIPMessage");
 const RequestSender = require("jssip/lib/RequestSender");
 const Subscriber = require("jssip/lib/Subscriber");
@@ -139,8 +138,9 @@ class Publisher {
   }
 
   _send(target, headers, body) {
+    // JsSIP's Constants have no PUBLISH: the method is spelled out
     const request = new SIPMessage.OutgoingRequest(
-      JsSIP_C.PUBLISH || "PUBLISH", this._ua.normalizeTarget(target), this._ua, {}, headers, body);
+      "PUBLISH", this._ua.normalizeTarget(target), this._ua, {}, headers, body);
     const sender = new RequestSender(this._ua, request, {
       onRequestTimeout: () => report({ event: "publishFailed", cause: "timeout" }),
       onTransportError: () => report({ event: "publishFailed", cause: "transport" }),

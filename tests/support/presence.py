@@ -330,21 +330,27 @@ class UdpWatchers:
         waiting for their 200 and first NOTIFY at any time; all bounded by ``timeout``."""
         deadline = time.monotonic() + timeout
         subs = []
+
+        def settled(s):
+            return bool(s.to_tag and s.notifies) or bool(s.responses and
+                                                          s.responses[-1].status >= 300)
+
         for i in range(count):
             while True:
                 with self.lock:
-                    busy = sum(1 for s in subs if not (s.to_tag and s.notifies))
+                    busy = sum(1 for s in subs if not settled(s))
                 if busy < window:
                     break
                 if time.monotonic() > deadline:
                     raise AssertionError(f"subscribing stalled at {len(subs)} of {count}")
                 time.sleep(0.005)
             subs.append(self.subscribe(presentity, f"{prefix}{i}", event=event))
-        self.wait_for(lambda: all(s.to_tag and s.notifies for s in subs),
+        self.wait_for(lambda: all(settled(s) for s in subs),
                       max(1.0, deadline - time.monotonic()), f"{count} subscriptions")
-        failed = [s.responses[-1].start for s in subs if s.responses and s.responses[-1].status >= 300]
-        if failed:
-            raise AssertionError(f"{len(failed)} SUBSCRIBEs refused: {failed[:3]}")
+        refused = [s.responses[-1].start for s in subs
+                   if s.responses and s.responses[-1].status >= 300]
+        if refused:
+            raise AssertionError(f"{len(refused)} SUBSCRIBEs refused: {refused[:3]}")
         return subs
 
     # -- the receive thread ------------------------------------------------------
