@@ -16,6 +16,10 @@ and measures:
 * cpu_settled_s: the same until the server is quiet again (the 200s to the
   NOTIFYs absorbed, and whatever it writes to its database at once):
   settled_after_s says when that was;
+* extra_notifies / retransmitted_notifies: NOTIFYs beyond one per watcher
+  with a new CSeq, and NOTIFYs received again with a CSeq already answered
+  (the server retransmitted: our 200 was late, or a datagram was dropped
+  when the socket's buffer, net.core.rmem_max, was full);
 * watchers_cpu_s: this script's own CPU from the PUBLISH to the N-th NOTIFY
   (receiving, parsing and answering them): when it is close to wall, the
   watchers, not the server, set the pace.
@@ -162,6 +166,7 @@ def fanout_once(watchers, subs, presentity, rep, etag, timeout):
     body = pidf(f"sip:{presentity}@{DOMAIN}", basic="open", note=note,
                 activity="away" if rep % 2 == 0 else "busy")
     base = {id(s): len(s.notifies) for s in subs}
+    retrans0 = watchers.notify_retransmissions
     pids = server.pids()
     quiet(pids)
     cpu0 = cpu_seconds(pids)
@@ -192,7 +197,8 @@ def fanout_once(watchers, subs, presentity, rep, etag, timeout):
             "first_notify_s": round(arrivals[0] - t0, 4),
             "wall_s": round(arrivals[-1] - t0, 4), "cpu_s": round(cpu_fanout, 3),
             "cpu_settled_s": round(cpu_settled, 3), "settled_after_s": round(settled_at - t0, 2),
-            "watchers_cpu_s": round(own, 3), "extra_notifies": extra}, new_etag
+            "watchers_cpu_s": round(own, 3), "extra_notifies": extra,
+            "retransmitted_notifies": watchers.notify_retransmissions - retrans0}, new_etag
 
 
 def quiet(pids, step=0.25, limit=15.0):

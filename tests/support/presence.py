@@ -209,6 +209,7 @@ class UdpWatchers:
         self.pending = {}           # (Call-ID, CSeq) -> _Pending
         self.unmatched = []         # NOTIFYs for no subscription of ours
         self.notify_count = 0
+        self.notify_retransmissions = 0  # a NOTIFY CSeq seen again (our 200 was late or lost)
         self.answer = 200
         self.lock = threading.Lock()
         self._stop = False
@@ -429,6 +430,8 @@ class UdpWatchers:
                     sub._seen.add(key)
                     sub.notifies.append(msg)
                     self.notify_count += 1
+                else:
+                    self.notify_retransmissions += 1
         reason = {200: "OK", 481: "Subscription Does Not Exist"}.get(status, "Error")
         self.sock.sendto(self._response(msg, status, reason), addr)
 
