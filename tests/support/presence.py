@@ -282,6 +282,17 @@ class UdpWatchers:
     def publish(self, presentity, body, etag=None, expires=3600, event="presence",
                 content_type="application/pidf+xml", timeout=10.0):
         """Send one PUBLISH and wait (bounded) for its final response."""
+        p = self.send_publish_nowait(presentity, body, etag, expires, event, content_type)
+        if not p.done.wait(timeout):
+            raise AssertionError(f"no final response to PUBLISH within {timeout}s")
+        if p.final is None:
+            raise AssertionError("PUBLISH timed out (timer F)")
+        return p.final
+
+    def send_publish_nowait(self, presentity, body, etag=None, expires=3600, event="presence",
+                            content_type="application/pidf+xml"):
+        """Send one PUBLISH (``body`` None: a refresh or, with Expires 0, a
+        removal) and return its pending transaction (``.done``, ``.final``)."""
         call_id = f"{uuid.uuid4().hex}@publisher"
         headers = [f"Event: {event}", f"Expires: {expires}"]
         if etag:
@@ -291,24 +302,6 @@ class UdpWatchers:
         aor = f"sip:{presentity}@{self.domain}"
         data = self._request("PUBLISH", aor, call_id, aor, uuid.uuid4().hex[:10], aor, None, 1,
                              headers, body or "")
-        p = self._send((call_id, 1), data)
-        if not p.done.wait(timeout):
-            raise AssertionError(f"no final response to PUBLISH within {timeout}s")
-        if p.final is None:
-            raise AssertionError("PUBLISH timed out (timer F)")
-        return p.final
-
-    def send_publish_nowait(self, presentity, body, etag=None, expires=3600, event="presence",
-                            content_type="application/pidf+xml"):
-        """Send one PUBLISH and return its pending transaction without waiting."""
-        call_id = f"{uuid.uuid4().hex}@publisher"
-        headers = [f"Event: {event}", f"Expires: {expires}"]
-        if etag:
-            headers.append(f"SIP-If-Match: {etag}")
-        headers.append(f"Content-Type: {content_type}")
-        aor = f"sip:{presentity}@{self.domain}"
-        data = self._request("PUBLISH", aor, call_id, aor, uuid.uuid4().hex[:10], aor, None, 1,
-                             headers, body)
         return self._send((call_id, 1), data)
 
     # -- waiting -----------------------------------------------------------------
