@@ -32,6 +32,7 @@ from .flood import settings as flood
 from .loadbalancer import settings as loadbalancer
 from .msilo import settings as msilo
 from .rtpengine import settings as rtpengine
+from .presence import settings as presence
 from .proxy import settings as proxy
 from .registrar import settings as registrar
 from .routing import settings as routing
@@ -87,6 +88,7 @@ SCHEMA.add(dns.DNS, dns.dns_ttls)
 SCHEMA.add(flood.FLOOD, flood.flood_tables)
 SCHEMA.add(rtpengine.RTPENGINE)
 SCHEMA.add(topoh.TOPOLOGY_HIDING, topoh.topoh_rules)
+SCHEMA.add(presence.PRESENCE)
 
 
 def load_config(path):

@@ -23,6 +23,7 @@ from .aliases.service import AliasService
 from .dialplan.service import DialplanService
 from .cache.service import CacheService
 from .flood.service import FloodService
+from .presence.service import PresenceService
 from .config import ConfigError
 from .routing import Modules, build_routing, routing_spec
 from .shipped import shipped_functions
@@ -208,6 +209,10 @@ class SipdispService(MultiService):
         # flood/: pike, the ipban table the edge checks before parsing, $sht tables
         self.flood = FloodService(self, reactor)
         self.flood.setServiceParent(self)
+        # presence/: PUBLISH, SUBSCRIBE and NOTIFY (presence, presence_xml), busy lamps
+        # fed by the dialog table
+        self.presence = PresenceService(self, reactor)
+        self.presence.setServiceParent(self)
         if route is None:
             self.sip.core.route = build_routing(cfg, self.functions, self.modules,
                                                 self.sip.core).entry

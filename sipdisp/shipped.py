@@ -17,6 +17,7 @@ from .drouting import routefuncs as drouting_functions
 from .flood import routefuncs as flood_functions
 from .loadbalancer import routefuncs as loadbalancer_functions
 from .msilo import routefuncs as msilo_functions
+from .presence import routefuncs as presence_functions
 from .registrar import routefuncs as registrar_functions
 from .routing import builtins
 from .rtpengine import routefuncs as rtpengine_functions
@@ -29,7 +30,8 @@ REGISTRARS = (builtins.register, aliases_functions.register, dialplan_functions.
               dialog_functions.register, loadbalancer_functions.register,
               accounting_functions.register, drouting_functions.register, cache_functions.register,
               msilo_functions.register, flood_functions.register,
-              rtpengine_functions.register, topoh_functions.register)
+              rtpengine_functions.register, topoh_functions.register,
+              presence_functions.register)
 
 
 def shipped_functions():

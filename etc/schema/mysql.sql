@@ -230,6 +230,95 @@ CREATE TABLE IF NOT EXISTS `silo` (
 
 INSERT INTO `version` (`table_name`, `table_version`) SELECT 'silo', 8 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM `version` WHERE `table_name` = 'silo');
 
+CREATE TABLE IF NOT EXISTS `presentity` (
+    `id` INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    `username` VARCHAR(64) NOT NULL,
+    `domain` VARCHAR(64) NOT NULL,
+    `event` VARCHAR(64) NOT NULL,
+    `etag` VARCHAR(128) NOT NULL,
+    `expires` INT(11) NOT NULL,
+    `received_time` INT(11) NOT NULL,
+    `body` BLOB NOT NULL,
+    `sender` VARCHAR(255) NOT NULL,
+    `priority` INT(11) DEFAULT 0 NOT NULL,
+    `ruid` VARCHAR(64),
+    CONSTRAINT presentity_idx UNIQUE (`username`, `domain`, `event`, `etag`),
+    CONSTRAINT ruid_idx UNIQUE (`ruid`),
+    KEY presentity_expires (`expires`),
+    KEY account_idx (`username`, `domain`, `event`)
+);
+
+INSERT INTO `version` (`table_name`, `table_version`) SELECT 'presentity', 5 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM `version` WHERE `table_name` = 'presentity');
+
+CREATE TABLE IF NOT EXISTS `active_watchers` (
+    `id` INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    `presentity_uri` VARCHAR(255) NOT NULL,
+    `watcher_username` VARCHAR(64) NOT NULL,
+    `watcher_domain` VARCHAR(64) NOT NULL,
+    `to_user` VARCHAR(64) NOT NULL,
+    `to_domain` VARCHAR(64) NOT NULL,
+    `event` VARCHAR(64) DEFAULT 'presence' NOT NULL,
+    `event_id` VARCHAR(64),
+    `to_tag` VARCHAR(128) NOT NULL,
+    `from_tag` VARCHAR(128) NOT NULL,
+    `callid` VARCHAR(255) NOT NULL,
+    `local_cseq` INT(11) NOT NULL,
+    `remote_cseq` INT(11) NOT NULL,
+    `contact` VARCHAR(255) NOT NULL,
+    `record_route` TEXT,
+    `expires` INT(11) NOT NULL,
+    `status` INT(11) DEFAULT 2 NOT NULL,
+    `reason` VARCHAR(64),
+    `version` INT(11) DEFAULT 0 NOT NULL,
+    `socket_info` VARCHAR(64) NOT NULL,
+    `local_contact` VARCHAR(255) NOT NULL,
+    `from_user` VARCHAR(64) NOT NULL,
+    `from_domain` VARCHAR(64) NOT NULL,
+    `updated` INT(11) NOT NULL,
+    `updated_winfo` INT(11) NOT NULL,
+    `flags` INT(11) DEFAULT 0 NOT NULL,
+    `user_agent` VARCHAR(255) DEFAULT '',
+    CONSTRAINT active_watchers_idx UNIQUE (`callid`, `to_tag`, `from_tag`),
+    KEY active_watchers_expires (`expires`),
+    KEY active_watchers_pres (`presentity_uri`, `event`),
+    KEY updated_idx (`updated`),
+    KEY updated_winfo_idx (`updated_winfo`, `presentity_uri`)
+);
+
+INSERT INTO `version` (`table_name`, `table_version`) SELECT 'active_watchers', 12 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM `version` WHERE `table_name` = 'active_watchers');
+
+CREATE TABLE IF NOT EXISTS `watchers` (
+    `id` INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    `presentity_uri` VARCHAR(255) NOT NULL,
+    `watcher_username` VARCHAR(64) NOT NULL,
+    `watcher_domain` VARCHAR(64) NOT NULL,
+    `event` VARCHAR(64) DEFAULT 'presence' NOT NULL,
+    `status` INT(11) NOT NULL,
+    `reason` VARCHAR(64),
+    `inserted_time` INT(11) NOT NULL,
+    CONSTRAINT watcher_idx UNIQUE (`presentity_uri`, `watcher_username`, `watcher_domain`, `event`)
+);
+
+INSERT INTO `version` (`table_name`, `table_version`) SELECT 'watchers', 3 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM `version` WHERE `table_name` = 'watchers');
+
+CREATE TABLE IF NOT EXISTS `xcap` (
+    `id` INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    `username` VARCHAR(64) NOT NULL,
+    `domain` VARCHAR(64) NOT NULL,
+    `doc` BLOB NOT NULL,
+    `doc_type` INT(11) NOT NULL,
+    `etag` VARCHAR(128) NOT NULL,
+    `source` INT(11) NOT NULL,
+    `doc_uri` VARCHAR(255) NOT NULL,
+    `port` INT(11) NOT NULL,
+    CONSTRAINT doc_uri_idx UNIQUE (`doc_uri`),
+    KEY account_doc_type_idx (`username`, `domain`, `doc_type`),
+    KEY account_doc_type_uri_idx (`username`, `domain`, `doc_type`, `doc_uri`),
+    KEY account_doc_uri_idx (`username`, `domain`, `doc_uri`)
+);
+
+INSERT INTO `version` (`table_name`, `table_version`) SELECT 'xcap', 4 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM `version` WHERE `table_name` = 'xcap');
+
 CREATE TABLE IF NOT EXISTS `dr_gateways` (
     `id` INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
     `gwid` VARCHAR(64) NOT NULL,

@@ -19,8 +19,10 @@ It composes the rest: :class:`~.ending.InDialogClient` sends the BYEs (flag
 ``B`` or ``bye_on_timeout`` at the timeout, ``dlg.end``, a lost keepalive)
 and keepalives, :class:`~.persistence.DialogWriter` writes confirmed dialogs
 to the ``dialog`` and ``dialog_vars`` tables. Other modules follow dialogs
-through ``callbacks["confirmed"]`` ``(dialog, ctx, now)`` and
-``callbacks["ended"]`` ``(dialog, now)``; accounting writes its CDR there.
+through ``callbacks["early"]`` ``(dialog, now)`` (the first provisional
+reply with a To tag), ``callbacks["confirmed"]`` ``(dialog, ctx, now)`` and
+``callbacks["ended"]`` ``(dialog, now)``; accounting writes its CDR there,
+the presence dialog feed drives the busy lamps from all three.
 """
 
 import random
@@ -84,7 +86,7 @@ class DialogTable:
         self.by_callid = {}
         self.deadlines = DeadlineQueue()
         self.timers = {}  # the core's TimerHeap keeps our timers here
-        self.callbacks = {"confirmed": [], "ended": []}
+        self.callbacks = {"early": [], "confirmed": [], "ended": []}
         self._rng = rng or random.SystemRandom()
         self._next_id = self._rng.getrandbits(30) + 1
         self._armed = None
@@ -250,6 +252,10 @@ class DialogTable:
             return
         if status < 200 and response.to_tag and dlg.state == UNCONFIRMED:
             dlg.state = transition(dlg.state, "provisional")
+            # once per dialog, at its first early state (a later 18x, even of
+            # another fork, finds it early already); the presence dialog feed
+            # lights the busy lamp here
+            self._run_callbacks("early", dlg, now)
 
     def on_txn_end(self, proxy_txn, status, now):
         """The core's hook: the INVITE's final confirms or fails its dialog;

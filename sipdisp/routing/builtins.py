@@ -300,7 +300,7 @@ def _has_totag(args, where, env):
 
 
 def _is_myself(args, where, env):
-    """True if the URI (default ``$ru``) is this proxy (Kamailio ``uri == myself``)."""
+    """True if the URI (default ``$ru``) is this proxy (Kamailio ``uri == myself``); a bare host such as ``$rd`` is ours on any of our ports (OpenSIPS ``is_myself("$rd")``)."""
     nargs("is_myself", args, where, 0, 1)
     text = str_arg(args[0], where, "the URI") if args else "$ru"
     if text in ("$ru", "uri"):
@@ -311,8 +311,19 @@ def _is_myself(args, where, env):
         value = getter(ctx)
         if not value:
             return False
+        text = str(value)
+        core = ctx.core
         try:
-            return ctx.core.is_myself(parse_uri(str(value)))
+            if ":" in text and text.split(":", 1)[0].lower() in ("sip", "sips"):
+                return core.is_myself(parse_uri(text))
+            # a bare host ($rd, as OpenSIPS' is_myself("$rd")): ours on any of our ports
+            uri = parse_uri(f"sip:{text}")
+            if core.is_myself(uri):
+                return True
+            if uri.port is None:
+                return any(core.is_myself(parse_uri(f"sip:{text}:{lst.port}"))
+                           for lst in core.listeners)
+            return False
         except Exception:
             return False
     return is_myself

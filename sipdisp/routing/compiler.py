@@ -62,8 +62,9 @@ def branch_flag_bit(flag, where, names):
 #: needs, what to use instead or None). Using one is a configuration error
 #: saying so, rather than a bare "unknown function".
 FUTURE = {
-    "handle_publish": ("presence", None),
-    "handle_subscribe": ("presence", None),
+    "rls_handle_subscribe": ("resource list subscriptions (RLS, RFC 4662)",
+                             "handle_subscribe to each presentity"),
+    "rls_handle_notify": ("resource list subscriptions (RLS, RFC 4662)", None),
 }
 
 
@@ -75,7 +76,8 @@ REQUEST_ONLY = frozenset((
     "auth_check", "www_challenge", "proxy_challenge", "auth_challenge", "consume_credentials",
     "ds_select_dst", "ds_select_domain", "ds_next_dst", "lb_start_or_next", "lb_next",
     "create_dialog", "t_newtran", "t_check_trans", "t_lookup_request", "t_precheck_trans",
-    "fix_nated_register", "do_routing", "use_next_gw", "alias_db_lookup", "m_store", "m_dump"))
+    "fix_nated_register", "do_routing", "use_next_gw", "alias_db_lookup", "m_store", "m_dump",
+    "handle_publish", "handle_subscribe"))
 
 #: the sections of a routing spec holding transaction routes: section -> kind
 TXN_ROUTES = {"failure_routes": "failure", "onreply_routes": "reply", "branch_routes": "branch"}

@@ -128,9 +128,15 @@ routes:
     - if: {not: m_store}                # over msilo.max_messages
       then: [{sl_send_reply: [480, "Temporarily Unavailable"]}, exit]
 
-  PRESENCE:
-    - if: {not: {is_method: "PUBLISH|SUBSCRIBE"}}
-      then: [return]
+  PRESENCE:                             # presence (presence.enabled): PUBLISH and
+    - if: {not: {is_method: "PUBLISH|SUBSCRIBE"}}  # SUBSCRIBE for our own domains
+      then: [return]                    # (and in-dialog SUBSCRIBEs to us) are
+    - if: {all: [{eq: ["${presence.enabled}", true]}, is_myself]}  # answered here
+      then:
+        - if: {is_method: PUBLISH}
+          then: [handle_publish, exit]  # RFC 3903: 200 with SIP-ETag, 412, 489 ...
+        - handle_subscribe              # RFC 6665: 200 and a NOTIFY, 481 ...
+        - exit
     - sl_send_reply: [404, "Not here"]
     - exit
 

@@ -24,6 +24,7 @@ COMPACT_FORMS = {
 DISPLAY_NAMES = {
     "call-id": "Call-ID", "cseq": "CSeq", "www-authenticate": "WWW-Authenticate",
     "mime-version": "MIME-Version", "rack": "RAck", "rseq": "RSeq",
+    "sip-etag": "SIP-ETag", "sip-if-match": "SIP-If-Match",  # RFC 3903's spelling
 }
 
 #: headers that must appear at most once in a message (RFC 3261 section 7.3.1:

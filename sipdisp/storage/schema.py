@@ -284,6 +284,84 @@ TABLES = (
         _s("callid", 128), _i("status"),
     ), (Index("account_idx", ["username", "domain"]),), spool=True),
 
+    # Kamailio 5.x presence (presentity 5, active_watchers 12, watchers 3,
+    # xcap 4), as kamctl's presence-create.sql: PUBLISHed state, the
+    # subscription dialogs (their next NOTIFY's CSeq survives a restart) and
+    # the watchers' authorization (presence_xml). Times are Unix seconds.
+    Table("presentity", 5, (
+        Column("id", "serial"),
+        _s("username", 64, default=NO_DEFAULT), _s("domain", 64, default=NO_DEFAULT),
+        _s("event", 64, default=NO_DEFAULT), _s("etag", 128, default=NO_DEFAULT),
+        _i("expires", default=NO_DEFAULT), _i("received_time", default=NO_DEFAULT),
+        Column("body", "blob", default=NO_DEFAULT),
+        _s("sender", 255, default=NO_DEFAULT),
+        _i("priority"),
+        _s("ruid", 64, default=NO_DEFAULT, null=True),
+    ), (
+        Index("presentity_idx", ["username", "domain", "event", "etag"], unique=True),
+        Index("ruid_idx", ["ruid"], unique=True),
+        Index("presentity_expires", ["expires"]),
+        Index("account_idx", ["username", "domain", "event"]),
+    ), spool=True),
+
+    Table("active_watchers", 12, (
+        Column("id", "serial"),
+        _s("presentity_uri", 255, default=NO_DEFAULT),
+        _s("watcher_username", 64, default=NO_DEFAULT),
+        _s("watcher_domain", 64, default=NO_DEFAULT),
+        _s("to_user", 64, default=NO_DEFAULT), _s("to_domain", 64, default=NO_DEFAULT),
+        _s("event", 64, default="presence"),
+        _s("event_id", 64, default=NO_DEFAULT, null=True),
+        _s("to_tag", 128, default=NO_DEFAULT), _s("from_tag", 128, default=NO_DEFAULT),
+        _s("callid", 255, default=NO_DEFAULT),
+        _i("local_cseq", default=NO_DEFAULT), _i("remote_cseq", default=NO_DEFAULT),
+        _s("contact", 255, default=NO_DEFAULT),
+        Column("record_route", "text", null=True, default=NO_DEFAULT),
+        _i("expires", default=NO_DEFAULT), _i("status", default=2),
+        _s("reason", 64, default=NO_DEFAULT, null=True),
+        _i("version"),
+        _s("socket_info", 64, default=NO_DEFAULT),
+        _s("local_contact", 255, default=NO_DEFAULT),
+        _s("from_user", 64, default=NO_DEFAULT), _s("from_domain", 64, default=NO_DEFAULT),
+        _i("updated", default=NO_DEFAULT), _i("updated_winfo", default=NO_DEFAULT),
+        _i("flags"),
+        _s("user_agent", 255, default="", null=True),
+    ), (
+        Index("active_watchers_idx", ["callid", "to_tag", "from_tag"], unique=True),
+        Index("active_watchers_expires", ["expires"]),
+        Index("active_watchers_pres", ["presentity_uri", "event"]),
+        Index("updated_idx", ["updated"]),
+        Index("updated_winfo_idx", ["updated_winfo", "presentity_uri"]),
+    ), spool=True),
+
+    Table("watchers", 3, (
+        Column("id", "serial"),
+        _s("presentity_uri", 255, default=NO_DEFAULT),
+        _s("watcher_username", 64, default=NO_DEFAULT),
+        _s("watcher_domain", 64, default=NO_DEFAULT),
+        _s("event", 64, default="presence"),
+        _i("status", default=NO_DEFAULT),
+        _s("reason", 64, default=NO_DEFAULT, null=True),
+        _i("inserted_time", default=NO_DEFAULT),
+    ), (Index("watcher_idx", ["presentity_uri", "watcher_username", "watcher_domain",
+                              "event"], unique=True),)),
+
+    Table("xcap", 4, (
+        Column("id", "serial"),
+        _s("username", 64, default=NO_DEFAULT), _s("domain", 64, default=NO_DEFAULT),
+        Column("doc", "blob", default=NO_DEFAULT),
+        _i("doc_type", default=NO_DEFAULT),
+        _s("etag", 128, default=NO_DEFAULT),
+        _i("source", default=NO_DEFAULT),
+        _s("doc_uri", 255, default=NO_DEFAULT),
+        _i("port", default=NO_DEFAULT),
+    ), (
+        Index("doc_uri_idx", ["doc_uri"], unique=True),
+        Index("account_doc_type_idx", ["username", "domain", "doc_type"]),
+        Index("account_doc_type_uri_idx", ["username", "domain", "doc_type", "doc_uri"]),
+        Index("account_doc_uri_idx", ["username", "domain", "doc_uri"]),
+    )),
+
     # OpenSIPS 3.x drouting (dr_gateways 6, dr_rules 4, dr_carriers 3,
     # dr_groups 2), as its PostgreSQL DDL (VARCHAR where MySQL's says CHAR).
     Table("dr_gateways", 6, (

@@ -377,3 +377,50 @@ def test_a_message_to_an_offline_user_reaches_her_when_she_registers(seed):
     finally:
         sender.close()
         erin.close()
+
+
+def test_presence_for_its_domain_goes_through_handle_presence(seed):
+    """route(handle_presence): a PUBLISH for carol is 200 with SIP-ETag, a watcher's
+    SUBSCRIBE 200 and a NOTIFY carrying her PIDF; the in-dialog unsubscribe
+    (to our Contact, is_myself("$rd")) gets 200 and the final NOTIFY."""
+    port, domain, server = seed["port"], seed["domain"], seed["server"]
+    pub, watcher = UdpEndpoint(), UdpEndpoint()
+    carol = f"sip:carol@{domain}"
+    pidf = (f'<?xml version="1.0" encoding="UTF-8"?>\n<presence '
+            f'xmlns="urn:ietf:params:xml:ns:pidf" entity="{carol}"><tuple id="c1"><status>'
+            '<basic>open</basic></status><note>on the seed</note></tuple></presence>')
+    try:
+        pub.send(request("PUBLISH", carol, pub, "sip:feed@pstn.example.net", body=pidf,
+                         extra=["Event: presence", "Expires: 600",
+                                "Content-Type: application/pidf+xml"]), port)
+        ok = pub.recv(5, match=finals)
+        assert ok.status == 200 and ok.get("sip-etag"), ok
+        raw = request("SUBSCRIBE", carol, watcher, "sip:watcher@pstn.example.net",
+                      extra=["Event: presence", "Expires: 600"])
+        watcher.send(raw, port)
+        sub_ok = watcher.recv(5, match=finals)
+        assert sub_ok.status == 200 and sub_ok.get("contact"), sub_ok
+        notify = watcher.recv(5, match=lambda m: m.is_request and m.method == "NOTIFY")
+        assert "on the seed" in bytes(notify.body).decode()
+        assert notify.get("subscription-state").startswith("active")
+        watcher.send(answer(notify, 200, "OK").encode(), port)
+        sub = parse(raw)
+        target = sub_ok.get("contact").strip("<>")
+        again = "\r\n".join([
+            f"SUBSCRIBE {target} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{watcher.port};branch=z9hG4bKun{uuid.uuid4().hex[:10]}",
+            f"From: {sub.get('from')}", f"To: {sub_ok.get('to')}", f"Call-ID: {sub.call_id}",
+            "CSeq: 2 SUBSCRIBE", "Max-Forwards: 70",
+            f"Contact: <sip:caller@127.0.0.1:{watcher.port}>", "Event: presence",
+            "Expires: 0", "Content-Length: 0", "", ""]).encode()
+        watcher.send(again, port)
+        assert watcher.recv(5, match=finals).status == 200
+        last = watcher.recv(5, match=lambda m: m.is_request and m.method == "NOTIFY")
+        assert last.get("subscription-state") == "terminated;reason=timeout"
+        assert last.call_id == sub.call_id and last.cseq == notify.cseq + 1
+        watcher.send(answer(last, 200, "OK").encode(), port)
+    finally:
+        pub.close()
+        watcher.close()
+        server.execute("DELETE FROM presentity WHERE domain = %s", (domain,))
+        server.execute("DELETE FROM active_watchers WHERE presentity_uri = %s", (carol,))

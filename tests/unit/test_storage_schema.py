@@ -23,6 +23,7 @@ def test_tables_and_versions_follow_kamailio_and_opensips():
         "version": 1, "dispatcher": 4, "load_balancer": 3, "location": 9,
         "subscriber": 7, "acc": 5, "acc_cdrs": 2, "missed_calls": 4,
         "dialog": 7, "dialog_vars": 1, "domain": 2, "dbaliases": 1, "dialplan": 2, "cdrs": 1, "silo": 8,
+        "presentity": 5, "active_watchers": 12, "watchers": 3, "xcap": 4,
         "dr_gateways": 6, "dr_rules": 4, "dr_carriers": 3, "dr_groups": 2,
         "sipdisp_batches": 1}
 

@@ -1,0 +1,212 @@
+"""Presence for browser softphones: two JsSIP user agents (JsSIP from npm, in
+Node over the ws package; tests/js/presence_peer.js) register with a running
+sipdisp over WebSocket with digest auth (their SUBSCRIBE and PUBLISH are
+challenged 407 and answered by JsSIP, as the seed's AUTH route does it);
+alice subscribes to bob's presence with JsSIP's Subscriber, bob publishes
+"away" and then "online" (PIDF with an RPID activity and a note), alice's
+NOTIFYs carry both states in one dialog, and her unsubscribe ends with the
+final NOTIFY (Subscription-State: terminated). And across a restart of
+sipdisp: JsSIP reconnects and registers again, and alice's subscription
+carries on in the same dialog over her new connection."""
+
+import json
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.integration.test_jssip import ensure_jssip
+from tests.support.peers import JS_DIR, close_peer_process, node_available
+from tests.support.presence import init_db, pidf
+from tests.support.processes import ROOT, Sipdisp, free_port
+from tests.support.registrar import rpc
+
+DOMAIN = "example.com"
+
+pytestmark = pytest.mark.skipif(not node_available(), reason="node and npm are not installed")
+
+
+class PresencePeer:
+    """tests/js/presence_peer.js and the events it reports (one JSON object per line)."""
+
+    def __init__(self, ws_url, uri, password, lifetime=60):
+        self.events = queue.Queue()
+        self.seen = []
+        self.proc = subprocess.Popen(
+            ["node", str(JS_DIR / "presence_peer.js"), "--ws", ws_url, "--uri", uri,
+             "--password", password, "--lifetime", str(lifetime)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            bufsize=1)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            line = line.strip()
+            if line.startswith("{"):
+                self.events.put(json.loads(line))
+        self.events.put({"event": "eof"})
+
+    def expect(self, kind, timeout=20.0, match=None):
+        """The next event of ``kind`` (satisfying ``match``); fails on a timeout,
+        the process ending or a failure event."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {kind!r} within {timeout}s; saw {self.seen}")
+            try:
+                event = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            self.seen.append(event)
+            if event["event"] == kind and (match is None or match(event)):
+                return event
+            if event["event"] in ("eof", "registrationFailed", "publishFailed") or (
+                    event["event"] == "subscribeTerminated" and kind != "subscribeTerminated"):
+                raise AssertionError(f"{event} before {kind!r}; saw {self.seen}; "
+                                     f"stderr: {self.proc.stderr.read()[-2000:]}")
+
+    def command(self, **cmd):
+        """Send one command line to the peer."""
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+
+    def close(self):
+        """Stop the peer (bounded) and reap it."""
+        close_peer_process(self.proc)
+
+
+def _state(event):
+    return (event.get("subscriptionState") or "").split(";")[0].strip().lower()
+
+
+def test_jssip_watcher_sees_away_then_online_and_the_final_notify(tmp_path):
+    """Over WebSocket: JsSIP's Subscriber gets 200 and a NOTIFY at once, then one
+    NOTIFY per PUBLISH of bob ("away", then "online" by SIP-If-Match), all in
+    the dialog of its SUBSCRIBE with rising CSeq, and its unsubscribe
+    (Expires: 0) gets the final NOTIFY with Subscription-State terminated."""
+    ensure_jssip()
+    db = tmp_path / "sipdisp.db"
+    init_db(f"sqlite:///{db}")
+    for user, password in (("alice", "wonderland"), ("bob", "builder")):
+        subprocess.run([sys.executable, "-m", "sipdisp.cli", "user", "add", f"{user}@{DOMAIN}",
+                        password, "--url", f"sqlite:///{db}"], cwd=ROOT, check=True,
+                       timeout=60, stdout=subprocess.DEVNULL)
+    cfg = {"auth": {"enabled": True, "secret": "presence"}, "proxy": {"domains": [DOMAIN]},
+           "presence": {"enabled": True, "force_active": True}}
+    with Sipdisp(tmp_path, cfg).start(timeout=60) as proxy:
+        ws = f"ws://127.0.0.1:{proxy.port('ws')}"
+        alice = PresencePeer(ws, f"sip:alice@{DOMAIN}", "wonderland")
+        bob = PresencePeer(ws, f"sip:bob@{DOMAIN}", "builder")
+        try:
+            assert alice.expect("registered")["status"] == 200
+            assert bob.expect("registered")["status"] == 200
+
+            alice.command(subscribe={"target": f"sip:bob@{DOMAIN}", "event": "presence",
+                                     "accept": "application/pidf+xml", "expires": 600})
+            alice.expect("subscribeAccepted")
+            first = alice.expect("notify")
+            assert _state(first) == "active", first
+            assert "expires=" in first["subscriptionState"]
+
+            bob.command(publish={"target": f"sip:bob@{DOMAIN}", "event": "presence",
+                                 "expires": 600, "contentType": "application/pidf+xml",
+                                 "body": pidf(f"sip:bob@{DOMAIN}", basic="open",
+                                              note="Gone for lunch", activity="away")})
+            published = bob.expect("publishResponse")
+            assert published["status"] == 200 and published["etag"], published
+            away = alice.expect("notify", match=lambda e: "Gone for lunch" in e["body"])
+            assert _state(away) == "active"
+            assert "away" in away["body"] and "<basic>open</basic>" in away["body"]
+            assert "application/pidf+xml" in away["contentType"]
+
+            bob.command(publish={"target": f"sip:bob@{DOMAIN}", "event": "presence",
+                                 "expires": 600, "contentType": "application/pidf+xml",
+                                 "body": pidf(f"sip:bob@{DOMAIN}", basic="open",
+                                              note="Back at my desk")})
+            modified = bob.expect("publishResponse")
+            assert modified["status"] == 200 and modified["etag"], modified
+            online = alice.expect("notify", match=lambda e: "Back at my desk" in e["body"])
+            assert _state(online) == "active"
+            assert "Gone for lunch" not in online["body"]  # the modify replaced bob's state
+            assert "<basic>open</basic>" in online["body"]
+
+            alice.command(unsubscribe=True)
+            final = alice.expect("notify", match=lambda e: _state(e) == "terminated")
+            ended = alice.expect("subscribeTerminated")
+            assert ended["codeName"] == "FINAL_NOTIFY_RECEIVED", ended
+
+            dialog = [e for e in alice.seen if e["event"] == "notify"]
+            assert {(e["callId"], e["fromTag"], e["toTag"]) for e in dialog} == {
+                (first["callId"], first["fromTag"], first["toTag"])}
+            cseqs = [e["cseq"] for e in (first, away, online, final)]
+            assert cseqs == sorted(set(cseqs)), cseqs
+
+            bob.command(unpublish=True)
+            removed = bob.expect("publishResponse")
+            assert removed["status"] == 200, removed
+            stats = rpc(proxy, "ul.stats")  # SUBSCRIBE and 3 PUBLISHes challenged
+            assert stats["auth_challenges"] >= 4 and stats["auth_authorized"] >= 4, stats
+        finally:
+            alice.close()
+            bob.close()
+        assert "Traceback" not in proxy.log_text()
+
+
+def test_jssip_watcher_keeps_its_subscription_across_a_restart(tmp_path):
+    """sipdisp restarts under two JsSIP phones: their WebSockets drop, JsSIP
+    reconnects and registers again on the same port, and bob's next PUBLISH
+    (SIP-If-Match of his ETag from before the restart) reaches alice in the
+    subscription dialog she made before it, over her new connection (the flow
+    she registered from), with a higher CSeq."""
+    ensure_jssip()
+    db = tmp_path / "sipdisp.db"
+    init_db(f"sqlite:///{db}")
+    for user, password in (("alice", "wonderland"), ("bob", "builder")):
+        subprocess.run([sys.executable, "-m", "sipdisp.cli", "user", "add", f"{user}@{DOMAIN}",
+                        password, "--url", f"sqlite:///{db}"], cwd=ROOT, check=True,
+                       timeout=60, stdout=subprocess.DEVNULL)
+    ws_port = free_port(socket.SOCK_STREAM)
+    cfg = {"listen": {"ws": [f"127.0.0.1:{ws_port}"]},
+           "auth": {"enabled": True, "secret": "presence"}, "proxy": {"domains": [DOMAIN]},
+           "presence": {"enabled": True, "force_active": True}}
+    ws = f"ws://127.0.0.1:{ws_port}"
+    proxy = Sipdisp(tmp_path, cfg).start(timeout=60)
+    alice = PresencePeer(ws, f"sip:alice@{DOMAIN}", "wonderland", lifetime=90)
+    bob = PresencePeer(ws, f"sip:bob@{DOMAIN}", "builder", lifetime=90)
+    try:
+        alice.expect("registered")
+        bob.expect("registered")
+        alice.command(subscribe={"target": f"sip:bob@{DOMAIN}", "event": "presence",
+                                 "accept": "application/pidf+xml", "expires": 600})
+        first = alice.expect("notify")
+        bob.command(publish={"target": f"sip:bob@{DOMAIN}", "expires": 600,
+                             "body": pidf(f"sip:bob@{DOMAIN}", note="before the restart")})
+        assert bob.expect("publishResponse")["status"] == 200
+        before = alice.expect("notify", match=lambda e: "before the restart" in e["body"])
+
+        proxy.stop()
+        assert "Traceback" not in proxy.log_text()
+        alice.expect("disconnected")
+        bob.expect("disconnected")
+        proxy = Sipdisp(tmp_path, cfg).start(timeout=60)
+        assert alice.expect("registered", 30)["status"] == 200
+        assert bob.expect("registered", 30)["status"] == 200
+
+        bob.command(publish={"target": f"sip:bob@{DOMAIN}", "expires": 600,
+                             "body": pidf(f"sip:bob@{DOMAIN}", note="after the restart")})
+        assert bob.expect("publishResponse")["status"] == 200
+        after = alice.expect("notify", 20, match=lambda e: "after the restart" in e["body"])
+        assert (after["callId"], after["fromTag"], after["toTag"]) == (
+            first["callId"], first["fromTag"], first["toTag"])
+        assert after["cseq"] > before["cseq"]
+        assert _state(after) == "active"
+    finally:
+        alice.close()
+        bob.close()
+        proxy.stop()
+    assert "Traceback" not in proxy.log_text()
