@@ -37,6 +37,7 @@ from .routing import settings as routing
 from .routing import validate_routing
 from .routing.pv import compile_template
 from .shipped import shipped_functions
+from .shared import settings as shared
 from .sip import settings as sip
 from .storage import settings as storage
 from .transport import settings as transport
@@ -83,6 +84,7 @@ SCHEMA.add(drouting.DROUTING, drouting.drouting_rules)
 SCHEMA.add(cache.CACHE)
 SCHEMA.add(dns.DNS, dns.dns_ttls)
 SCHEMA.add(flood.FLOOD, flood.flood_tables)
+SCHEMA.add(shared.CLUSTER)
 
 
 def load_config(path):

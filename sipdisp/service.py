@@ -22,6 +22,7 @@ from .aliases.service import AliasService
 from .dialplan.service import DialplanService
 from .cache.service import CacheService
 from .flood.service import FloodService
+from .shared.service import ClusterService
 from .config import ConfigError
 from .routing import Modules, build_routing, routing_spec
 from .shipped import shipped_functions
@@ -204,6 +205,10 @@ class SipdispService(MultiService):
         # flood/: pike, the ipban table the edge checks before parsing, $sht tables
         self.flood = FloodService(self, reactor)
         self.flood.setServiceParent(self)
+        # shared/: counters, dispatcher states and the nonce secret shared through Redis
+        if cfg.cluster.redis:
+            self.cluster = ClusterService(self, reactor)
+            self.cluster.setServiceParent(self)
         if route is None:
             self.sip.core.route = build_routing(cfg, self.functions, self.modules,
                                                 self.sip.core).entry

@@ -1,0 +1,170 @@
+"""Two real sipdisp nodes (127.0.0.2 and 127.0.0.3) sharing their counters
+and states through Redis (cluster.*, docs/cluster.md), with SIPp as the
+caller and as the FreeSWITCH nodes: load-balancer capacities are global, a
+killed node's calls stop counting after cluster.node_ttl, a Redis restart
+under load refuses no call, and a dispatcher destination marked inactive on
+one node is skipped by the other.
+
+Every load is bounded (SIPp -m) and every wait has a deadline; each test has
+its own key prefix and deletes its keys."""
+
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.support.calls import LB_ROUTE, lb_loads, rpc, wait_until
+from tests.support.processes import Sipdisp, Sipp, free_port, sipp_available
+
+REDIS = ("127.0.0.1", 6379)
+NODE_TTL = 3.0
+_ids = itertools.count(1)
+
+
+def redis_up(host, port):
+    """True if something accepts connections at host:port."""
+    try:
+        socket.create_connection((host, port), 1).close()
+        return True
+    except OSError:
+        return False
+
+
+pytestmark = [
+    pytest.mark.skipif(not sipp_available(), reason="SIPp is not installed"),
+    pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-cli")
+                            and redis_up(*REDIS)),
+                       reason="needs redis-server, redis-cli and Redis on 127.0.0.1:6379")]
+
+
+def redis_cli(port, *args):
+    """One redis-cli command against 127.0.0.1:``port``; its output."""
+    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "-n", "0",
+                           *map(str, args)], check=True, capture_output=True, text=True,
+                          timeout=10).stdout.strip()
+
+
+class RedisServer:
+    """A private redis-server on a free port, without persistence (so a
+    restart loses everything, the harder case)."""
+
+    def __init__(self, tmp_path):
+        self.port = free_port(socket.SOCK_STREAM)
+        self.dir = tmp_path
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not redis_up("127.0.0.1", self.port):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        return self
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def prefix():
+    """A key prefix of this test alone; its keys are deleted afterwards."""
+    text = f"sdtest:{os.getpid()}:{next(_ids)}:"
+    yield text
+    keys = redis_cli(REDIS[1], "--scan", "--pattern", text + "*").split()
+    if keys:
+        redis_cli(REDIS[1], "DEL", *keys)
+
+
+def node(tmp_path, name, address, prefix, extra, redis_port=REDIS[1]):
+    """A sipdisp node listening on ``address`` in the cluster ``prefix``."""
+    home = tmp_path / name
+    home.mkdir()
+    cfg = {"listen": {"udp": [f"{address}:0"], "tcp": [f"{address}:0"], "ws": []},
+           "console": {"enabled": False}, "http": {"listen": "127.0.0.1:0"},
+           "cluster": {"redis": f"redis://127.0.0.1:{redis_port}/0", "node_id": name,
+                       "key_prefix": prefix, "sync_interval": 0.2, "node_ttl": NODE_TTL}}
+    cfg.update(extra)
+    proxy = Sipdisp(home, cfg).start()
+    proxy.address = address
+    return proxy
+
+
+def lb_nodes(tmp_path, prefix, capacity, redis_port=REDIS[1]):
+    """Two proxy nodes balancing over two SIPp FreeSWITCH stand-ins with ``pstn=capacity``."""
+    ports = [free_port() for _ in range(2)]
+    extra = {"routing": LB_ROUTE, "load_balancer": {"destinations": [
+        {"id": n + 1, "group": 1, "uri": f"sip:127.0.0.1:{p}",
+         "resources": f"pstn={capacity}"} for n, p in enumerate(ports)]}}
+    fs = [Sipp(tmp_path, f"fs{n + 1}", "lb_node.xml", p, "u1", extra=["-aa"]).start()
+          for n, p in enumerate(ports)]
+    a = node(tmp_path, "A", "127.0.0.2", prefix, extra, redis_port)
+    b = node(tmp_path, "B", "127.0.0.3", prefix, extra, redis_port)
+    return a, b, fs, [f"sip:127.0.0.1:{p}" for p in ports]
+
+
+def caller(tmp_path, proxy, name, scenario, calls, rate, hold_ms, extra=()):
+    """A SIPp caller placing ``calls`` calls through ``proxy``."""
+    return Sipp(tmp_path, name, scenario, free_port(), "u1",
+                target=f"{proxy.address}:{proxy.port('udp')}",
+                extra=["-s", "answer", "-m", calls, "-r", rate, "-d", hold_ms, "-l", 1000,
+                       "-timeout", 90, "-timeout_error", *extra]).start()
+
+
+def total_load(proxy):
+    """The cluster's calls on every destination, as this node counts them."""
+    return sum(lb_loads(proxy).values())
+
+
+def stop_all(*procs):
+    for proc in procs:
+        if proc is not None:
+            proc.stop()
+
+
+def test_pstn_5_on_two_nodes_is_10_calls_across_both_proxies_the_11th_refused_anywhere(
+        tmp_path, prefix):
+    """5 long calls through A and 5 through B fill pstn=5 on both FreeSWITCH
+    stand-ins; both proxies see the 10; an 11th call is refused with 503 at A
+    and at B; when the calls end both see 0."""
+    a, b, fs, uris = lb_nodes(tmp_path, prefix, capacity=5)
+    procs = list(fs)
+    try:
+        via_a = caller(tmp_path, a, "via_a", "uac.xml", 5, 5, 20000)
+        procs.append(via_a)
+        assert wait_until(lambda: total_load(b) == 5, 15), (lb_loads(a), lb_loads(b))
+        via_b = caller(tmp_path, b, "via_b", "uac.xml", 5, 5, 20000)
+        procs.append(via_b)
+        assert wait_until(lambda: total_load(a) == 10 and total_load(b) == 10, 15), \
+            (lb_loads(a), lb_loads(b))
+        # the view is global: 5 on each destination, whichever proxy sent them
+        assert lb_loads(a) == lb_loads(b) == {uris[0]: 5, uris[1]: 5}
+        for proxy in (a, b):
+            name = f"eleventh_{proxy.address}"
+            eleventh = caller(tmp_path, proxy, name, "lb_refused_uac.xml", 1, 1, 0,
+                              extra=["-trace_msg", "-message_file", tmp_path / f"{name}.msg"])
+            procs.append(eleventh)
+            assert eleventh.wait(15) == 0, eleventh.errors()[-1500:]
+            assert "SIP/2.0 503 No Capacity" in (tmp_path / f"{name}.msg").read_text()
+        assert via_a.wait(60) == 0 and via_b.wait(60) == 0, via_b.errors()[-1500:]
+        assert wait_until(lambda: total_load(a) == 0 and total_load(b) == 0, 15), \
+            (lb_loads(a), lb_loads(b))
+        status = rpc(a, "cluster.status")
+    finally:
+        stop_all(*procs)
+        a.stop()
+        b.stop()
+    assert via_a.stats()["ok"] == 5 and via_b.stats()["ok"] == 5
+    assert status["node"] == "A" and status["connected"] and status["stats"]["nodes"] == 2
+    for proxy in (a, b):
+        assert "Traceback" not in proxy.log_text()
