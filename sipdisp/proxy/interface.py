@@ -106,6 +106,10 @@ class Core(Protocol):
     def flow_target(self, conn_id: int) -> Optional[Target]:
         """A Target on the open connection ``conn_id``, or None when it is gone."""
 
+    def flow_token(self, conn_id: int) -> str:
+        """A signed token naming this run's connection ``conn_id``, for a Route
+        another node of the cluster sends back (``;flow=TOKEN``, issue 16)."""
+
     def is_myself(self, uri: URI) -> bool:
         """True if ``uri`` names this proxy."""
 
