@@ -61,6 +61,9 @@ class ClusterService(Service):
         self._loop.clock = reactor
         self._pending = False
         self._down = False
+        self._connect_timeout = c.redis_timeout
+        self._started_at = None
+        self._ever_answered = False
         modules.shared = self.sync
         register_commands(root.registry, self)
 
@@ -70,6 +73,7 @@ class ClusterService(Service):
         log.info("cluster: node {node} shares its counts and states through {url} "
                  "(prefix {prefix!r}, every {interval} s)", node=self.sync.node_id,
                  url=self.engine.url.safe, prefix=self.sync.prefix, interval=self.interval)
+        self._started_at = self._reactor.seconds()
         self.engine.start()
         self._loop.start(self.interval, now=False)
 
@@ -84,6 +88,9 @@ class ClusterService(Service):
         if self._pending:
             return  # the last round is still waiting for its answer (at most redis_timeout)
         now = self._reactor.seconds()
+        if (not self._ever_answered and not self.engine.connected
+                and now - self._started_at < self._connect_timeout):
+            return  # still connecting at start-up: not an outage yet
         try:
             d = self.engine.command(*self.sync.request())
         except CacheError as exc:
@@ -94,6 +101,7 @@ class ClusterService(Service):
 
     def _answered(self, reply):
         self._pending = False
+        self._ever_answered = True
         self.sync.answered(reply, self._reactor.seconds())
         if self._down:
             self._down = False

@@ -168,3 +168,122 @@ def test_pstn_5_on_two_nodes_is_10_calls_across_both_proxies_the_11th_refused_an
     assert status["node"] == "A" and status["connected"] and status["stats"]["nodes"] == 2
     for proxy in (a, b):
         assert "Traceback" not in proxy.log_text()
+
+
+def test_a_killed_nodes_calls_stop_counting_after_node_ttl(tmp_path, prefix):
+    """kill -9 node A with 4 calls up: B counts them until cluster.node_ttl,
+    then nothing is left of A (its hash expired, gone from the node set) and
+    B fills the whole capacity (10) with new calls."""
+    a, b, fs, uris = lb_nodes(tmp_path, prefix, capacity=5)
+    procs = list(fs)
+    try:
+        held = caller(tmp_path, a, "held", "uac.xml", 4, 10, 60000)
+        procs.append(held)
+        assert wait_until(lambda: total_load(b) == 4, 15), lb_loads(b)
+        assert redis_cli(REDIS[1], "EXISTS", prefix + "counts:A") == "1"
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait(10)
+        killed = time.monotonic()
+        assert wait_until(lambda: total_load(b) == 0, NODE_TTL + 15), lb_loads(b)
+        # not before the ttl: a node is not dropped for one late round
+        assert time.monotonic() - killed >= NODE_TTL - 1.0
+        assert redis_cli(REDIS[1], "EXISTS", prefix + "counts:A") == "0"
+        assert redis_cli(REDIS[1], "ZRANGE", prefix + "nodes", 0, -1).split() == ["B"]
+        held.stop()
+        fresh = caller(tmp_path, b, "fresh", "uac.xml", 10, 20, 3000)
+        procs.append(fresh)
+        assert wait_until(lambda: total_load(b) == 10, 15), lb_loads(b)
+        assert fresh.wait(30) == 0, fresh.errors()[-1500:]
+    finally:
+        stop_all(*procs)
+        b.stop()
+        a.stop()
+    assert fresh.stats()["ok"] == 10 and fresh.stats()["failed"] == 0
+    assert "Traceback" not in b.log_text()
+
+
+def test_a_redis_restart_under_load_refuses_no_call_and_counts_are_right_after(
+        tmp_path, prefix):
+    """Calls through both nodes while their private Redis stops for 3 s and
+    comes back empty: every call succeeds, nothing crashes, each node logs the
+    outage once and its end, and afterwards the counts are global again."""
+    redis = RedisServer(tmp_path).start()
+    a, b, fs, uris = lb_nodes(tmp_path, prefix, capacity=500, redis_port=redis.port)
+    procs = list(fs)
+    try:
+        load = [caller(tmp_path, proxy, f"load_{proxy.address}", "uac.xml", 120, 15, 1000)
+                for proxy in (a, b)]
+        procs += load
+        assert wait_until(lambda: total_load(a) > 0 and total_load(b) > 0, 10)
+        time.sleep(2.0)
+        redis.stop()
+        assert wait_until(lambda: not rpc(a, "cluster.status")["synced"], 10)
+        time.sleep(3.0)
+        redis.start()
+        assert wait_until(lambda: rpc(a, "cluster.status")["synced"]
+                          and rpc(b, "cluster.status")["synced"], 20)
+        codes = [c.wait(60) for c in load]
+        assert wait_until(lambda: total_load(a) == 0 and total_load(b) == 0, 15), \
+            (lb_loads(a), lb_loads(b))
+        # the restarted Redis knows both nodes again and sums their calls
+        held = caller(tmp_path, a, "held", "uac.xml", 3, 10, 15000)
+        procs.append(held)
+        assert wait_until(lambda: total_load(a) == 3 and total_load(b) == 3, 15), \
+            (lb_loads(a), lb_loads(b))
+        status = rpc(b, "cluster.status")
+        held.stop()
+    finally:
+        stop_all(*procs)
+        a.stop()
+        b.stop()
+        redis.stop()
+    for c in load:
+        got = c.stats()
+        assert got["ok"] == 120 and got["failed"] == 0, (got, c.errors()[-1500:])
+    assert codes == [0, 0]
+    assert status["stats"]["failures"] >= 1 and status["stats"]["nodes"] == 2
+    for proxy in (a, b):
+        text = proxy.log_text()
+        assert "Traceback" not in text
+        assert text.count("cluster: cannot sync with Redis") == 1, text[-3000:]
+        assert text.count("cluster: Redis answers again") == 1
+
+
+def ds_states(proxy):
+    """``{uri: two-letter state}`` from ``dispatcher.list``."""
+    return {target["DEST"]["URI"]: target["DEST"]["FLAGS"]
+            for record in rpc(proxy, "dispatcher.list")["RECORDS"]
+            for target in record["SET"]["TARGETS"]}
+
+
+def test_a_destination_marked_inactive_on_a_is_skipped_by_b(tmp_path, prefix):
+    """dispatcher.set_state i on A: B shows the destination inactive and its
+    round robin sends every call to the other one; set active on B, A sees it."""
+    ports = [free_port(), free_port()]
+    uris = [f"sip:127.0.0.1:{p}" for p in ports]
+    path = tmp_path / "dispatcher.list"
+    path.write_text("".join(f"0 {uri}\n" for uri in uris))
+    extra = {"dispatcher": {"source": "file", "list_file": str(path), "ping_interval": 0}}
+    fs = [Sipp(tmp_path, f"fs{n}", "uas.xml", p, "u1", extra=["-aa"]).start()
+          for n, p in enumerate(ports)]
+    a = node(tmp_path, "A", "127.0.0.2", prefix, extra)
+    b = node(tmp_path, "B", "127.0.0.3", prefix, extra)
+    uac = None
+    try:
+        assert ds_states(b) == {uris[0]: "AX", uris[1]: "AX"}
+        rpc(a, "dispatcher.set_state", "i", 0, uris[0])
+        assert wait_until(lambda: ds_states(b)[uris[0]] == "IX", 10), ds_states(b)
+        uac = Sipp(tmp_path, "uac", "uac.xml", free_port(), "u1",
+                   target=f"127.0.0.3:{b.port('udp')}",
+                   extra=["-m", 6, "-r", 6, "-d", 100, "-timeout", 60, "-timeout_error"]).start()
+        assert uac.wait(30) == 0, uac.errors()[-1500:]
+        rpc(b, "dispatcher.set_state", "a", 0, uris[0])
+        assert wait_until(lambda: ds_states(a)[uris[0]] == "AX", 10), ds_states(a)
+    finally:
+        stop_all(uac, *fs)
+        a.stop()
+        b.stop()
+    assert uac.stats()["ok"] == 6
+    assert [f.stats()["incoming"] for f in fs] == [0, 6]
+    for proxy in (a, b):
+        assert "Traceback" not in proxy.log_text()
