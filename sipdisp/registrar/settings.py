@@ -47,6 +47,8 @@ USRLOC = Section(
         "Prefix of the Redis keys of shared registrations (one hash per address-of-record, PREFIXul:AOR); the same on every node of a cluster."),
     Key("shared_resync_interval", Seconds(positive=True), 1.0,
         "Seconds between checks of the Redis connection of shared registrations: after an outage the bindings saved meanwhile (all of this node's after a lost connection) are written again."),
+    Key("shared_resync_batch", Int(min=1), 1000,
+        "Most bindings written again to Redis per shared_resync_interval after an outage (counted in usrloc_shared_resynced), so a large table goes back in steps rather than one burst."),
 )
 
 

@@ -106,7 +106,7 @@ class SharedLocation:
     """
 
     def __init__(self, location, engine, clock, prefix="sipdisp:", node_id=None,
-                 relay_route=None, counters=None, resync_interval=1.0):
+                 relay_route=None, counters=None, resync_interval=1.0, resync_batch=1000):
         self.location = location
         self.engine = engine
         self.clock = clock
@@ -115,6 +115,7 @@ class SharedLocation:
         self.relay_route = relay_route or (lambda conn: None)
         self.counters = counters
         self.resync_interval = resync_interval
+        self.resync_batch = resync_batch
         self.timers = {}
         self._timer = None
         self.remote = {}      # aor -> bindings of other nodes, as Redis last gave them
@@ -210,16 +211,24 @@ class SharedLocation:
 
     def resync(self):
         """Write again what could not be written (the latest state of each
-        binding; expired ones are deleted instead); returns how many."""
+        binding; expired ones are deleted instead), at most ``resync_batch``
+        per call so a large table goes back in steps of the timer, not in
+        one burst; returns how many were sent."""
         if not self._pending or not self.engine.connected:
             return 0
-        pending, self._pending = self._pending, {}
         now = self.clock()
         n = 0
-        for aor, changes in pending.items():
-            for ruid, b in changes.items():
+        budget = self.resync_batch
+        for aor in list(self._pending):
+            changes = self._pending.pop(aor)
+            while changes and n < budget:
+                ruid, b = changes.popitem()
                 self._send(aor, ruid, b if b is None or b.expires > now else None, now)
                 n += 1
+            if changes:  # the rest waits for the next round
+                self._pending.setdefault(aor, {}).update(changes)
+            if n >= budget:
+                break
         self._count("shared_resynced", n)
         return n
 

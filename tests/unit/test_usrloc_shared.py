@@ -286,3 +286,25 @@ def test_expired_entries_of_a_dead_node_are_skipped_and_deleted():
     b.advance(601)
     assert final(b.send(invite("sip:alice@example.com"), source=NODE)).status == 404
     assert stored(store, "alice") == {}
+
+
+def test_after_a_lost_connection_the_bindings_go_back_in_batches():
+    """With shared_resync_batch 2, five bindings saved during an outage go
+    back to Redis two per timer round; an entry that is not a binding is
+    skipped and counted."""
+    store, a, b = pair()
+    a.shared.resync_batch = 2
+    store.go_down()
+    for i in range(5):
+        a.ua(f"u{i}", host=f"10.0.1.{i}", port=5070).register(expires=600)
+    assert a.shared.pending == 5
+    store.connected = True
+    a.advance(1.0)
+    assert a.shared.pending == 3 and len(store.hashes) == 2
+    a.advance(1.0)
+    a.advance(1.0)
+    assert a.shared.pending == 0 and len(store.hashes) == 5
+    assert a.shared.stats["shared_resynced"] == 5
+    store.hashes["t:ul:u0"]["junk"] = "{not json"
+    (_, t), = requests(b.send(invite("sip:u0@example.com"), source=NODE), "INVITE")
+    assert t.host == "10.0.1.0" and b.shared.stats["shared_bad_entries"] == 1
