@@ -340,6 +340,10 @@ class ProxyCore:
                                   host=ctx.source.host, port=ctx.source.port)
             ctx.reply(403, "Invalid Flow Token")
             return True
+        mf = ctx.request.get("max-forwards")
+        if mf is not None and mf.strip() in ("0", ""):
+            ctx.reply(483, "Too Many Hops")  # the route's REQINIT check, which does not run
+            return True
         if self.flow_target(conn) is None:
             self.stats["flow_failed"] += 1
             ctx.reply(430, "Flow Failed")

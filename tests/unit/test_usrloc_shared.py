@@ -201,12 +201,17 @@ def test_a_websocket_user_at_a_is_reached_from_b_through_a_over_her_connection()
 
 def test_a_closed_connection_is_430_flow_failed_and_a_forged_token_403():
     """When her WebSocket is gone A answers B 430 Flow Failed; a flow token
-    that A did not sign (or of another run) gets 403 and is never relayed."""
+    that A did not sign (or of another run) gets 403 and is never relayed;
+    Max-Forwards 0 gets 483 (the route's check does not run for these)."""
     store, a, b = pair()
     conn = register_ws(a)
     (to_a, _), = requests(b.send(invite("sip:alice@example.com"), source=NODE), "INVITE")
+    looping = to_a.to_bytes().replace(b"Max-Forwards: 69", b"Max-Forwards: 0")
+    assert b"Max-Forwards: 0" in looping
+    assert final(a.send(looping, source=("127.0.0.3", 5060))).status == 483
     a.close_conn(conn)
-    assert final(a.send(to_a.to_bytes(), source=("127.0.0.3", 5060))).status == 430
+    fresh = to_a.to_bytes().replace(b"branch=z9hG4bK", b"branch=z9hG4bKy")
+    assert final(a.send(fresh, source=("127.0.0.3", 5060))).status == 430
     assert a.core.stats["flow_failed"] == 1
     forged = to_a.to_bytes().replace(b"flow=", b"flow=0")
     resp = final(a.send(forged.replace(b"branch=z9hG4bK", b"branch=z9hG4bKx"),
