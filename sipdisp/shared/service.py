@@ -3,8 +3,8 @@ connects to that Redis (sipdisp/cache's engine, which reconnects by itself)
 and runs one :class:`~.sync.ClusterSync` round every ``cluster.sync_interval``;
 registers ``cluster.status``.
 
-Routes never wait on Redis: they read the dialog profiles, whose other-node
-counts the last round left there. While Redis is away the node keeps
+Routes never wait on Redis: they read the dialog profiles (and pike its
+table), whose other-node counts the last round left there. While Redis is away the node keeps
 routing on what it has (its own calls always, the others' until that view is
 ``cluster.node_ttl`` old), logs one line when it goes and one when it is
 back, and counts the failed rounds.
@@ -50,10 +50,13 @@ class ClusterService(Service):
         # a configured auth.secret is already the same on every node: keep it
         nonces = auth.nonces if auth is not None and root.cfg.auth.secret is None else None
         dialogs = modules.dialogs
+        guard = modules.flood.guard if modules.flood is not None else None
+        if guard is not None:
+            guard.pike.share_min = c.pike_share_min
         self.sync = ClusterSync(c.node_id or default_node_id(), c.key_prefix, c.node_ttl,
                                 profiles=dialogs.profiles if dialogs is not None else None,
                                 dispatcher=modules.dispatcher, nonces=nonces,
-                                secret=secrets.token_hex(32), log=log)
+                                secret=secrets.token_hex(32), flood=guard, log=log)
         self.engine = RedisEngine("cluster", parse_cache_url(c.redis), reactor,
                                   timeout=c.redis_timeout, queue_max=1,
                                   reconnect_max=min(5.0, max(1.0, c.node_ttl / 2)))
@@ -92,7 +95,7 @@ class ClusterService(Service):
                 and now - self._started_at < self._connect_timeout):
             return  # still connecting at start-up: not an outage yet
         try:
-            d = self.engine.command(*self.sync.request())
+            d = self.engine.command(*self.sync.request(now))
         except CacheError as exc:
             self._failed(now, str(exc))
             return
@@ -113,6 +116,8 @@ class ClusterService(Service):
         self._failed(self._reactor.seconds(), failure.getErrorMessage())
 
     def _failed(self, now, why):
+        if not self.running:
+            return  # the round cut short by our own shutdown
         dropped = self.sync.failed(now)
         if not self._down:
             self._down = True

@@ -3,7 +3,7 @@ The C{cluster} section: the Redis server several sipdisp nodes share their
 counters and states through (docs/cluster.md).
 """
 
-from ..config.model import ConfigError, Key, Nullable, Seconds, Section, Str, Type
+from ..config.model import ConfigError, Int, Key, Nullable, Seconds, Section, Str, Type
 from ..cache.url import parse_cache_url
 
 
@@ -31,7 +31,7 @@ class RedisUrl(Type):
 
 CLUSTER = Section(
     "cluster",
-    "Counters and states shared by several sipdisp nodes through Redis: dialog profiles and load-balancer loads, dispatcher states, the nonce secret (docs/cluster.md).",
+    "Counters and states shared by several sipdisp nodes through Redis: dialog profiles and load-balancer loads, dispatcher states, the nonce secret, pike counts and bans (docs/cluster.md).",
     Key("redis", Nullable(RedisUrl()), None,
         "The Redis every node of the cluster uses, such as redis://127.0.0.1:6379/0; unset: nothing is shared."),
     Key("node_id", Nullable(Str()), None,
@@ -42,6 +42,8 @@ CLUSTER = Section(
         "Seconds between two exchanges with Redis: this node's counts written, the other nodes' read; calls are counted against a view at most this old."),
     Key("node_ttl", Seconds(positive=True), 10.0,
         "A node that has not written its counts for this long (it died) stops counting on the others."),
+    Key("pike_share_min", Int(min=1), 5,
+        "A source sending this many requests to this node within one flood.sampling_time_unit has its count shared, so pike sums its requests over every node; quieter sources cost Redis nothing."),
     Key("redis_timeout", Seconds(positive=True), 2.0,
         "Connect and reply timeout of the cluster's Redis; an exchange unanswered this long counts as failed and the next one is tried."),
 )

@@ -9,7 +9,12 @@ one round trip, atomic on the server) that
   the sorted set ``<prefix>nodes`` scored by its expiry;
 * writes the dispatcher states this node changed into ``<prefix>ds``;
 * sets ``<prefix>secret`` (the nonce secret) unless a node did first;
-* answers the other live nodes' counts, every dispatcher state and the secret.
+* writes this node's pike counts of its busy sources (``<prefix>pike:<node>``,
+  per sampling unit) and the bans made or lifted here (``<prefix>bans``
+  scored by when they were written, ``<prefix>banexp`` by when they end,
+  ``<prefix>banx`` their end and value), forgetting ended bans;
+* answers the other live nodes' counts and pike counts, every dispatcher
+  state, the bans written since the last round, and the secret.
 
 A node that dies stops refreshing: its hash expires and its score falls
 behind the clock, so its calls stop counting on the others ``node_ttl``
@@ -60,14 +65,58 @@ for j = 1, nds do
   i = i + 2
 end
 redis.call('SET', p .. 'secret', ARGV[i], 'NX')
-local out = {lost, redis.call('GET', p .. 'secret'), redis.call('HGETALL', p .. 'ds')}
+local cursor = ARGV[i + 1]
+i = i + 2
+-- pike: this node's counts of its notable sources, per unit
+local pkey = p .. 'pike:' .. node
+redis.call('DEL', pkey)
+local np = tonumber(ARGV[i])
+i = i + 1
+for j = 1, np do
+  redis.call('HSET', pkey, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+if np > 0 then
+  redis.call('PEXPIRE', pkey, ttl)
+end
+-- bans made (seconds > 0, or 0 forever) or lifted (-1) here
+local bans, banexp, banx = p .. 'bans', p .. 'banexp', p .. 'banx'
+local nb = tonumber(ARGV[i])
+i = i + 1
+for j = 1, nb do
+  local host, secs, value = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  i = i + 3
+  local exp, ends = now + ttl, -1
+  if secs > 0 then
+    exp = now + math.floor(secs * 1000)
+    ends = exp
+  elseif secs == 0 then
+    exp, ends = '+inf', 0
+  end
+  redis.call('ZADD', bans, now, host)
+  redis.call('ZADD', banexp, exp, host)
+  redis.call('HSET', banx, host, tostring(ends) .. '\\31' .. value)
+end
+for _, host in ipairs(redis.call('ZRANGEBYSCORE', banexp, '-inf', now, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', bans, host)
+  redis.call('ZREM', banexp, host)
+  redis.call('HDEL', banx, host)
+end
+local newbans = {}
+for _, host in ipairs(redis.call('ZRANGEBYSCORE', bans, cursor, '+inf')) do
+  newbans[#newbans + 1] = host
+  newbans[#newbans + 1] = redis.call('HGET', banx, host) or ''
+end
+local counts, pikes = {}, {}
 for _, other in ipairs(redis.call('ZRANGE', nodes, 0, -1)) do
   if other ~= node then
-    out[#out + 1] = other
-    out[#out + 1] = redis.call('HGETALL', p .. 'counts:' .. other)
+    counts[#counts + 1] = other
+    counts[#counts + 1] = redis.call('HGETALL', p .. 'counts:' .. other)
+    pikes[#pikes + 1] = redis.call('HGETALL', p .. 'pike:' .. other)
   end
 end
-return out
+return {lost, redis.call('GET', p .. 'secret'), redis.call('HGETALL', p .. 'ds'),
+        tostring(now), newbans, pikes, counts}
 """
 
 
@@ -87,11 +136,12 @@ class ClusterSync:
     (its ``counts`` are this node's; its ``remote`` gets the other nodes'
     sums); ``dispatcher`` is a Dispatcher or None; ``nonces`` a
     NonceFactory whose secret is the cluster's, or None (the configuration
-    gives one). ``stats`` is a dict of counters.
+    gives one); ``flood`` the FloodGuard whose pike counts and bans are
+    shared, or None. ``stats`` is a dict of counters.
     """
 
     def __init__(self, node_id, prefix, ttl, profiles=None, dispatcher=None, nonces=None,
-                 secret=b"", log=None):
+                 secret=b"", flood=None, log=None):
         self.node_id = node_id
         self.prefix = prefix
         self.ttl = ttl
@@ -101,17 +151,23 @@ class ClusterSync:
         self.secret = secret
         self.log = log or Logger(namespace="sipdisp.shared")
         self.stats = {"rounds": 0, "failures": 0, "full_writes": 0, "lost": 0,
-                      "ds_applied": 0, "nodes": 0}
+                      "ds_applied": 0, "nodes": 0, "bans_applied": 0,
+                      "pike_shared": 0}
         self._written_version = None  # profiles.version last written whole
         self._ds_changed = {}         # field -> state this node set, not written yet
         self._ds_seen = {}            # field -> state last read from Redis
         self._applying = False
         self._nonce_secret = None
-        self._sent = (None, {})
+        self._sent = (None, {}, {})
         self._last_ok = None
         self.peers = {}               # node -> {field: count} (the last answer)
+        self.flood = flood
+        self._bans_out = {}           # host -> (seconds, value) banned or lifted here
+        self._ban_cursor = "-inf"     # Redis time (ms) of the last round's answer
         if dispatcher is not None:
             dispatcher.prober.listeners.append(self._ds_changed_here)
+        if flood is not None:
+            flood.listeners.append(self._banned_here)
 
     def metrics(self):
         """The sync's counters and the live nodes, for /metrics."""
@@ -128,8 +184,8 @@ class ClusterSync:
                st["nodes"])
 
     # -- outgoing -----------------------------------------------------------------------
-    def request(self):
-        """The ``EVAL`` arguments of the next round."""
+    def request(self, now=0.0):
+        """The ``EVAL`` arguments of the next round (``now`` dates the pike counts)."""
         args = [self.prefix, self.node_id, int(self.ttl * 1000)]
         profiles = self.profiles
         full = profiles is not None and profiles.version != self._written_version
@@ -144,10 +200,43 @@ class ClusterSync:
         ds = []
         for field, state in changed.items():
             ds += [field, str(state)]
-        args += [len(ds) // 2] + ds + [self.secret]
-        self._sent = (profiles.version if full else None, dict(changed))
+        args += [len(ds) // 2] + ds + [self.secret, self._ban_cursor]
+        pike = self._pike_fields(now)
+        args += [len(pike) // 2] + pike
+        bans = self._bans_out
+        args.append(len(bans))
+        for host, (seconds, value) in bans.items():
+            args += [host, repr(float(seconds)), "" if value is None else str(value)]
+        self._sent = (profiles.version if full else None, dict(changed), dict(bans))
         changed.clear()
+        bans.clear()
         return ["EVAL", SCRIPT, 0] + args
+
+    def _pike_fields(self, now):
+        """``slot<SEP>host, count`` of the sources busy enough here to share."""
+        if self.flood is None:
+            return []
+        pike = self.flood.pike
+        notable = pike.notable
+        if not notable:
+            return []
+        slot = int(now // pike.unit)
+        fields = []
+        for host, src in list(notable.items()):
+            if src.slot < slot - 1 or pike.sources.get(host) is not src:
+                del notable[host]  # quiet for a whole unit, or forgotten
+                continue
+            fields += [f"{src.slot}{SEP}{host}", str(src.cur)]
+            if src.prev:
+                fields += [f"{src.slot - 1}{SEP}{host}", str(src.prev)]
+        self.stats["pike_shared"] = len(notable)
+        return fields
+
+    def _banned_here(self, host, seconds, value):
+        """The FloodGuard banned ``host`` (or lifted its ban: seconds -1)."""
+        if self._applying:
+            return
+        self._bans_out[host] = (seconds, value)
 
     def _ds_changed_here(self, change):
         """A dispatcher state changed on this node (probe, ds_mark_dst, command)."""
@@ -159,7 +248,8 @@ class ClusterSync:
     # -- incoming -----------------------------------------------------------------------
     def answered(self, reply, now):
         """Apply the script's answer (the other nodes' counts, dispatcher states, secret)."""
-        version, ds_sent = self._sent
+        version, ds_sent, _bans = self._sent
+        self._sent = (None, {}, {})
         self.stats["rounds"] += 1
         self._last_ok = now
         if version is not None:
@@ -175,13 +265,64 @@ class ClusterSync:
         if secret is not None:
             self._use_secret(secret)
         self._apply_ds(ds_flat)
+        redis_now, bans, pikes, counts = reply[3], reply[4], reply[5], reply[6]
+        self._apply_bans(bans, int(_text(redis_now)), now)
+        self._ban_cursor = _text(redis_now)
+        self._set_pike(pikes)
         peers = {}
-        rest = reply[3:]
-        for node, flat in zip(rest[0::2], rest[1::2]):
+        for node, flat in zip(counts[0::2], counts[1::2]):
             peers[_text(node)] = {_text(k): _text(v) for k, v in _pairs(flat)}
         self.peers = peers
         self.stats["nodes"] = len(peers) + 1
         self._set_remote(peers)
+
+    def _set_pike(self, pikes):
+        if self.flood is None:
+            return
+        remote = {}
+        for flat in pikes:
+            for field, count in _pairs(flat):
+                slot, _, host = _text(field).partition(SEP)
+                try:
+                    slot, count = int(slot), int(count)
+                except ValueError:
+                    continue
+                per_slot = remote.setdefault(host, {})
+                per_slot[slot] = per_slot.get(slot, 0) + count
+        self.flood.pike.remote = remote
+
+    def _apply_bans(self, flat, redis_now, now):
+        """Bans other nodes made (or lifted) since the last round, applied here."""
+        guard = self.flood
+        if guard is None:
+            return
+        for host, entry in _pairs(flat):
+            host, entry = _text(host), _text(entry)
+            until, sep, value = entry.partition(SEP)
+            try:
+                until = int(until)
+            except ValueError:
+                continue
+            self._applying = True
+            try:
+                if until == -1:
+                    if guard.bans.delete(host):
+                        self.stats["bans_applied"] += 1
+                    continue
+                left = 0 if until == 0 else (until - redis_now) / 1000.0
+                if until and left <= 0:
+                    continue
+                current = guard.bans.get(host, now)
+                expires = guard.bans.expires(host, now)
+                if current is not None and str(current) == value and (
+                        (until == 0 and expires == 0) or
+                        (until and expires and abs(expires - (now + left)) < 1.0)):
+                    continue  # this node has it already (its own, or read before)
+                if guard.ban(host, now, seconds=left, reason="a ban by another cluster node",
+                             value=value):
+                    self.stats["bans_applied"] += 1
+            finally:
+                self._applying = False
 
     def failed(self, now):
         """A round failed (no connection, timeout): keep the last view of the
@@ -189,14 +330,17 @@ class ClusterSync:
         write everything again once Redis answers."""
         self.stats["failures"] += 1
         # the lost round's dispatcher changes are sent again
-        _version, ds_sent = self._sent
-        self._sent = (None, {})
+        _version, ds_sent, bans_sent = self._sent
+        self._sent = (None, {}, {})
         for field, state in ds_sent.items():
             self._ds_changed.setdefault(field, state)
+        for host, ban in bans_sent.items():
+            self._bans_out.setdefault(host, ban)
         self._written_version = None
         if self.peers and (self._last_ok is None or now - self._last_ok > self.ttl):
             self.peers = {}
             self._set_remote({})
+            self._set_pike([])
             return True  # the view was dropped
         return False
 

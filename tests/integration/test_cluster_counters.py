@@ -287,3 +287,46 @@ def test_a_destination_marked_inactive_on_a_is_skipped_by_b(tmp_path, prefix):
     assert [f.stats()["incoming"] for f in fs] == [0, 6]
     for proxy in (a, b):
         assert "Traceback" not in proxy.log_text()
+
+
+def options(call_id):
+    return (f"OPTIONS sip:ping@127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.9;branch=z9hG4bK{call_id};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.9>;tag=1\r\nTo: <sip:ping@127.0.0.1>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def banned(proxy):
+    return {entry["address"] for entry in rpc(proxy, "ipban.list")}
+
+
+def test_pike_counts_a_sources_requests_across_nodes_and_bans_reach_every_node(
+        tmp_path, prefix):
+    """flood.reqs_density_per_unit 20: 15 requests to A and 8 to B from one
+    source (neither node over 20 alone) get it banned, on B and then on A;
+    ipban.remove on A lifts the ban on B too."""
+    extra = {"flood": {"enabled": True, "reqs_density_per_unit": 20,
+                       "sampling_time_unit": 10.0, "ban_time": 60.0}}
+    a = node(tmp_path, "A", "127.0.0.2", prefix, extra)
+    b = node(tmp_path, "B", "127.0.0.3", prefix, extra)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.9", 0))
+    try:
+        for i in range(15):
+            sock.sendto(options(f"a{i}"), ("127.0.0.2", a.port("udp")))
+        assert wait_until(lambda: rpc(b, "cluster.status")["stats"]["rounds"] > 0, 10)
+        time.sleep(1.0)  # a few sync rounds: B reads A's count of the source
+        assert banned(a) == banned(b) == set()
+        for i in range(8):
+            sock.sendto(options(f"b{i}"), ("127.0.0.3", b.port("udp")))
+        assert wait_until(lambda: "127.0.0.9" in banned(b), 10), rpc(b, "pike.top")
+        assert wait_until(lambda: "127.0.0.9" in banned(a), 10)
+        rpc(a, "ipban.remove", "127.0.0.9")
+        assert wait_until(lambda: "127.0.0.9" not in banned(b), 10)
+    finally:
+        sock.close()
+        a.stop()
+        b.stop()
+    assert "banning 127.0.0.9" in b.log_text()
+    for proxy in (a, b):
+        assert "Traceback" not in proxy.log_text()

@@ -5,6 +5,9 @@ the Lua script's and a clock."""
 from sipdisp.auth.digest import VALID, INVALID, NonceFactory
 from sipdisp.dialog.profiles import Profiles
 from sipdisp.dispatcher.dispatcher import Dispatcher
+from sipdisp.flood.guard import FloodGuard
+from sipdisp.flood.htable import HTable
+from sipdisp.flood.pike import Pike
 from sipdisp.shared.sync import SCRIPT, SEP, ClusterSync
 
 
@@ -39,12 +42,17 @@ def ds_written(request):
     return dict(zip(flat[0::2], flat[1::2]))
 
 
-def reply(peers=(), ds=(), lost=0, secret="s3cret"):
-    """A script answer: ``peers`` is ``[(node, {field: count})]``, ``ds`` ``[(field, state)]``."""
-    out = [lost, secret, [x for pair in ds for x in pair]]
+def reply(peers=(), ds=(), lost=0, secret="s3cret", now=1000, bans=(), pikes=()):
+    """A script answer: ``peers`` is ``[(node, {field: count})]``, ``ds``
+    ``[(field, state)]``, ``bans`` ``[(host, "ends<SEP>value")]``, ``pikes``
+    ``[{field: count}]`` (one per other node)."""
+    counts = []
     for node, fields in peers:
-        out += [node, [x for k, v in dict(fields, **{"": "123"}).items() for x in (k, str(v))]]
-    return out
+        counts += [node, [x for k, v in dict(fields, **{"": "123"}).items()
+                          for x in (k, str(v))]]
+    return [lost, secret, [x for pair in ds for x in pair], str(now),
+            [x for pair in bans for x in pair],
+            [[x for k, v in p.items() for x in (k, str(v))] for p in pikes], counts]
 
 
 def lb_profiles():
@@ -168,7 +176,7 @@ def test_nodes_sign_nonces_with_the_secret_redis_holds_so_each_accepts_the_other
     a_nonces, b_nonces = NonceFactory(), NonceFactory()
     a = ClusterSync("A", "p:", 10.0, nonces=a_nonces, secret="from-a")
     b = ClusterSync("B", "p:", 10.0, nonces=b_nonces, secret="from-b")
-    assert args_of(a.request())[-1] == "from-a"  # A offers its own (SET NX)
+    assert "from-a" in args_of(a.request())  # A offers its own (SET NX)
     nonce = a_nonces.make(1000.0, "10.0.0.9")
     assert b_nonces.check(nonce, 1001.0, "10.0.0.9")[0] == INVALID
     # A was first: both get A's secret back
@@ -177,7 +185,7 @@ def test_nodes_sign_nonces_with_the_secret_redis_holds_so_each_accepts_the_other
     b.answered(reply(secret="from-a"), now=1.0)
     nonce = a_nonces.make(1000.0, "10.0.0.9")
     assert b_nonces.check(nonce, 1001.0, "10.0.0.9")[0] == VALID
-    assert args_of(b.request())[-1] == b"from-a"
+    assert b"from-a" in args_of(b.request())
 
 
 def test_metrics_name_the_sync_counters():
@@ -187,3 +195,84 @@ def test_metrics_name_the_sync_counters():
     got = {name: value for name, _kind, _doc, value in sync.metrics()}
     assert got["sipdisp_cluster_sync_failures_total"] == 1
     assert got["sipdisp_cluster_sync_rounds_total"] == 0
+
+
+def tail(request):
+    """``(ban cursor, {pike field: count}, {host: (seconds, value)})`` a request sends."""
+    argv = args_of(request)
+    i = 5 + 2 * argv[4]
+    i += 1 + 2 * argv[i]
+    cursor = argv[i + 1]
+    i += 2
+    n = argv[i]
+    pike = dict(zip(argv[i + 1:i + 1 + 2 * n:2], argv[i + 2:i + 2 + 2 * n:2]))
+    i += 1 + 2 * n
+    n = argv[i]
+    flat = argv[i + 1:i + 1 + 3 * n]
+    bans = {flat[j]: (flat[j + 1], flat[j + 2]) for j in range(0, len(flat), 3)}
+    return cursor, pike, bans
+
+
+def guard(density=10, share_min=3):
+    pike = Pike(unit=2.0, density=density)
+    pike.share_min = share_min
+    return FloodGuard(HTable("ipban", autoexpire=300), pike)
+
+
+def test_busy_sources_are_shared_and_other_nodes_counts_make_a_source_hot():
+    g = guard(density=10, share_min=3)
+    sync = ClusterSync("A", "p:", 10.0, flood=g)
+    now = 100.5  # slot 50
+    for _ in range(2):
+        g.pike.hit("192.0.2.1", now)
+    assert tail(sync.request(now))[1] == {}      # below share_min: nothing shared
+    sync.answered(reply(), now)
+    for _ in range(4):
+        assert g.pike.hit("192.0.2.2", now) is False
+    assert tail(sync.request(now))[1] == {"50" + SEP + "192.0.2.2": "4"}
+    # B saw 7 requests from the same source in this unit: 4 + 7 > 10
+    sync.answered(reply(pikes=[{"50" + SEP + "192.0.2.2": 7, "49" + SEP + "192.0.2.9": 3}]),
+                  now)
+    assert g.pike.is_hot("192.0.2.2", now)
+    assert not g.check(b"OPTIONS sip:x SIP/2.0\r\n\r\n", "192.0.2.2", now)  # banned now
+    assert g.bans.get("192.0.2.2", now) == 1
+    # a source quiet for a whole unit is no longer shared
+    later = now + 4.0
+    assert tail(sync.request(later))[1] == {}
+    assert g.pike.notable == {}
+
+
+def test_bans_made_here_go_out_once_and_other_nodes_bans_and_lifts_come_in():
+    g = guard()
+    sync = ClusterSync("A", "p:", 10.0, flood=g)
+    g.ban("198.51.100.1", 50.0, seconds=60)
+    cursor, _, bans = tail(sync.request(50.0))
+    assert cursor == "-inf" and bans == {"198.51.100.1": ("60.0", "1")}
+    # the answer carries our own ban back (written this round): no second ban
+    sync.answered(reply(now=1_000_000, bans=[("198.51.100.1", "1060000" + SEP + "1")]), 50.0)
+    assert sync.stats["bans_applied"] == 0
+    cursor, _, bans = tail(sync.request(50.2))
+    assert cursor == "1000000" and bans == {}
+    # B banned another source for 30 s and one forever; then lifted ours
+    sync.answered(reply(now=1_000_200, bans=[("203.0.113.5", "1030200" + SEP + "1"),
+                                             ("203.0.113.6", "0" + SEP + "x")]), 50.2)
+    assert g.bans.get("203.0.113.5", 50.2) == "1"
+    assert abs(g.bans.expires("203.0.113.5", 50.2) - 80.2) < 0.01
+    assert g.bans.expires("203.0.113.6", 50.2) == 0
+    sync.request(50.4)
+    sync.answered(reply(now=1_000_400, bans=[("198.51.100.1", "-1" + SEP)]), 50.4)
+    assert g.bans.get("198.51.100.1", 50.4) is None
+    assert sync.stats["bans_applied"] == 3
+    # none of what came in goes out again
+    assert tail(sync.request(50.6))[2] == {}
+    g.unban("203.0.113.5")
+    assert tail(sync.request(50.8))[2] == {"203.0.113.5": ("-1.0", "")}
+
+
+def test_a_ban_whose_round_failed_is_sent_again():
+    g = guard()
+    sync = ClusterSync("A", "p:", 10.0, flood=g)
+    g.ban("198.51.100.1", 50.0, seconds=60)
+    assert tail(sync.request(50.0))[2]
+    sync.failed(50.0)
+    assert tail(sync.request(50.2))[2] == {"198.51.100.1": ("60.0", "1")}
