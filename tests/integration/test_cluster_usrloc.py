@@ -105,15 +105,9 @@ def register_udp(node, user, contact_port, expires=600):
         return ua.recv(10, match=lambda m: not m.is_request and m.status >= 200)
 
 
-def calls_through(tmp_path, name, node, user, count=3):
-    """``count`` SIPp calls to ``user`` arriving at ``node``, answered by a
-    SIPp UAS that is her registered contact; (caller stats, callee stats)."""
-    uas_port = free_port()
-    uas = Sipp(tmp_path, f"{name}_uas", "uas.xml", uas_port, "u1", extra=["-m", count])
-    return uas_port, uas
-
-
 def run_calls(tmp_path, name, node, user, uas, count=3):
+    """``count`` SIPp calls to ``user`` arriving at ``node`` (answered by
+    ``uas``, a SIPp UAS that is her registered contact): (exit code, stats, Sipp)."""
     uac = Sipp(tmp_path, f"{name}_uac", "uac.xml", free_port(), "u1",
                target=f"{node.host}:{node.port('udp')}",
                extra=["-s", user, "-m", count, "-r", 5, "-d", 100, "-timeout", 30])
