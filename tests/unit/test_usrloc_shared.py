@@ -313,3 +313,32 @@ def test_after_a_lost_connection_the_bindings_go_back_in_batches():
     store.hashes["t:ul:u0"]["junk"] = "{not json"
     (_, t), = requests(b.send(invite("sip:u0@example.com"), source=NODE), "INVITE")
     assert t.host == "10.0.1.0" and b.shared.stats["shared_bad_entries"] == 1
+
+
+def test_a_cancel_follows_the_invite_through_both_nodes_to_her_connection():
+    """The caller's CANCEL at B goes to A (B's branch), and A sends its own
+    CANCEL over her WebSocket; her 487 ends the call at the caller."""
+    store, a, b = pair()
+    conn = register_ws(a)
+    original = invite("sip:alice@example.com")
+    (to_a, _), = requests(b.send(original, source=NODE), "INVITE")
+    out = a.send(to_a.to_bytes(), source=("127.0.0.3", 5060))
+    (to_ws, _), = requests(out, "INVITE")
+    (trying,) = responses(out, 100)  # a branch is cancelled once it has a 1xx
+    b.send(trying.to_bytes(), source=("127.0.0.2", 5060))
+    ringing = response_to(to_ws.to_bytes(), 180, "Ringing")
+    (ringing,) = responses(a.send(ringing, source=("127.0.0.1", 51000), proto="ws", conn=conn),
+                           180)
+    assert responses(b.send(ringing.to_bytes(), source=("127.0.0.2", 5060)), 180)
+    cancel = original.replace(b"INVITE sip:", b"CANCEL sip:").replace(b"1 INVITE", b"1 CANCEL")
+    out = b.send(cancel, source=NODE)
+    assert responses(out, 200)
+    (cancel_a, t), = requests(out, "CANCEL")
+    assert (t.host, t.port) == ("127.0.0.2", 5060)
+    out = a.send(cancel_a.to_bytes(), source=("127.0.0.3", 5060))
+    (cancel_ws, t), = requests(out, "CANCEL")
+    assert t.conn == conn and cancel_ws.call_id == to_ws.call_id
+    gone = response_to(to_ws.to_bytes(), 487, "Request Terminated")
+    (r487,) = responses(a.send(gone, source=("127.0.0.1", 51000), proto="ws", conn=conn), 487)
+    (r487,) = responses(b.send(r487.to_bytes(), source=("127.0.0.2", 5060)), 487)
+    assert r487.call_id == to_ws.call_id
