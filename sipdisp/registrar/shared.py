@@ -106,7 +106,8 @@ class SharedLocation:
     """
 
     def __init__(self, location, engine, clock, prefix="sipdisp:", node_id=None,
-                 relay_route=None, counters=None, resync_interval=1.0, resync_batch=1000):
+                 relay_route=None, counters=None, resync_interval=1.0, resync_batch=1000,
+                 connect_grace=2.0):
         self.location = location
         self.engine = engine
         self.clock = clock
@@ -116,6 +117,10 @@ class SharedLocation:
         self.counters = counters
         self.resync_interval = resync_interval
         self.resync_batch = resync_batch
+        # the first connection is being made for this long after start: not an outage yet
+        self.connect_grace = connect_grace
+        self._started_at = None
+        self._ever_connected = False
         self.timers = {}
         self._timer = None
         self.remote = {}      # aor -> bindings of other nodes, as Redis last gave them
@@ -148,6 +153,12 @@ class SharedLocation:
 
     # -- outages ----------------------------------------------------------------------
     def _outage(self, why):
+        if not self._ever_connected:
+            if self.engine.connected:
+                self._ever_connected = True
+            elif self._started_at is not None and \
+                    self.clock() - self._started_at < self.connect_grace:
+                return  # still connecting at start-up (what waits is written once up)
         if not self.down:
             self.down = True
             self._count("shared_outages")
@@ -177,6 +188,7 @@ class SharedLocation:
             self._keep(aor, ruid, b)
             self._outage("not connected")
             return
+        self._ever_connected = True
         try:
             if b is None:
                 d = self.engine.command("HDEL", self.key(aor), ruid)
@@ -250,6 +262,7 @@ class SharedLocation:
         if not self.engine.connected:
             self._outage("not connected")
             return defer.succeed(self.local(aor, now))
+        self._ever_connected = True
         try:
             d = self.engine.command("HGETALL", self.key(aor))
         except Exception as exc:
@@ -317,6 +330,7 @@ class SharedLocation:
     # -- time -----------------------------------------------------------------------------
     def start(self, now, timer):
         """Arm the resync timer (``timer`` is the core's)."""
+        self._started_at = now
         self._timer = timer(self, "resync")
         self._timer.arm(now + self.resync_interval)
 
@@ -339,6 +353,7 @@ class SharedLocation:
         forget the other nodes' expired bindings, re-arm."""
         engine = self.engine
         if engine.connected:
+            self._ever_connected = True
             disconnects = getattr(engine, "disconnects", 0)
             if disconnects != self._disconnects:
                 self._disconnects = disconnects

@@ -342,3 +342,20 @@ def test_a_cancel_follows_the_invite_through_both_nodes_to_her_connection():
     (r487,) = responses(a.send(gone, source=("127.0.0.1", 51000), proto="ws", conn=conn), 487)
     (r487,) = responses(b.send(r487.to_bytes(), source=("127.0.0.2", 5060)), 487)
     assert r487.call_id == to_ws.call_id
+
+
+def test_no_outage_is_logged_while_the_first_connection_is_being_made():
+    """Before Redis ever answered, within the connect grace, a REGISTER is
+    kept for later without counting an outage; past the grace it is one."""
+    store = HashStore()
+    store.connected = False
+    a = node("127.0.0.2", store)
+    assert a.ua("alice", host="10.0.0.1", port=5070).register(expires=600).status == 200
+    assert a.shared.pending == 1 and not a.shared.down
+    assert a.shared.stats["shared_outages"] == 0
+    a.advance(a.shared.connect_grace + 0.5)
+    assert a.ua("bob", host="10.0.0.2", port=5070).register(expires=600).status == 200
+    assert a.shared.down and a.shared.stats["shared_outages"] == 1
+    store.connected = True
+    a.advance(1.0)
+    assert set(stored(store, "alice")) and set(stored(store, "bob")) and not a.shared.down
