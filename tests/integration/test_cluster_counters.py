@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -160,11 +161,16 @@ def test_pstn_5_on_two_nodes_is_10_calls_across_both_proxies_the_11th_refused_an
         assert wait_until(lambda: total_load(a) == 0 and total_load(b) == 0, 15), \
             (lb_loads(a), lb_loads(b))
         status = rpc(a, "cluster.status")
+        with urllib.request.urlopen(f"http://127.0.0.1:{a.port('http')}/metrics",
+                                    timeout=10) as resp:
+            metrics = resp.read().decode()
     finally:
         stop_all(*procs)
         a.stop()
         b.stop()
     assert via_a.stats()["ok"] == 5 and via_b.stats()["ok"] == 5
+    assert "sipdisp_cluster_nodes 2" in metrics
+    assert "sipdisp_cluster_sync_failures_total 0" in metrics
     assert status["node"] == "A" and status["connected"] and status["stats"]["nodes"] == 2
     for proxy in (a, b):
         assert "Traceback" not in proxy.log_text()
