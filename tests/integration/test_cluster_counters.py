@@ -336,3 +336,100 @@ def test_pike_counts_a_sources_requests_across_nodes_and_bans_reach_every_node(
     assert "banning 127.0.0.9" in b.log_text()
     for proxy in (a, b):
         assert "Traceback" not in proxy.log_text()
+
+
+class Resp:
+    """A blocking RESP2 client, enough to run the sync script by hand."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.file = self.sock.makefile("rb")
+
+    def call(self, *args):
+        out = [f"*{len(args)}\r\n".encode()]
+        for arg in args:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        self.sock.sendall(b"".join(out))
+        return self._read()
+
+    def _read(self):
+        line = self.file.readline()[:-2]
+        kind, rest = line[:1], line[1:]
+        if kind == b"-":
+            raise RuntimeError(rest.decode())
+        if kind in (b"+", b":"):
+            return int(rest) if kind == b":" else rest.decode()
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self.file.read(n + 2)[:-2].decode()
+        n = int(rest)
+        return None if n < 0 else [self._read() for _ in range(n)]
+
+    def close(self):
+        self.file.close()
+        self.sock.close()
+
+
+def test_the_sync_script_against_redis_counts_expiry_loss_and_bans(prefix):
+    """Two ClusterSync objects exchanging through the real script: each sees
+    the other's counts; a node that stops is gone after its ttl; a deleted
+    hash is reported lost and written whole; a ban reaches the other node
+    and its keys are removed from Redis once it ended."""
+    from sipdisp.dialog.profiles import Profiles
+    from sipdisp.flood.guard import FloodGuard
+    from sipdisp.flood.htable import HTable
+    from sipdisp.flood.pike import Pike
+    from sipdisp.shared.sync import ClusterSync
+
+    class Dialog:
+        def __init__(self):
+            self.profiles = []
+
+    def member(name, ttl):
+        profiles = Profiles()
+        profiles.define("lb-pstn", True)
+        guard = FloodGuard(HTable("ipban", autoexpire=300), Pike(unit=2.0, density=10))
+        return profiles, guard, ClusterSync(name, prefix, ttl, profiles=profiles, flood=guard,
+                                            secret=f"secret-{name}")
+
+    def round_(client, sync):
+        now = time.time()
+        sync.answered(client.call(*sync.request(now)), now)
+
+    client = Resp(REDIS[1])
+    try:
+        pa, ga, a = member("A", 1.0)
+        pb, gb, b = member("B", 30.0)
+        for _ in range(3):
+            pa.add(Dialog(), "lb-pstn", "1")
+        pb.add(Dialog(), "lb-pstn", "1")
+        for sync in (a, b, a):
+            round_(client, sync)
+        assert pa.size("lb-pstn", "1") == pb.size("lb-pstn", "1") == 4
+        assert a.secret == b.secret == b"secret-A"
+        # B's hash deleted behind its back (a flush): reported, written whole again
+        client.call("DEL", prefix + "counts:B")
+        round_(client, b)
+        assert b.stats["lost"] == 1
+        round_(client, b)
+        round_(client, a)
+        assert pa.size("lb-pstn", "1") == 4
+        # a short ban made on B reaches A with the time it has left
+        gb.ban("192.0.2.77", time.time(), seconds=1.0)
+        round_(client, b)
+        round_(client, a)
+        assert ga.bans.get("192.0.2.77", time.time()) is not None
+        # A stops syncing: after its ttl (1 s) B no longer counts its 3 calls,
+        # and the ended ban is gone from Redis
+        deadline = time.monotonic() + 15
+        while pb.size("lb-pstn", "1") != 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            round_(client, b)
+        assert pb.size("lb-pstn", "1") == 1
+        assert client.call("ZRANGE", prefix + "nodes", 0, -1) == ["B"]
+        assert client.call("EXISTS", prefix + "counts:A") == 0
+        assert client.call("HGET", prefix + "banx", "192.0.2.77") is None
+        assert client.call("ZCARD", prefix + "banexp") == 0
+    finally:
+        client.close()
