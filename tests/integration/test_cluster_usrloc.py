@@ -266,3 +266,32 @@ def test_without_redis_calls_route_on_the_local_copy_and_the_nodes_catch_up(
         finally:
             uas.stop()
             uas2.stop()
+
+
+@pytest.mark.skipif(not node_available(), reason="node and npm are not installed")
+def test_jssip_registered_at_a_receives_a_sipp_call_arriving_at_b(tmp_path, postgres):
+    """A browser softphone's stack (JsSIP over WebSocket, with outbound's
+    reg-id and a .invalid contact) registers at A; SIPp's INVITE at B reaches
+    it through A on its WebSocket, and its 486 reaches SIPp through both nodes."""
+    from tests.integration.test_jssip import JsSipPeer, ensure_jssip
+    ensure_jssip()
+    db, users = postgres
+    alice = user_name(users, "jsalice")
+    with ClusterRedis() as redis, Cluster(tmp_path, config(redis, PG_URL)) as (a, b):
+        wait_shared(a, b)
+        peer = JsSipPeer(f"ws://{a.host}:{a.port('ws')}", f"sip:{alice}@example.com", "unused")
+        try:
+            assert peer.expect("registered", 15)["status"] == 200
+            caller = Sipp(tmp_path, "caller", "call_rejected_uac.xml", free_port(), "u1",
+                          target=f"{b.host}:{b.port('udp')}",
+                          extra=["-s", alice, "-key", "domain", "example.com", "-m", 1,
+                                 "-timeout", 20, "-timeout_error"]).start()
+            invite = peer.expect("invite", 15)
+            assert invite["ruri"].endswith(".invalid;transport=ws")
+            assert any(f"{b.host}:{b.port('udp')}" in rr for rr in invite["recordRoute"])
+            rc = caller.wait(30)
+            stats = caller.stats()
+            assert rc == 0 and stats["ok"] == 1 and stats["failed"] == 0, (stats, caller.errors())
+            assert rpc(a, "stats.get", "flow_relayed")["flow_relayed"] == 1
+        finally:
+            peer.close()
