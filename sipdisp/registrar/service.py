@@ -306,9 +306,17 @@ def register_commands(registry, service):
 
     @registry.command("ul.lookup")
     def lookup(table_or_aor: str, aor: str = "") -> dict:
-        """The bindings of one AOR: 'ul.lookup location alice@example.com' or 'ul.lookup alice@example.com'."""
+        """The bindings of one AOR (every node's with usrloc.shared_url): 'ul.lookup location alice@example.com' or 'ul.lookup alice@example.com'."""
         key = _aor(service, _table_and_aor(table_or_aor, aor))
         now = reactor.seconds()
+        shared = service.shared
+        if shared is not None and shared.available:
+            # every node's bindings, as a lookup sees them (shared.py)
+            def shape_shared(bindings):
+                if not bindings:
+                    raise CommandError(f"ul.lookup: AOR {key} not found")
+                return {"AoR": key, "Contacts": [b.describe(now) for b in bindings]}
+            return shared.fetch(key, now).addCallback(shape_shared)
         if location.in_memory:
             bindings = location.bindings(key, now)
             if not bindings:

@@ -359,3 +359,19 @@ def test_no_outage_is_logged_while_the_first_connection_is_being_made():
     store.connected = True
     a.advance(1.0)
     assert set(stored(store, "alice")) and set(stored(store, "bob")) and not a.shared.down
+
+
+def test_ul_lookup_shows_every_nodes_bindings_and_ul_stats_the_sharing():
+    """ul.lookup at B lists the binding A saved (with its relay Path for a
+    WebSocket user); ul.stats counts the shared reads and writes."""
+    store, a, b = pair()
+    register_ws(a)
+    result = []
+    b.registry.call("ul.lookup", "location", "alice").addCallback(result.append)
+    (contact,) = result[0]["Contacts"]
+    assert contact["Contact"] == "sip:h7kjh@df7jal23ls0d.invalid;transport=ws"
+    assert contact["Path"].startswith("<sip:127.0.0.2:5060;transport=udp;lr;ob;flow=")
+    got = []
+    a.registry.call("ul.stats").addCallback(got.append)
+    stats = got[0]
+    assert stats["shared_writes"] == 1 and stats["shared_connected"] is True
