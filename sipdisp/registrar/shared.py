@@ -37,9 +37,20 @@ from .usrloc import Binding
 
 log = Logger(namespace="sipdisp.usrloc")
 
-#: HSET the binding, then raise the hash's TTL to this binding's when it is
-#: shorter (TTL is -1 for a new hash): one round trip, atomic
+#: HSET the binding unless the hash holds a newer version of it (a node
+#: writing its copy again after an outage must not undo a refresh another
+#: node made meanwhile), then raise the hash's TTL to this binding's when it
+#: is shorter (TTL is -1 for a new hash): one round trip, atomic. ARGV: ruid,
+#: JSON, TTL, last-modified. Returns 1 when written, 0 when a newer one won.
 SAVE_SCRIPT = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  local ok, o = pcall(cjson.decode, old)
+  if ok and type(o) == 'table' and tonumber(o['modified']) ~= nil
+     and tonumber(o['modified']) > tonumber(ARGV[4]) then
+    return 0
+  end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local ttl = redis.call('TTL', KEYS[1])
 if ttl < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
@@ -124,7 +135,7 @@ class SharedLocation:
         self.timers = {}
         self._timer = None
         self.remote = {}      # aor -> bindings of other nodes, as Redis last gave them
-        self._pending = {}    # aor -> {ruid: Binding to write again, or None to delete}
+        self._pending = {}    # aor -> {ruid} to write again as they are here now (or delete)
         self.down = False     # in an outage (logged once, until it ends)
         self._disconnects = getattr(engine, "disconnects", 0)
         self.stats = {"shared_writes": 0, "shared_write_errors": 0, "shared_reads": 0,
@@ -199,7 +210,8 @@ class SharedLocation:
                 else:
                     relay = self.relay_route(b.conn_id) if b.conn_id is not None else None
                     d = self.engine.command("EVAL", SAVE_SCRIPT, 1, self.key(aor), ruid,
-                                            binding_to_json(b, self.node, relay), ttl)
+                                            binding_to_json(b, self.node, relay), ttl,
+                                            repr(float(b.last_modified)))
         except Exception as exc:  # NotConnected at the last moment
             self._keep(aor, ruid, b)
             self._outage(str(exc))
@@ -214,7 +226,9 @@ class SharedLocation:
         return None
 
     def _keep(self, aor, ruid, b):
-        self._pending.setdefault(aor, {})[ruid] = b
+        # the binding's latest state is written then, not this one: a late
+        # failure of an old write must not overwrite a newer one
+        self._pending.setdefault(aor, set()).add(ruid)
 
     @property
     def pending(self):
@@ -231,14 +245,17 @@ class SharedLocation:
         now = self.clock()
         n = 0
         budget = self.resync_batch
+        records = self.location.records
         for aor in list(self._pending):
-            changes = self._pending.pop(aor)
-            while changes and n < budget:
-                ruid, b = changes.popitem()
-                self._send(aor, ruid, b if b is None or b.expires > now else None, now)
+            ruids = self._pending.pop(aor)
+            here = {b.ruid: b for b in records.get(aor, ())}
+            while ruids and n < budget:
+                ruid = ruids.pop()
+                b = here.get(ruid)
+                self._send(aor, ruid, b if b is not None and b.expires > now else None, now)
                 n += 1
-            if changes:  # the rest waits for the next round
-                self._pending.setdefault(aor, {}).update(changes)
+            if ruids:  # the rest waits for the next round
+                self._pending.setdefault(aor, set()).update(ruids)
             if n >= budget:
                 break
         self._count("shared_resynced", n)
@@ -312,10 +329,9 @@ class SharedLocation:
             out.append(b)
             others.append(b)
         # ours and waiting to be written again: Redis does not know them yet
-        changes = self._pending.get(aor)
-        if changes:
-            out.extend(b for ruid, b in changes.items()
-                       if b is not None and ruid in mine and b.expires > now)
+        waiting = self._pending.get(aor)
+        if waiting:
+            out.extend(b for ruid, b in mine.items() if ruid in waiting and b.expires > now)
         if others:
             self.remote[aor] = others
         else:

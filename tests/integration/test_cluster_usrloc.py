@@ -295,3 +295,24 @@ def test_jssip_registered_at_a_receives_a_sipp_call_arriving_at_b(tmp_path, post
             assert rpc(a, "stats.get", "flow_relayed")["flow_relayed"] == 1
         finally:
             peer.close()
+
+
+def test_the_save_script_keeps_the_newer_version_and_the_longest_ttl_in_redis():
+    """The Lua call every save makes, against the real server: an older
+    version of a binding does not replace a newer one, and the hash's TTL
+    grows to the longest expiry it holds but never shrinks."""
+    from sipdisp.registrar.shared import SAVE_SCRIPT
+    with ClusterRedis() as redis:
+        key = f"{redis.prefix}ul:alice"
+        assert redis.cli("EVAL", SAVE_SCRIPT, 1, key, "r1", '{"modified":1100.0}', 600,
+                         "1100.0") == "1"
+        assert redis.cli("EVAL", SAVE_SCRIPT, 1, key, "r1", '{"modified":1000.0}', 900,
+                         "1000.0") == "0"
+        assert redis.cli("HGET", key, "r1") == '{"modified":1100.0}'
+        assert 590 <= int(redis.cli("TTL", key)) <= 600
+        assert redis.cli("EVAL", SAVE_SCRIPT, 1, key, "r2", '{"modified":1.0}', 60, "1.0") == "1"
+        assert 590 <= int(redis.cli("TTL", key)) <= 600
+        assert redis.cli("EVAL", SAVE_SCRIPT, 1, key, "r1", '{"modified":1200.0}', 900,
+                         "1200.0") == "1"
+        assert 890 <= int(redis.cli("TTL", key)) <= 900
+        assert redis.cli("HLEN", key) == "2"

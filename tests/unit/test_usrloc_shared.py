@@ -57,7 +57,10 @@ class HashStore:
             return defer.succeed(n)
         if op == "EVAL":
             assert args[1] == SAVE_SCRIPT
-            _, _, _, key, field, value, ttl = args
+            _, _, _, key, field, value, ttl, modified = args
+            old = self.hashes.get(key, {}).get(field)
+            if old is not None and json.loads(old)["modified"] > float(modified):
+                return defer.succeed(0)  # a newer version wins, as the script decides
             self.hashes.setdefault(key, {})[field] = value
             self.ttl[key] = max(self.ttl.get(key, -1), int(ttl))
             return defer.succeed(1)
@@ -375,3 +378,21 @@ def test_ul_lookup_shows_every_nodes_bindings_and_ul_stats_the_sharing():
     a.registry.call("ul.stats").addCallback(got.append)
     stats = got[0]
     assert stats["shared_writes"] == 1 and stats["shared_connected"] is True
+
+
+def test_a_node_writing_its_copy_again_does_not_undo_a_newer_refresh():
+    """After a lost connection A writes its bindings again; the one B has
+    refreshed since keeps B's newer version."""
+    store, a, b = pair()
+    ua = a.ua("alice", host="10.0.0.1", port=5070)
+    ua.register(expires=600)
+    b.advance(100)
+    ua.stack = b
+    assert ua.register(expires=900).status == 200
+    (newer,) = stored(store, "alice").values()
+    store.go_down()
+    store.connected = True
+    a.advance(1.5)  # A's resync of everything it holds
+    assert a.shared.stats["shared_resynced"] >= 1
+    (after,) = stored(store, "alice").values()
+    assert after == newer and after["node"] == "127.0.0.3:5060"
