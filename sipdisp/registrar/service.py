@@ -89,7 +89,8 @@ class RegistrarService(Service):
                                          relay_route=self._relay_route, counters=core.stats,
                                          resync_interval=u.shared_resync_interval,
                                          resync_batch=u.shared_resync_batch,
-                                         connect_grace=cfg.cache.redis_timeout)
+                                         connect_grace=cfg.cache.redis_timeout,
+                                         queue_max=cfg.cache.redis_queue_max)
         r = cfg.registrar
         params = RegistrarParams(default_expires=r.default_expires, min_expires=r.min_expires,
                                  max_expires=r.max_expires, max_contacts=r.max_contacts,

@@ -118,7 +118,7 @@ class SharedLocation:
 
     def __init__(self, location, engine, clock, prefix="sipdisp:", node_id=None,
                  relay_route=None, counters=None, resync_interval=1.0, resync_batch=1000,
-                 connect_grace=2.0):
+                 connect_grace=2.0, queue_max=10000):
         self.location = location
         self.engine = engine
         self.clock = clock
@@ -130,6 +130,11 @@ class SharedLocation:
         self.resync_batch = resync_batch
         # the first connection is being made for this long after start: not an outage yet
         self.connect_grace = connect_grace
+        # writes sent without their answer yet (cache.redis_queue_max): past
+        # it a change waits for the resync instead of piling up on the socket
+        self.queue_max = queue_max
+        self.in_flight = 0
+        self._queue_full = False
         self._started_at = None
         self._ever_connected = False
         self.timers = {}
@@ -140,7 +145,8 @@ class SharedLocation:
         self._disconnects = getattr(engine, "disconnects", 0)
         self.stats = {"shared_writes": 0, "shared_write_errors": 0, "shared_reads": 0,
                       "shared_read_errors": 0, "shared_local_answers": 0,
-                      "shared_resynced": 0, "shared_outages": 0, "shared_bad_entries": 0}
+                      "shared_resynced": 0, "shared_outages": 0, "shared_bad_entries": 0,
+                      "shared_queue_full": 0}
         location.shared = self
 
     @property
@@ -200,6 +206,15 @@ class SharedLocation:
             self._outage("not connected")
             return
         self._ever_connected = True
+        if self.in_flight >= self.queue_max:
+            self._keep(aor, ruid, b)
+            self._count("shared_queue_full")
+            if not self._queue_full:
+                self._queue_full = True
+                log.warn("usrloc: {n} writes to Redis wait for their answer "
+                         "(cache.redis_queue_max); later changes are written by the resync",
+                         n=self.in_flight)
+            return
         try:
             if b is None:
                 d = self.engine.command("HDEL", self.key(aor), ruid)
@@ -217,9 +232,17 @@ class SharedLocation:
             self._outage(str(exc))
             return
         self._count("shared_writes")
-        d.addErrback(self._write_failed, aor, ruid, b)
+        self.in_flight += 1
+        d.addCallbacks(self._written, self._write_failed, errbackArgs=(aor, ruid, b))
+
+    def _written(self, result):
+        self.in_flight -= 1
+        if self._queue_full and self.in_flight < self.queue_max // 2:
+            self._queue_full = False
+        return None
 
     def _write_failed(self, f, aor, ruid, b):
+        self.in_flight -= 1
         self._count("shared_write_errors")
         self._keep(aor, ruid, b)
         self._outage(f.getErrorMessage())

@@ -396,3 +396,30 @@ def test_a_node_writing_its_copy_again_does_not_undo_a_newer_refresh():
     assert a.shared.stats["shared_resynced"] >= 1
     (after,) = stored(store, "alice").values()
     assert after == newer and after["node"] == "127.0.0.3:5060"
+
+
+def test_past_the_queue_limit_changes_wait_for_the_resync():
+    """With writes unanswered up to cache.redis_queue_max, a further change
+    is kept (counted in shared_queue_full) and written by the next resync."""
+    store, a, b = pair()
+    held = []
+    answer_now = store.command
+
+    def slow(*args):  # Redis answering writes late: they stay in flight
+        if args[0] != "EVAL":
+            return answer_now(*args)
+        d = defer.Deferred()
+        held.append((d, answer_now(*args)))
+        return d
+    store.command = slow
+    a.shared.queue_max = 1
+    a.ua("alice", host="10.0.0.1", port=5070).register(expires=600)
+    a.ua("bob", host="10.0.0.2", port=5070).register(expires=600)
+    assert a.shared.in_flight == 1 and a.shared.pending == 1
+    assert a.core.stats["usrloc_shared_queue_full"] == 1
+    store.command = answer_now
+    for d, result in held:
+        result.addCallback(d.callback)
+    assert a.shared.in_flight == 0
+    a.advance(1.0)
+    assert a.shared.pending == 0 and set(stored(store, "bob"))
