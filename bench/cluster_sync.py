@@ -65,15 +65,25 @@ def node(name, prefix, values):
     return profiles, ClusterSync(name, prefix, 10.0, profiles=profiles, secret="x")
 
 
-def timed_rounds(client, sync, profiles, rounds, change):
+def toggle(profiles, d, n):
+    """One call more or less: the node writes its whole hash next round."""
+    if n % 2:
+        profiles.remove_all(d)
+    else:
+        profiles.add(d, "lb-pstn", "0")
+
+
+def timed_rounds(client, sync, profiles, rounds, change, others):
     rtt, py = [], []
     d = Dialog()
+    peer_dialogs = [Dialog() for _ in others]
     for n in range(rounds):
-        if change:  # one call more or less each round: the whole hash is written
-            if n % 2:
-                profiles.remove_all(d)
-            else:
-                profiles.add(d, "lb-pstn", "0")
+        if change in ("this", "all"):
+            toggle(profiles, d, n)
+        if change == "all":  # the other nodes too (untimed): every hash is read again
+            for (peer_profiles, peer), pd in zip(others, peer_dialogs):
+                toggle(peer_profiles, pd, n)
+                peer.answered(client.call(*peer.request(time.time())), time.time())
         t0 = time.perf_counter()
         request = sync.request(time.time())
         t1 = time.perf_counter()
@@ -92,7 +102,7 @@ def main():
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 500
     prefix = f"sdbench:{os.getpid()}:"
     client = Resp(port)
-    print(f"{'values/node':>12} {'kind':>10} {'rtt p50 ms':>11} {'rtt p99 ms':>11} "
+    print(f"{'values/node':>12} {'changed':>10} {'rtt p50 ms':>11} {'rtt p99 ms':>11} "
           f"{'python us':>10}")
     try:
         for values in (10, 100, 1000):
@@ -100,10 +110,9 @@ def main():
             for profiles, sync in others:
                 client.call(*sync.request(time.time()))
             profiles, sync = node("self", prefix, values)
-            for change in (False, True):
-                p50, p99, py = timed_rounds(client, sync, profiles, rounds, change)
-                kind = "changed" if change else "unchanged"
-                print(f"{values:>12} {kind:>10} {p50:>11.3f} {p99:>11.3f} {py:>10.1f}")
+            for change in ("none", "this", "all"):
+                p50, p99, py = timed_rounds(client, sync, profiles, rounds, change, others)
+                print(f"{values:>12} {change:>10} {p50:>11.3f} {p99:>11.3f} {py:>10.1f}")
         # the call path: Profiles.size with and without other nodes' counts
         profiles, sync = node("self", prefix + "x:", 100)
         n = 200000

@@ -13,8 +13,10 @@ one round trip, atomic on the server) that
   per sampling unit) and the bans made or lifted here (``<prefix>bans``
   scored by when they were written, ``<prefix>banexp`` by when they end,
   ``<prefix>banx`` their end and value), forgetting ended bans;
-* answers the other live nodes' counts and pike counts, every dispatcher
-  state, the bans written since the last round, and the secret.
+* answers the other live nodes' counts (only those written since this node
+  last read them: the hash's empty field dates its last write) and pike
+  counts, every dispatcher state, the bans written since the last round,
+  and the secret.
 
 A node that dies stops refreshing: its hash expires and its score falls
 behind the clock, so its calls stop counting on the others ``node_ttl``
@@ -49,11 +51,12 @@ if full then
     redis.call('HSET', key, ARGV[i], ARGV[i + 1])
     i = i + 2
   end
+  -- the empty field dates the write (the readers' version of it) and keeps
+  -- the hash alive when this node has no call at all
+  redis.call('HSET', key, '', tostring(now))
 elseif redis.call('EXISTS', key) == 0 then
   lost = 1
 end
--- the empty field keeps the hash alive when this node has no call at all
-redis.call('HSET', key, '', tostring(now))
 redis.call('PEXPIRE', key, ttl)
 local nodes = p .. 'nodes'
 redis.call('ZADD', nodes, now + ttl, node)
@@ -107,11 +110,25 @@ for _, host in ipairs(redis.call('ZRANGEBYSCORE', bans, cursor, '+inf')) do
   newbans[#newbans + 1] = host
   newbans[#newbans + 1] = redis.call('HGET', banx, host) or ''
 end
+-- the other nodes' counts: only those written since this node last read them
+local known = {}
+local nk = tonumber(ARGV[i])
+i = i + 1
+for j = 1, nk do
+  known[ARGV[i]] = ARGV[i + 1]
+  i = i + 2
+end
 local counts, pikes = {}, {}
 for _, other in ipairs(redis.call('ZRANGE', nodes, 0, -1)) do
   if other ~= node then
+    local okey = p .. 'counts:' .. other
+    local version = redis.call('HGET', okey, '')
     counts[#counts + 1] = other
-    counts[#counts + 1] = redis.call('HGETALL', p .. 'counts:' .. other)
+    if version and known[other] == version then
+      counts[#counts + 1] = 0
+    else
+      counts[#counts + 1] = redis.call('HGETALL', okey)
+    end
     pikes[#pikes + 1] = redis.call('HGETALL', p .. 'pike:' .. other)
   end
 end
@@ -161,6 +178,7 @@ class ClusterSync:
         self._sent = (None, {}, {})
         self._last_ok = None
         self.peers = {}               # node -> {field: count} (the last answer)
+        self._peer_versions = {}      # node -> its hash's write time we hold
         self.flood = flood
         self._bans_out = {}           # host -> (seconds, value) banned or lifted here
         self._ban_cursor = "-inf"     # Redis time (ms) of the last round's answer
@@ -207,6 +225,10 @@ class ClusterSync:
         args.append(len(bans))
         for host, (seconds, value) in bans.items():
             args += [host, repr(float(seconds)), "" if value is None else str(value)]
+        versions = self._peer_versions
+        args.append(len(versions))
+        for node, version in versions.items():
+            args += [node, version]
         self._sent = (profiles.version if full else None, dict(changed), dict(bans))
         changed.clear()
         bans.clear()
@@ -269,12 +291,25 @@ class ClusterSync:
         self._apply_bans(bans, int(_text(redis_now)), now)
         self._ban_cursor = _text(redis_now)
         self._set_pike(pikes)
-        peers = {}
+        old, peers, versions = self.peers, {}, {}
+        changed = False
         for node, flat in zip(counts[0::2], counts[1::2]):
-            peers[_text(node)] = {_text(k): _text(v) for k, v in _pairs(flat)}
+            node = _text(node)
+            if isinstance(flat, list):
+                fields = {_text(k): _text(v) for k, v in _pairs(flat)}
+                changed = True
+            elif node in old:
+                fields = old[node]  # not written since we last read it
+            else:
+                continue  # cannot happen: we never claim a version we do not hold
+            peers[node] = fields
+            if "" in fields:
+                versions[node] = fields[""]
         self.peers = peers
+        self._peer_versions = versions
         self.stats["nodes"] = len(peers) + 1
-        self._set_remote(peers)
+        if changed or len(peers) != len(old):
+            self._set_remote(peers)
 
     def _set_pike(self, pikes):
         if self.flood is None:
@@ -339,6 +374,7 @@ class ClusterSync:
         self._written_version = None
         if self.peers and (self._last_ok is None or now - self._last_ok > self.ttl):
             self.peers = {}
+            self._peer_versions = {}
             self._set_remote({})
             self._set_pike([])
             return True  # the view was dropped

@@ -276,3 +276,21 @@ def test_a_ban_whose_round_failed_is_sent_again():
     assert tail(sync.request(50.0))[2]
     sync.failed(50.0)
     assert tail(sync.request(50.2))[2] == {"198.51.100.1": ("60.0", "1")}
+
+
+def test_a_peer_not_written_since_the_last_read_is_not_sent_again_and_keeps_counting():
+    profiles = lb_profiles()
+    sync = ClusterSync("A", "p:", 10.0, profiles=profiles)
+    sync.request()
+    sync.answered(reply(peers=[("B", {"lb-pstn" + SEP + "1": 4})]), now=1.0)
+    argv = args_of(sync.request())
+    assert argv[-3:] == [1, "B", "123"]  # the version of B's hash this node holds
+    # "unchanged" (0) for B: its counts stay, nothing is recomputed
+    remote = profiles.remote
+    sync.answered([0, "s", [], "1000", [], [], ["B", 0]], now=1.2)
+    assert profiles.remote is remote and profiles.size("lb-pstn", "1") == 4
+    # B gone from the live nodes: its calls no longer count
+    sync.request()
+    sync.answered([0, "s", [], "1000", [], [], []], now=1.4)
+    assert profiles.size("lb-pstn", "1") == 0
+    assert args_of(sync.request())[-1] == 0
