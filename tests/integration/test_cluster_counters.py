@@ -90,7 +90,7 @@ def prefix():
 def node(tmp_path, name, address, prefix, extra, redis_port=REDIS[1]):
     """A sipdisp node listening on ``address`` in the cluster ``prefix``."""
     home = tmp_path / name
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     cfg = {"listen": {"udp": [f"{address}:0"], "tcp": [f"{address}:0"], "ws": []},
            "console": {"enabled": False}, "http": {"listen": "127.0.0.1:0"},
            "cluster": {"redis": f"redis://127.0.0.1:{redis_port}/0", "node_id": name,
@@ -433,3 +433,51 @@ def test_the_sync_script_against_redis_counts_expiry_loss_and_bans(prefix):
         assert client.call("ZCARD", prefix + "banexp") == 0
     finally:
         client.close()
+
+
+def test_a_nonce_from_node_a_is_accepted_by_node_b(tmp_path, prefix):
+    """Without auth.secret each node starts with a random nonce secret and
+    takes the cluster's from Redis: a REGISTER challenged by A and answered
+    to B is accepted by B (200), as it would not be with per-node secrets."""
+    import sqlite3
+    import sys
+
+    from sipdisp.auth.subscribers import subscriber_row
+    from sipdisp.sip import parse_message
+    from tests.support.processes import ROOT
+    from tests.support.registrar import UA
+
+    for name in ("A", "B"):
+        home = tmp_path / name
+        home.mkdir()
+        path = home / "sipdisp.db"
+        subprocess.run([sys.executable, "-m", "sipdisp.cli", "db", "init", f"sqlite:///{path}"],
+                       cwd=ROOT, check=True, timeout=60, stdout=subprocess.DEVNULL)
+        with sqlite3.connect(path) as db:
+            db.execute("INSERT INTO subscriber (username, domain, password, ha1, ha1b) "
+                       "VALUES (:username, :domain, :password, :ha1, :ha1b)",
+                       subscriber_row("carol", "example.com", "pw-carol"))
+    extra = {"auth": {"enabled": True, "secret": None}, "proxy": {"domains": ["example.com"]}}
+    a = node(tmp_path, "A", "127.0.0.2", prefix, extra)
+    b = node(tmp_path, "B", "127.0.0.3", prefix, extra)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(10)
+    try:
+        assert wait_until(lambda: all(rpc(p, "cluster.status")["stats"]["rounds"] > 0
+                                      for p in (a, b)), 15)
+        ua = UA(None, "carol", "127.0.0.1", sock.getsockname()[1], "udp", None,
+                domain="example.com", password="pw-carol")
+        sock.sendto(ua.register_bytes(), ("127.0.0.2", a.port("udp")))
+        challenge = parse_message(sock.recv(65535))
+        assert challenge.status == 401, challenge
+        auth = ua.answer(challenge.get("www-authenticate"), "REGISTER", "sip:example.com")
+        sock.sendto(ua.register_bytes(auth=auth), ("127.0.0.3", b.port("udp")))
+        answer = parse_message(sock.recv(65535))
+    finally:
+        sock.close()
+        a.stop()
+        b.stop()
+    assert answer.status == 200, answer
+    for proxy in (a, b):
+        assert "nonces are signed with the cluster's shared secret" in proxy.log_text()
