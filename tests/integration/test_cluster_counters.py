@@ -128,6 +128,7 @@ def total_load(proxy):
 
 
 def stop_all(*procs):
+    """Stop every process given (None skipped)."""
     for proc in procs:
         if proc is not None:
             proc.stop()
@@ -296,6 +297,7 @@ def test_a_destination_marked_inactive_on_a_is_skipped_by_b(tmp_path, prefix):
 
 
 def options(call_id):
+    """An OPTIONS from 127.0.0.9 as bytes."""
     return (f"OPTIONS sip:ping@127.0.0.1 SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.9;branch=z9hG4bK{call_id};rport\r\n"
             f"Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.9>;tag=1\r\nTo: <sip:ping@127.0.0.1>\r\n"
@@ -303,6 +305,7 @@ def options(call_id):
 
 
 def banned(proxy):
+    """The addresses ``proxy`` bans now (ipban.list)."""
     return {entry["address"] for entry in rpc(proxy, "ipban.list")}
 
 
@@ -346,6 +349,7 @@ class Resp:
         self.file = self.sock.makefile("rb")
 
     def call(self, *args):
+        """Send one command; its decoded answer."""
         out = [f"*{len(args)}\r\n".encode()]
         for arg in args:
             data = arg if isinstance(arg, bytes) else str(arg).encode()
@@ -367,6 +371,7 @@ class Resp:
         return None if n < 0 else [self._read() for _ in range(n)]
 
     def close(self):
+        """Close the connection."""
         self.file.close()
         self.sock.close()
 

@@ -56,6 +56,7 @@ def reply(peers=(), ds=(), lost=0, secret="s3cret", now=1000, bans=(), pikes=())
 
 
 def lb_profiles():
+    """Profiles with lb-pstn (with values) and calls (without)."""
     profiles = Profiles()
     profiles.define("lb-pstn", True)
     profiles.define("calls", False)
@@ -133,6 +134,7 @@ def test_without_redis_the_view_of_others_is_kept_for_ttl_then_dropped_and_all_r
 
 
 def dispatcher():
+    """A Dispatcher with two destinations in set 1."""
     ds = Dispatcher()
     ds.load([{"setid": 1, "destination": "sip:10.0.0.1:5060"},
              {"setid": 1, "destination": "sip:10.0.0.2:5060"}])
@@ -214,6 +216,7 @@ def tail(request):
 
 
 def guard(density=10, share_min=3):
+    """A FloodGuard whose pike shares sources from ``share_min`` requests."""
     pike = Pike(unit=2.0, density=density)
     pike.share_min = share_min
     return FloodGuard(HTable("ipban", autoexpire=300), pike)
