@@ -51,6 +51,10 @@ class Pike:
         self.share_min = 0
         #: host -> _Source of the sources this node shares (the cluster sync prunes it)
         self.notable = {}
+        #: most sources shared at once (0: no cap); busy sources beyond are counted here only
+        self.share_max = 0
+        #: busy sources not shared because ``share_max`` were already
+        self.share_skipped = 0
 
     def _rate(self, src, now):
         """Requests in the ``unit`` seconds up to ``now`` (the sliding estimate)."""
@@ -95,7 +99,10 @@ class Pike:
         src.cur += 1
         src.last = now
         if src.cur == self.share_min:
-            self.notable[host] = src
+            if not self.share_max or len(self.notable) < self.share_max:
+                self.notable[host] = src
+            else:
+                self.share_skipped += 1
         self._forget_stale(now)
         rate = self._rate(src, now)
         if self.remote:

@@ -53,6 +53,7 @@ class ClusterService(Service):
         guard = modules.flood.guard if modules.flood is not None else None
         if guard is not None:
             guard.pike.share_min = c.pike_share_min
+            guard.pike.share_max = c.pike_share_max
         self.sync = ClusterSync(c.node_id or default_node_id(), c.key_prefix, c.node_ttl,
                                 profiles=dialogs.profiles if dialogs is not None else None,
                                 dispatcher=modules.dispatcher, nonces=nonces,
@@ -100,7 +101,10 @@ class ClusterService(Service):
             self._failed(now, str(exc))
             return
         self._pending = True
-        d.addCallbacks(self._answered, self._errback)
+        # an answer that does not apply (a node running another script version)
+        # fails the round like a lost connection instead of escaping as unhandled
+        d.addCallback(self._answered)
+        d.addErrback(self._errback)
 
     def _answered(self, reply):
         self._pending = False

@@ -44,6 +44,8 @@ CLUSTER = Section(
         "A node that has not written its counts for this long (it died) stops counting on the others."),
     Key("pike_share_min", Int(min=1), 5,
         "A source sending this many requests to this node within one flood.sampling_time_unit has its count shared, so pike sums its requests over every node; quieter sources cost Redis nothing."),
+    Key("pike_share_max", Int(min=1), 1000,
+        "Most sources whose pike counts a node shares at once (a flood from many addresses); busier sources beyond are counted by each node alone and in sipdisp_cluster_pike_share_skipped_total."),
     Key("redis_timeout", Seconds(positive=True), 2.0,
         "Connect and reply timeout of the cluster's Redis; an exchange unanswered this long counts as failed and the next one is tried."),
 )

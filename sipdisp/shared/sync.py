@@ -200,6 +200,13 @@ class ClusterSync:
                st["lost"])
         yield ("sipdisp_cluster_nodes", "gauge", "Live nodes seen in Redis, this one included.",
                st["nodes"])
+        if self.flood is not None:
+            pike = self.flood.pike
+            yield ("sipdisp_cluster_pike_shared", "gauge",
+                   "Sources whose pike counts this node shares now.", len(pike.notable))
+            yield ("sipdisp_cluster_pike_share_skipped_total", "counter",
+                   "Busy sources not shared because cluster.pike_share_max were already.",
+                   pike.share_skipped)
 
     # -- outgoing -----------------------------------------------------------------------
     def request(self, now=0.0):

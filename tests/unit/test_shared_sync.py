@@ -297,3 +297,17 @@ def test_a_peer_not_written_since_the_last_read_is_not_sent_again_and_keeps_coun
     sync.answered([0, "s", [], "1000", [], [], []], now=1.4)
     assert profiles.size("lb-pstn", "1") == 0
     assert args_of(sync.request())[-1] == 0
+
+
+def test_at_most_share_max_sources_are_shared_the_rest_counted():
+    g = guard(density=100, share_min=2)
+    g.pike.share_max = 2
+    sync = ClusterSync("A", "p:", 10.0, flood=g)
+    for host in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        for _ in range(2):
+            g.pike.hit(host, 10.0)
+    shared = tail(sync.request(10.0))[1]
+    assert sorted(shared) == ["5" + SEP + "192.0.2.1", "5" + SEP + "192.0.2.2"]
+    got = {name: value for name, _kind, _doc, value in sync.metrics()}
+    assert got["sipdisp_cluster_pike_share_skipped_total"] == 1
+    assert got["sipdisp_cluster_pike_shared"] == 2
