@@ -423,3 +423,26 @@ def test_past_the_queue_limit_changes_wait_for_the_resync():
     assert a.shared.in_flight == 0
     a.advance(1.0)
     assert a.shared.pending == 0 and set(stored(store, "bob"))
+
+
+def test_shared_url_must_be_redis_and_not_with_db_mode_3():
+    """usrloc.shared_url: a redis:// URL gives an engine; local://, junk and
+    db_mode 3 stop the start with a line naming the key."""
+    import pytest
+
+    from sipdisp.config import ConfigError
+    from sipdisp.schema import config_from_dict
+    from sipdisp.service import usrloc_engine
+
+    def cfg(**usrloc):
+        return config_from_dict({"usrloc": usrloc, "console": {"enabled": False},
+                                 "http": {"enabled": False}})
+    assert usrloc_engine(cfg(), None) is None
+    engine = usrloc_engine(cfg(shared_url="redis://127.0.0.1:6379/3"), None)
+    assert (engine.url.host, engine.url.port, engine.url.database) == ("127.0.0.1", 6379, 3)
+    for bad, why in (("local://", "through Redis"), ("nonsense", "not a cachedb URL")):
+        with pytest.raises(ConfigError, match=why) as err:
+            usrloc_engine(cfg(shared_url=bad), None)
+        assert "usrloc.shared_url" in str(err.value)
+    with pytest.raises(ConfigError, match="db_mode 3"):
+        usrloc_engine(cfg(shared_url="redis://127.0.0.1:6379/0", db_mode=3), None)
