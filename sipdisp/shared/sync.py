@@ -30,7 +30,7 @@ applies its answer; it never reads a clock nor does I/O.
 
 from collections import Counter
 
-from ..logs import Logger
+from ..logs import Logger, RepeatLimiter
 
 #: separates a profile's name from its value in a hash field
 SEP = "\x1f"
@@ -167,6 +167,8 @@ class ClusterSync:
         self.nonces = nonces
         self.secret = secret
         self.log = log or Logger(namespace="sipdisp.shared")
+        self._limited = RepeatLimiter(self.log, limit=1, interval=60.0)
+        self._skipped_seen = 0
         self.stats = {"rounds": 0, "failures": 0, "full_writes": 0, "lost": 0,
                       "ds_applied": 0, "nodes": 0, "bans_applied": 0,
                       "pike_shared": 0}
@@ -246,6 +248,11 @@ class ClusterSync:
         if self.flood is None:
             return []
         pike = self.flood.pike
+        if pike.share_skipped != self._skipped_seen:
+            self._skipped_seen = pike.share_skipped
+            self._limited.warn("cluster.pike_share_max", "cluster: {n} busy sources are shared "
+                               "already (cluster.pike_share_max); busier ones are counted by "
+                               "each node alone", n=pike.share_max)
         notable = pike.notable
         if not notable:
             return []

@@ -302,7 +302,16 @@ def test_a_peer_not_written_since_the_last_read_is_not_sent_again_and_keeps_coun
 def test_at_most_share_max_sources_are_shared_the_rest_counted():
     g = guard(density=100, share_min=2)
     g.pike.share_max = 2
-    sync = ClusterSync("A", "p:", 10.0, flood=g)
+    lines = []
+
+    class Log:
+        """Records the lines the sync logs."""
+
+        def emit(self, level, fmt, **fields):
+            """What RepeatLimiter calls."""
+            lines.append((str(level), fmt.format(**fields)))
+
+    sync = ClusterSync("A", "p:", 10.0, flood=g, log=Log())
     for host in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
         for _ in range(2):
             g.pike.hit(host, 10.0)
@@ -311,3 +320,4 @@ def test_at_most_share_max_sources_are_shared_the_rest_counted():
     got = {name: value for name, _kind, _doc, value in sync.metrics()}
     assert got["sipdisp_cluster_pike_share_skipped_total"] == 1
     assert got["sipdisp_cluster_pike_shared"] == 2
+    assert len([text for _level, text in lines if "cluster.pike_share_max" in text]) == 1
