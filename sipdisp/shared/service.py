@@ -10,9 +10,12 @@ routing on what it has (its own calls always, the others' until that view is
 back, and counts the failed rounds.
 """
 
+import hashlib
 import os
 import secrets
 import socket
+
+import txredisapi
 
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
@@ -21,7 +24,10 @@ from ..cache.local import CacheError
 from ..cache.redis import RedisEngine
 from ..cache.url import parse_cache_url
 from ..logs import Logger
-from .sync import ClusterSync
+from .sync import SCRIPT, ClusterSync
+
+#: the script's name in Redis' script cache (EVALSHA sends 40 bytes, not the script)
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode("utf-8")).hexdigest()
 
 log = Logger(namespace="sipdisp.shared")
 
@@ -68,6 +74,7 @@ class ClusterService(Service):
         self._connect_timeout = c.redis_timeout
         self._started_at = None
         self._ever_answered = False
+        self._script_loaded = False
         modules.shared = self.sync
         register_commands(root.registry, self)
 
@@ -95,8 +102,13 @@ class ClusterService(Service):
         if (not self._ever_answered and not self.engine.connected
                 and now - self._started_at < self._connect_timeout):
             return  # still connecting at start-up: not an outage yet
+        request = self.sync.request(now)
         try:
-            d = self.engine.command(*self.sync.request(now))
+            if self._script_loaded:
+                d = self.engine.command("EVALSHA", SCRIPT_SHA, *request[2:])
+                d.addErrback(self._not_cached, request)
+            else:
+                d = self.engine.command(*request)
         except CacheError as exc:
             self._failed(now, str(exc))
             return
@@ -106,8 +118,18 @@ class ClusterService(Service):
         d.addCallback(self._answered)
         d.addErrback(self._errback)
 
+    def _not_cached(self, failure, request):
+        """Redis lost its script cache (a restart): send the script itself once
+        (EVAL caches it again)."""
+        failure.trap(txredisapi.ResponseError)
+        if "NOSCRIPT" not in failure.getErrorMessage():
+            return failure
+        self._script_loaded = False
+        return self.engine.command(*request)
+
     def _answered(self, reply):
         self._pending = False
+        self._script_loaded = True
         self._ever_answered = True
         self.sync.answered(reply, self._reactor.seconds())
         if self._down:
