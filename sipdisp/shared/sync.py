@@ -44,7 +44,14 @@ local i = 6
 local key = p .. 'counts:' .. node
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lost = 0
+local lost, clash = 0, 0
+-- ARGV's last: the mark of this node's last write ('' when it has none): a
+-- different one means another process writes under the same node id
+local mine = ARGV[#ARGV]
+local mark = redis.call('HGET', key, '')
+if mine ~= '' and mark and mark ~= mine then
+  clash = 1
+end
 if full then
   redis.call('DEL', key)
   for j = 1, n do
@@ -53,7 +60,8 @@ if full then
   end
   -- the empty field dates the write (the readers' version of it) and keeps
   -- the hash alive when this node has no call at all
-  redis.call('HSET', key, '', tostring(now))
+  mark = tostring(now)
+  redis.call('HSET', key, '', mark)
 elseif redis.call('EXISTS', key) == 0 then
   lost = 1
 end
@@ -133,7 +141,7 @@ for _, other in ipairs(redis.call('ZRANGE', nodes, 0, -1)) do
   end
 end
 return {lost, redis.call('GET', p .. 'secret'), redis.call('HGETALL', p .. 'ds'),
-        tostring(now), newbans, pikes, counts}
+        tostring(now), newbans, pikes, counts, clash, mark or ''}
 """
 
 
@@ -171,7 +179,7 @@ class ClusterSync:
         self._skipped_seen = 0
         self.stats = {"rounds": 0, "failures": 0, "full_writes": 0, "lost": 0,
                       "ds_applied": 0, "nodes": 0, "bans_applied": 0,
-                      "pike_shared": 0}
+                      "pike_shared": 0, "node_id_clashes": 0}
         self._written_version = None  # profiles.version last written whole
         self._ds_changed = {}         # field -> state this node set, not written yet
         self._ds_seen = {}            # field -> state last read from Redis
@@ -181,6 +189,7 @@ class ClusterSync:
         self._last_ok = None
         self.peers = {}               # node -> {field: count} (the last answer)
         self._peer_versions = {}      # node -> its hash's write time we hold
+        self._my_mark = ""            # the write time of this node's own hash
         self.flood = flood
         self._bans_out = {}           # host -> (seconds, value) banned or lifted here
         self._ban_cursor = "-inf"     # Redis time (ms) of the last round's answer
@@ -202,6 +211,9 @@ class ClusterSync:
                st["lost"])
         yield ("sipdisp_cluster_nodes", "gauge", "Live nodes seen in Redis, this one included.",
                st["nodes"])
+        yield ("sipdisp_cluster_node_id_clashes_total", "counter",
+               "Rounds that found this node's counts written by another process with the same cluster.node_id.",
+               st["node_id_clashes"])
         if self.flood is not None:
             pike = self.flood.pike
             yield ("sipdisp_cluster_pike_shared", "gauge",
@@ -238,6 +250,7 @@ class ClusterSync:
         args.append(len(versions))
         for node, version in versions.items():
             args += [node, version]
+        args.append(self._my_mark)
         self._sent = (profiles.version if full else None, dict(changed), dict(bans))
         changed.clear()
         bans.clear()
@@ -302,6 +315,13 @@ class ClusterSync:
             self._use_secret(secret)
         self._apply_ds(ds_flat)
         redis_now, bans, pikes, counts = reply[3], reply[4], reply[5], reply[6]
+        if int(reply[7]):
+            # another process wrote our hash: both count wrong until one is renamed
+            self.stats["node_id_clashes"] += 1
+            self._limited.error("cluster.node_id", "cluster: another process writes its counts "
+                                "as node {node} too; give every node its own cluster.node_id",
+                                node=self.node_id)
+        self._my_mark = _text(reply[8])
         self._apply_bans(bans, int(_text(redis_now)), now)
         self._ban_cursor = _text(redis_now)
         self._set_pike(pikes)
@@ -386,6 +406,7 @@ class ClusterSync:
         for host, ban in bans_sent.items():
             self._bans_out.setdefault(host, ban)
         self._written_version = None
+        self._my_mark = ""  # the lost round may have written it: do not take it for a clash
         if self.peers and (self._last_ok is None or now - self._last_ok > self.ttl):
             self.peers = {}
             self._peer_versions = {}

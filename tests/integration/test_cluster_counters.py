@@ -380,7 +380,8 @@ def test_the_sync_script_against_redis_counts_expiry_loss_and_bans(prefix):
     """Two ClusterSync objects exchanging through the real script: each sees
     the other's counts; a node that stops is gone after its ttl; a deleted
     hash is reported lost and written whole; a ban reaches the other node
-    and its keys are removed from Redis once it ended."""
+    and its keys are removed from Redis once it ended; a second process
+    writing under the same node id is noticed."""
     from sipdisp.dialog.profiles import Profiles
     from sipdisp.flood.guard import FloodGuard
     from sipdisp.flood.htable import HTable
@@ -436,6 +437,15 @@ def test_the_sync_script_against_redis_counts_expiry_loss_and_bans(prefix):
         assert client.call("EXISTS", prefix + "counts:A") == 0
         assert client.call("HGET", prefix + "banx", "192.0.2.77") is None
         assert client.call("ZCARD", prefix + "banexp") == 0
+        # two processes configured with the same node id: the first one notices
+        pc1, _, c1 = member("C", 30.0)
+        pc2, _, c2 = member("C", 30.0)
+        round_(client, c1)
+        time.sleep(0.01)  # marks are milliseconds
+        pc2.add(Dialog(), "lb-pstn", "1")
+        round_(client, c2)
+        round_(client, c1)
+        assert c1.stats["node_id_clashes"] == 1 and c2.stats["node_id_clashes"] == 0
     finally:
         client.close()
 

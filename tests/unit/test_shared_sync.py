@@ -42,17 +42,20 @@ def ds_written(request):
     return dict(zip(flat[0::2], flat[1::2]))
 
 
-def reply(peers=(), ds=(), lost=0, secret="s3cret", now=1000, bans=(), pikes=()):
+def reply(peers=(), ds=(), lost=0, secret="s3cret", now=1000, bans=(), pikes=(), clash=0,
+          mark="999"):
     """A script answer: ``peers`` is ``[(node, {field: count})]``, ``ds``
     ``[(field, state)]``, ``bans`` ``[(host, "ends<SEP>value")]``, ``pikes``
-    ``[{field: count}]`` (one per other node)."""
+    ``[{field: count}]`` (one per other node); ``clash`` and ``mark`` say whether
+    another process wrote this node's hash and the hash's write mark."""
     counts = []
     for node, fields in peers:
         counts += [node, [x for k, v in dict(fields, **{"": "123"}).items()
                           for x in (k, str(v))]]
     return [lost, secret, [x for pair in ds for x in pair], str(now),
             [x for pair in bans for x in pair],
-            [[x for k, v in p.items() for x in (k, str(v))] for p in pikes], counts]
+            [[x for k, v in p.items() for x in (k, str(v))] for p in pikes], counts,
+            clash, mark]
 
 
 def lb_profiles():
@@ -287,16 +290,16 @@ def test_a_peer_not_written_since_the_last_read_is_not_sent_again_and_keeps_coun
     sync.request()
     sync.answered(reply(peers=[("B", {"lb-pstn" + SEP + "1": 4})]), now=1.0)
     argv = args_of(sync.request())
-    assert argv[-3:] == [1, "B", "123"]  # the version of B's hash this node holds
+    assert argv[-4:] == [1, "B", "123", "999"]  # B's version held, then our own mark
     # "unchanged" (0) for B: its counts stay, nothing is recomputed
     remote = profiles.remote
-    sync.answered([0, "s", [], "1000", [], [], ["B", 0]], now=1.2)
+    sync.answered([0, "s", [], "1000", [], [], ["B", 0], 0, "999"], now=1.2)
     assert profiles.remote is remote and profiles.size("lb-pstn", "1") == 4
     # B gone from the live nodes: its calls no longer count
     sync.request()
-    sync.answered([0, "s", [], "1000", [], [], []], now=1.4)
+    sync.answered([0, "s", [], "1000", [], [], [], 0, "999"], now=1.4)
     assert profiles.size("lb-pstn", "1") == 0
-    assert args_of(sync.request())[-1] == 0
+    assert args_of(sync.request())[-2:] == [0, "999"]
 
 
 def test_at_most_share_max_sources_are_shared_the_rest_counted():
@@ -321,3 +324,26 @@ def test_at_most_share_max_sources_are_shared_the_rest_counted():
     assert got["sipdisp_cluster_pike_share_skipped_total"] == 1
     assert got["sipdisp_cluster_pike_shared"] == 2
     assert len([text for _level, text in lines if "cluster.pike_share_max" in text]) == 1
+
+
+def test_another_process_with_the_same_node_id_is_reported():
+    lines = []
+
+    class Log:
+        """Records the lines the sync logs."""
+
+        def emit(self, level, fmt, **fields):
+            """What RepeatLimiter calls."""
+            lines.append(fmt.format(**fields))
+
+    sync = ClusterSync("A", "p:", 10.0, profiles=lb_profiles(), log=Log())
+    assert args_of(sync.request())[-1] == ""     # no mark yet: nothing to compare
+    sync.answered(reply(mark="1000"), now=1.0)
+    assert args_of(sync.request())[-1] == "1000"
+    sync.answered(reply(clash=1, mark="1100"), now=1.2)
+    assert sync.stats["node_id_clashes"] == 1
+    assert any("cluster.node_id" in line for line in lines)
+    # a failed round forgets the mark: its write may have landed unanswered
+    sync.request()
+    sync.failed(now=1.4)
+    assert args_of(sync.request())[-1] == ""
