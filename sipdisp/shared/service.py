@@ -63,7 +63,8 @@ class ClusterService(Service):
         self.sync = ClusterSync(c.node_id or default_node_id(), c.key_prefix, c.node_ttl,
                                 profiles=dialogs.profiles if dialogs is not None else None,
                                 dispatcher=modules.dispatcher, nonces=nonces,
-                                secret=secrets.token_hex(32), flood=guard, log=log)
+                                secret=secrets.token_hex(32), flood=guard,
+                                balancer=modules.load_balancer, log=log)
         self.engine = RedisEngine("cluster", parse_cache_url(c.redis), reactor,
                                   timeout=c.redis_timeout, queue_max=1,
                                   reconnect_max=min(5.0, max(1.0, c.node_ttl / 2)))

@@ -31,7 +31,7 @@ class RedisUrl(Type):
 
 CLUSTER = Section(
     "cluster",
-    "Counters and states shared by several sipdisp nodes through Redis: dialog profiles and load-balancer loads, dispatcher states, the nonce secret, pike counts and bans (docs/cluster.md).",
+    "Counters and states shared by several sipdisp nodes through Redis: dialog profiles and load-balancer loads, dispatcher and load-balancer destination states, the nonce secret, pike counts and bans (docs/cluster.md).",
     Key("redis", Nullable(RedisUrl()), None,
         "The Redis every node of the cluster uses, such as redis://127.0.0.1:6379/0; unset: nothing is shared."),
     Key("node_id", Nullable(Str()), None,

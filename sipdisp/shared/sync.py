@@ -7,7 +7,8 @@ one round trip, atomic on the server) that
   ``<prefix>counts:<node>`` (rewritten whole when they changed, else only
   kept alive), with a time to live of ``cluster.node_ttl``, and the node in
   the sorted set ``<prefix>nodes`` scored by its expiry;
-* writes the dispatcher states this node changed into ``<prefix>ds``;
+* writes the dispatcher and load-balancer destination states this node
+  changed into ``<prefix>ds``;
 * sets ``<prefix>secret`` (the nonce secret) unless a node did first;
 * writes this node's pike counts of its busy sources (``<prefix>pike:<node>``,
   per sampling unit) and the bans made or lifted here (``<prefix>bans``
@@ -34,6 +35,9 @@ from ..logs import Logger, RepeatLimiter
 
 #: separates a profile's name from its value in a hash field
 SEP = "\x1f"
+#: prefix of the load balancer's destinations in the ``<prefix>ds`` hash
+#: (the dispatcher's fields start with their set id, a number)
+LB_FIELD = "lb "
 
 SCRIPT = """
 local p, node = ARGV[1], ARGV[2]
@@ -166,7 +170,7 @@ class ClusterSync:
     """
 
     def __init__(self, node_id, prefix, ttl, profiles=None, dispatcher=None, nonces=None,
-                 secret=b"", flood=None, log=None):
+                 secret=b"", flood=None, balancer=None, log=None):
         self.node_id = node_id
         self.prefix = prefix
         self.ttl = ttl
@@ -197,6 +201,9 @@ class ClusterSync:
             dispatcher.prober.listeners.append(self._ds_changed_here)
         if flood is not None:
             flood.listeners.append(self._banned_here)
+        self.balancer = balancer
+        if balancer is not None:
+            balancer.state_listeners.append(self._lb_changed_here)
 
     def metrics(self):
         """The sync's counters and the live nodes, for /metrics."""
@@ -286,6 +293,11 @@ class ClusterSync:
         if self._applying:
             return
         self._bans_out[host] = (seconds, value)
+
+    def _lb_changed_here(self, dest):
+        """A load-balancer destination's state changed here (probe, lb_disable_dst, lb.status)."""
+        if not self._applying:
+            self._ds_changed[f"{LB_FIELD}{dest.id}"] = dest.probe.state
 
     def _ds_changed_here(self, change):
         """A dispatcher state changed on this node (probe, ds_mark_dst, command)."""
@@ -433,7 +445,7 @@ class ClusterSync:
 
     def _apply_ds(self, flat):
         dispatcher = self.dispatcher
-        if dispatcher is None:
+        if dispatcher is None and self.balancer is None:
             return
         for field, state in _pairs(flat):
             field, state = _text(field), _text(state)
@@ -442,6 +454,11 @@ class ClusterSync:
             self._ds_seen[field] = state
             if field in self._ds_changed:
                 continue  # changed here since: ours goes out next round
+            if field.startswith(LB_FIELD):
+                self._apply_lb(field[len(LB_FIELD):], state)
+                continue
+            if dispatcher is None:
+                continue
             setid, _, uri = field.partition(" ")
             try:
                 dests = dispatcher.find(int(setid), uri)
@@ -458,6 +475,24 @@ class ClusterSync:
                     self._applying = False
                 self.stats["ds_applied"] += 1
 
+    def _apply_lb(self, dest_id, state):
+        balancer = self.balancer
+        if balancer is None:
+            return
+        try:
+            dest = balancer.by_id.get(int(dest_id))
+            bits = int(state)
+        except ValueError:
+            return
+        if dest is None or dest.probe.state == bits:
+            return
+        self._applying = True
+        try:
+            balancer.apply_state(dest.id, bits, "state set by another cluster node")
+        finally:
+            self._applying = False
+        self.stats["ds_applied"] += 1
+
     def _use_secret(self, secret):
         secret = secret if isinstance(secret, bytes) else str(secret).encode()
         if self.nonces is not None and secret != self._nonce_secret:
@@ -467,4 +502,4 @@ class ClusterSync:
         self.secret = secret
 
 
-__all__ = ["ClusterSync", "SCRIPT", "SEP"]
+__all__ = ["ClusterSync", "LB_FIELD", "SCRIPT", "SEP"]

@@ -122,6 +122,11 @@ def caller(tmp_path, proxy, name, scenario, calls, rate, hold_ms, extra=()):
                        "-timeout", 90, "-timeout_error", *extra]).start()
 
 
+def lb_enabled(proxy):
+    """``{destination uri: "yes" / "no"}`` (enabled) from ``lb.list``."""
+    return {dest["uri"]: dest["enabled"] for dest in rpc(proxy, "lb.list")["destinations"]}
+
+
 def total_load(proxy):
     """The cluster's calls on every destination, as this node counts them."""
     return sum(lb_loads(proxy).values())
@@ -138,7 +143,8 @@ def test_pstn_5_on_two_nodes_is_10_calls_across_both_proxies_the_11th_refused_an
         tmp_path, prefix):
     """5 long calls through A and 5 through B fill pstn=5 on both FreeSWITCH
     stand-ins; both proxies see the 10; an 11th call is refused with 503 at A
-    and at B; when the calls end both see 0."""
+    and at B; when the calls end both see 0; a destination disabled on A
+    (lb.status) is disabled on B."""
     a, b, fs, uris = lb_nodes(tmp_path, prefix, capacity=5)
     procs = list(fs)
     try:
@@ -161,6 +167,9 @@ def test_pstn_5_on_two_nodes_is_10_calls_across_both_proxies_the_11th_refused_an
         assert via_a.wait(60) == 0 and via_b.wait(60) == 0, via_b.errors()[-1500:]
         assert wait_until(lambda: total_load(a) == 0 and total_load(b) == 0, 15), \
             (lb_loads(a), lb_loads(b))
+        # lb.status 1 0 on A: B takes destination 1 out of selection too
+        rpc(a, "lb.status", 1, 0)
+        assert wait_until(lambda: lb_enabled(b) == {uris[0]: "no", uris[1]: "yes"}, 10), lb_enabled(b)
         status = rpc(a, "cluster.status")
         with urllib.request.urlopen(f"http://127.0.0.1:{a.port('http')}/metrics",
                                     timeout=10) as resp:

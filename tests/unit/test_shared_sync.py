@@ -347,3 +347,39 @@ def test_another_process_with_the_same_node_id_is_reported():
     sync.request()
     sync.failed(now=1.4)
     assert args_of(sync.request())[-1] == ""
+
+
+def balancer():
+    """A LoadBalancer (no core) with destinations 1 and 2 in group 1."""
+    from sipdisp.loadbalancer.balancer import LoadBalancer
+
+    class Dialogs:
+        """What the balancer needs of the dialog table here."""
+
+        def __init__(self):
+            self.profiles = Profiles()
+            self.dialogs = {}
+
+    lb = LoadBalancer(Dialogs())
+    lb.load([{"id": 1, "group_id": 1, "dst_uri": "sip:10.0.0.1:5060", "resources": "pstn=5"},
+             {"id": 2, "group_id": 1, "dst_uri": "sip:10.0.0.2:5060", "resources": "pstn=5"}])
+    return lb
+
+
+def test_load_balancer_states_set_on_one_node_are_applied_on_the_other():
+    a_lb, b_lb = balancer(), balancer()
+    a = ClusterSync("A", "p:", 10.0, balancer=a_lb)
+    b = ClusterSync("B", "p:", 10.0, balancer=b_lb)
+    a_lb.set_status(2, False)                   # lb.status 2 0 on A
+    written = ds_written(a.request())
+    assert written == {"lb 2": str(a_lb.by_id[2].probe.state)}
+    a.answered(reply(ds=list(written.items())), now=1.0)
+    b.request()
+    b.answered(reply(ds=list(written.items())), now=1.0)
+    assert not b_lb.by_id[2].enabled and b_lb.by_id[1].enabled
+    assert ds_written(b.request()) == {}        # applied, not echoed
+    b_lb.set_status(2, True)                    # lb.status 2 1 on B
+    back = ds_written(b.request())
+    a.request()
+    a.answered(reply(ds=list(back.items())), now=1.2)
+    assert a_lb.by_id[2].enabled
