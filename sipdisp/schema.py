@@ -39,6 +39,7 @@ from .routing import settings as routing
 from .routing import validate_routing
 from .routing.pv import compile_template
 from .shipped import shipped_functions
+from .shared import settings as shared
 from .sip import settings as sip
 from .storage import settings as storage
 from .topoh import settings as topoh
@@ -89,6 +90,7 @@ SCHEMA.add(flood.FLOOD, flood.flood_tables)
 SCHEMA.add(rtpengine.RTPENGINE)
 SCHEMA.add(topoh.TOPOLOGY_HIDING, topoh.topoh_rules)
 SCHEMA.add(presence.PRESENCE)
+SCHEMA.add(shared.CLUSTER)
 
 
 def load_config(path):

@@ -24,6 +24,7 @@ from .dialplan.service import DialplanService
 from .cache.service import CacheService
 from .flood.service import FloodService
 from .presence.service import PresenceService
+from .shared.service import ClusterService
 from .config import ConfigError
 from .routing import Modules, build_routing, routing_spec
 from .shipped import shipped_functions
@@ -178,7 +179,7 @@ class SipdispService(MultiService):
         self.dispatcher = DispatcherService(self, reactor)
         self.dispatcher.setServiceParent(self)
         # registrar/ and auth/: usrloc, save/lookup and digest auth (before routing compiles)
-        self.registrar = RegistrarService(self, reactor)
+        self.registrar = RegistrarService(self, reactor, shared_engine=usrloc_engine(cfg, reactor))
         self.registrar.setServiceParent(self)
         # dialog/, loadbalancer/, accounting/: dialogs, resource-based balancing, acc and CDRs
         self.dialogs = DialogService(self, reactor)
@@ -213,6 +214,10 @@ class SipdispService(MultiService):
         # fed by the dialog table
         self.presence = PresenceService(self, reactor)
         self.presence.setServiceParent(self)
+        # shared/: counters, dispatcher states and the nonce secret shared through Redis
+        if cfg.cluster.redis:
+            self.cluster = ClusterService(self, reactor)
+            self.cluster.setServiceParent(self)
         if route is None:
             self.sip.core.route = build_routing(cfg, self.functions, self.modules,
                                                 self.sip.core).entry
@@ -222,6 +227,30 @@ class SipdispService(MultiService):
         self.started_at = self._reactor.seconds()
         super().startService()
         tune_gc()
+
+
+def usrloc_engine(cfg, reactor):
+    """The Redis engine of shared registrations (``usrloc.shared_url``,
+    sipdisp/registrar/shared.py), or None; ConfigError for a URL that is not
+    redis:// or with db_mode 3 (the table itself is shared then)."""
+    url = cfg.usrloc.shared_url
+    if not url:
+        return None
+    from .cache.redis import RedisEngine
+    from .cache.url import parse_cache_url
+    try:
+        parsed = parse_cache_url(url)
+    except ValueError as exc:
+        raise ConfigError("usrloc.shared_url", str(exc)) from None
+    if parsed.scheme != "redis":
+        raise ConfigError("usrloc.shared_url", f"registrations are shared through Redis: "
+                                               f"redis://HOST:PORT/DB, got {url!r}")
+    if cfg.usrloc.db_mode == 3:
+        raise ConfigError("usrloc.shared_url", "db_mode 3 already shares the location table; "
+                                               "use db_mode 0-2 with shared_url")
+    c = cfg.cache
+    return RedisEngine("usrloc", parsed, reactor, timeout=c.redis_timeout,
+                       queue_max=c.redis_queue_max, reconnect_max=c.redis_reconnect_max)
 
 
 def tune_gc():

@@ -223,6 +223,12 @@ class NonceFactory:
         self.bind_address = bind_address
         self._random = random
 
+    def use_secret(self, secret):
+        """Sign and check with ``secret`` from now on (the cluster's shared one,
+        sipdisp/shared): nonces made with the old one become invalid, and
+        their clients are challenged again."""
+        self._key = secret.encode() if isinstance(secret, str) else bytes(secret)
+
     def _mac(self, head, address):
         addr = (address or "").encode() if self.bind_address else b""
         return hmac.new(self._key, head + b"|" + addr, hashlib.sha256).digest()[:_MAC_BYTES]

@@ -5,6 +5,12 @@ calls per destination and resource.
 
 A dialog leaves every profile it is in when it ends; the counts are those of
 the dialogs in memory, so they survive a restart with the dialogs (db_mode).
+
+With ``cluster.redis`` (sipdisp/shared, docs/cluster.md) the other nodes'
+counts are added in: ``remote`` is their sum per profile and value, kept up
+to date by the cluster's sync, and ``version`` tells it that this node's
+counts changed. ``size`` (get_profile_size, the load balancer's loads) is
+then the cluster's; ``snapshot`` stays this node's.
 """
 
 from collections import Counter
@@ -18,6 +24,10 @@ class Profiles:
     def __init__(self, with_value=(), without_value=()):
         self.defs = {}
         self.counts = {}
+        #: name -> {value: count} of the other cluster nodes (set by sipdisp.shared)
+        self.remote = {}
+        #: bumped on every change of ``counts``, so the cluster sync writes only changes
+        self.version = 0
         for name in with_value:
             self.define(name, True)
         for name in without_value:
@@ -54,6 +64,7 @@ class Profiles:
             return False
         dialog.profiles.append(pair)
         self.counts[name][value] += 1
+        self.version += 1
         return True
 
     def remove(self, dialog, name, value=None):
@@ -85,6 +96,7 @@ class Profiles:
         counter = self.counts.get(pair[0])
         if counter is None:
             return
+        self.version += 1
         left = counter[pair[1]] - 1
         if left > 0:
             counter[pair[1]] = left
@@ -100,9 +112,11 @@ class Profiles:
         counter = self.counts.get(name)
         if counter is None:
             raise KeyError(f"no dialog profile {name!r}")
+        remote = self.remote.get(name)
         if value is None or not self.defs[name]:
-            return sum(counter.values())
-        return counter.get(str(value), 0)
+            return sum(counter.values()) + (sum(remote.values()) if remote else 0)
+        value = str(value)
+        return counter.get(value, 0) + (remote.get(value, 0) if remote else 0)
 
     def snapshot(self):
         """``{name: {value: count}}`` of every profile (values ``""`` when valueless)."""

@@ -57,6 +57,10 @@ class FloodGuard:
         self.scanner = scanner_regex(scanners)
         self.limiter = limiter or RepeatLimiter(log, limit=1, interval=60.0)
         self._evicted = 0
+        #: called with ``(host, seconds, value)`` for every ban made here
+        #: (seconds 0: forever) and ``(host, -1, None)`` for every ban lifted:
+        #: the cluster sync shares them (sipdisp/shared)
+        self.listeners = []
 
     # -- the edge ---------------------------------------------------------------
     def check(self, data, host, now):
@@ -125,6 +129,8 @@ class FloodGuard:
                               name=self.bans.name, max=self.bans.max_items)
         self._count("flood_bans")
         secs = self.bans.autoexpire if seconds is None else seconds
+        for listener in self.listeners:
+            listener(host, secs, value)
         if reason == "pike":
             self.limiter.warn("flood.ban", "banning {host} for {secs:g} s: more than {density} "
                               "requests in {unit:g} s (flood.reqs_density_per_unit)", host=host,
@@ -133,6 +139,13 @@ class FloodGuard:
             log.info("banning {host} for {secs:g} s ({reason})", host=host, secs=secs,
                      reason=reason)
         return True
+
+    def unban(self, host):
+        """Lift the ban of ``host`` (``ipban.remove``); True if it was banned."""
+        removed = self.bans.delete(host)
+        for listener in self.listeners:
+            listener(host, -1, None)
+        return removed
 
     def _is_trusted(self, host, now):
         pike = self.pike

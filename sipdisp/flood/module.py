@@ -32,7 +32,10 @@ class Flood:
         """``$sht(name=>key) = value``; a write to the ban table bans (trusted
         sources excepted, :meth:`FloodGuard.ban`), None deletes."""
         table = self.table(name)
-        if table is self.guard.bans and value is not None:
+        if table is self.guard.bans:
+            if value is None:
+                self.guard.unban(key)
+                return True
             return self.guard.ban(key, now, seconds=expire, reason="route", value=value)
         if table.set(key, value, now, expire):
             self.guard._count("flood_htable_evicted")

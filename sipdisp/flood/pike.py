@@ -8,6 +8,12 @@ two-bucket estimate), so a burst straddling a unit boundary is caught as
 surely as one inside a unit. A source stays in the table until it has been
 quiet for ``unit + remove_latency`` seconds; the table holds at most
 ``max_sources`` sources, the least recently seen going first.
+
+Across a cluster (sipdisp/shared, docs/cluster.md) a source's requests to
+the other nodes count too: ``remote`` holds their counts per source and
+unit (``host -> {slot: count}``, set by the cluster sync), and a source
+reaching ``share_min`` requests in a unit here goes into ``notable``, the
+sources whose counts this node shares (so quiet sources cost nothing).
 """
 
 from collections import OrderedDict
@@ -39,6 +45,16 @@ class Pike:
         self.sources = OrderedDict()
         #: sources pushed out by the max_sources cap
         self.evicted = 0
+        #: host -> {slot: count} of the other cluster nodes (set by sipdisp.shared)
+        self.remote = {}
+        #: requests in one unit from which a source's count is shared (0: not shared)
+        self.share_min = 0
+        #: host -> _Source of the sources this node shares (the cluster sync prunes it)
+        self.notable = {}
+        #: most sources shared at once (0: no cap); busy sources beyond are counted here only
+        self.share_max = 0
+        #: busy sources not shared because ``share_max`` were already
+        self.share_skipped = 0
 
     def _rate(self, src, now):
         """Requests in the ``unit`` seconds up to ``now`` (the sliding estimate)."""
@@ -51,6 +67,15 @@ class Pike:
             return 0.0
         overlap = 1.0 - (now - slot * self.unit) / self.unit
         return prev * overlap + cur
+
+    def remote_rate(self, host, now):
+        """The other cluster nodes' requests from ``host`` in the ``unit`` up to ``now``."""
+        counts = self.remote.get(host)
+        if not counts:
+            return 0.0
+        slot = int(now // self.unit)
+        overlap = 1.0 - (now - slot * self.unit) / self.unit
+        return counts.get(slot - 1, 0) * overlap + counts.get(slot, 0)
 
     def hit(self, host, now):
         """Count one request from ``host``; True if it makes (or keeps) the source hot.
@@ -73,8 +98,16 @@ class Pike:
                 src.slot = slot
         src.cur += 1
         src.last = now
+        if src.cur == self.share_min:
+            if not self.share_max or len(self.notable) < self.share_max:
+                self.notable[host] = src
+            else:
+                self.share_skipped += 1
         self._forget_stale(now)
-        hot = self._rate(src, now) > self.density
+        rate = self._rate(src, now)
+        if self.remote:
+            rate += self.remote_rate(host, now)
+        hot = rate > self.density
         if hot:
             if src.hot_since is None:
                 src.hot_since = now
@@ -85,7 +118,12 @@ class Pike:
     def is_hot(self, host, now):
         """True if ``host`` is over the density now (no request counted)."""
         src = self.sources.get(host)
-        return src is not None and self._rate(src, now) > self.density
+        if src is None:
+            return bool(self.remote) and self.remote_rate(host, now) > self.density
+        rate = self._rate(src, now)
+        if self.remote:
+            rate += self.remote_rate(host, now)
+        return rate > self.density
 
     def trust(self, host, until):
         """Remember that ``host`` is trusted until ``until`` (no trust check meanwhile)."""

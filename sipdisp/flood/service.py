@@ -197,7 +197,7 @@ def register_commands(registry, service):
     @registry.command("ipban.remove")
     def ban_remove(address: str) -> dict:
         """Lift the ban of an address: 'ipban.remove 192.0.2.7' (removed: 0 when not banned)."""
-        return {"address": address, "removed": int(flood.bans.delete(address))}
+        return {"address": address, "removed": int(flood.guard.unban(address))}
 
     @registry.command("pike.top")
     def top(limit: int = 20) -> list:

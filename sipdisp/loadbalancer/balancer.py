@@ -133,6 +133,9 @@ class LoadBalancer(ProbedTable):
         self._rng = rng or random.Random()
         self._defined = set()
         self.stats = {"rebound": 0}
+        #: called with the destination after every change of its state here
+        #: (probing, lb_disable_dst, lb.status): the cluster sync shares them
+        self.state_listeners = []
         # mode 1, thresholds 1: one failed probe disables, one good reply enables;
         # Call-IDs keep the ds- prefix the balancer's pings have always had
         self._init_prober(interval=probing_interval, timeout=probing_timeout,
@@ -362,15 +365,32 @@ class LoadBalancer(ProbedTable):
     def _on_state_change(self, change):
         """The prober's StateChange: one log line, a warning unless active."""
         probe = change.target
+        if self.state_listeners:
+            for dest in self.destinations:
+                if dest.probe is probe:
+                    for listener in self.state_listeners:
+                        listener(dest)
         emit = self.log.warn if probe.state & (STATE_BITS & ~PROBING) else self.log.info
         # the field names of the dispatcher's line: JSON log consumers see the same event
         emit("load_balancer: {uri} (group {setid}) {old} -> {new}: {why}",
              uri=probe.uri, setid=probe.group, old=change.old, new=change.new,
              why=change.reason)
 
+    def apply_state(self, dest_id, state, why):
+        """Give destination ``dest_id`` the state bits ``state`` (another
+        cluster node's); False for an unknown id."""
+        dest = self.by_id.get(int(dest_id))
+        if dest is None:
+            return False
+        self._set_state(dest, state, why)
+        return True
+
     def _set_state(self, dest, state, why):
-        old = dest.probe.letters
+        old, old_state = dest.probe.letters, dest.probe.state
         dest.probe.state = state
+        if state != old_state:
+            for listener in self.state_listeners:
+                listener(dest)
         if dest.probe.letters != old:
             emit = self.log.warn if not dest.enabled else self.log.info
             emit("load_balancer: {uri} (group {group}, id {id}) {old} -> {new}: {why}",

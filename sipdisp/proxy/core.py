@@ -110,6 +110,7 @@ class ProxyCore:
         self.loose_route = self.routeset.loose_route
         self.remove_preloaded_route = self.routeset.remove_preloaded_route
         self.rr_signature = self.routeset.signature
+        self.flow_token = self.routeset.flow_token
 
     # -- identity ------------------------------------------------------------
     @property
@@ -314,9 +315,47 @@ class ProxyCore:
         if status is not None:
             ctx.reply(*status)
             return
+        if req.has("route") and self._relay_to_flow(ctx):
+            return
         self._run_route(ctx)
         if not ctx.handled:
             layer.remove_server(server)  # the route dropped the request silently
+
+    def _relay_to_flow(self, ctx):
+        """Another node of a cluster relays a request to a user registered
+        here over a stream connection: its top Route is ours with a signed
+        flow token (routeset.FLOW_PARAM, written by the registrar's shared
+        location, issue 16). Relay it over that connection, record-routed so
+        in-dialog requests take the same way, without running the route (the
+        node that looked the user up ran it); 430 Flow Failed (RFC 5626) when
+        the connection is gone, 403 for a token that is not ours. False for
+        every other request (the route runs)."""
+        conn = self.routeset.take_flow_route(ctx)
+        if conn is None:
+            return False
+        if conn < 0:
+            self.stats["flow_token_invalid"] += 1
+            self.limited_log.warn("core.flow_token_invalid",
+                                  "a Route with a flow token that is not ours from {host}:{port}: 403",
+                                  host=ctx.source.host, port=ctx.source.port)
+            ctx.reply(403, "Invalid Flow Token")
+            return True
+        mf = ctx.request.get("max-forwards")
+        if mf is not None and mf.strip() in ("0", ""):
+            ctx.reply(483, "Too Many Hops")  # the route's REQINIT check, which does not run
+            return True
+        if self.flow_target(conn) is None:
+            self.stats["flow_failed"] += 1
+            ctx.reply(430, "Flow Failed")
+            return True
+        ctx.flow = conn
+        ctx.do_record_route = self.record_route
+        if ctx.t_relay():
+            self.stats["flow_relayed"] += 1
+        else:  # a final reply the relay already sent wins (the transaction refuses a second)
+            self.stats["flow_failed"] += 1
+            ctx.reply(430, "Flow Failed")
+        return True
 
     def _refuse_busy(self, req, source):
         """The transaction table is full (``sip.max_transactions``): answer

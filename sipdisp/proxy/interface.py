@@ -111,6 +111,10 @@ class Core(Protocol):
         party's tag and ``params``: stable across restarts and cluster nodes
         (signs Record-Route, and topology hiding's dialog ids)."""
 
+    def flow_token(self, conn_id: int) -> str:
+        """A signed token naming this run's connection ``conn_id``, for a Route
+        another node of the cluster sends back (``;flow=TOKEN``, issue 16)."""
+
     def is_myself(self, uri: URI) -> bool:
         """True if ``uri`` names this proxy."""
 

@@ -11,6 +11,7 @@ relayed.
 
 import hashlib
 import hmac
+import os
 
 from ..sip.address import parse_address
 
@@ -19,6 +20,13 @@ RR_SIGNATURE = "sdsig"
 #: user part of a Record-Route entry that names a connection (a registered
 #: flow): in-dialog requests go back over that connection
 FLOW_PREFIX = "sdf-"
+#: Route parameter naming a stream connection of the node that wrote it, so
+#: another node of a cluster can reach a user registered over that
+#: connection (issue 16: ``<sip:A;transport=udp;lr;ob;flow=TOKEN>``, RFC 5626
+#: style): see :meth:`RouteSet.flow_token` and :meth:`RouteSet.take_flow_route`
+FLOW_PARAM = "flow"
+#: what take_flow_route answers for a Route of ours whose token is not valid here
+FLOW_INVALID = -1
 #: the URI parameters this proxy writes in its Record-Route itself; any other
 #: parameter of an entry (``add_rr_param``) is covered by the signature
 OWN_RR_PARAMS = frozenset(("lr", "r2", RR_SIGNATURE, "transport"))
@@ -47,12 +55,49 @@ def _params_of(text):
 class RouteSet:
     """Signs, writes and follows this proxy's Record-Route entries."""
 
-    __slots__ = ("identity", "stats", "_key")
+    __slots__ = ("identity", "stats", "_key", "_boot")
 
     def __init__(self, identity, key, stats):
         self.identity = identity
         self.stats = stats
         self._key = key
+        # connection ids restart at 1 with every run: a token names this run,
+        # so one written before a restart never reaches somebody else's connection
+        self._boot = os.urandom(4).hex()
+
+    # -- flow tokens (a registered stream connection, relayed by another node) --------
+    def flow_token(self, conn):
+        """The token naming this run's connection ``conn``: ``BOOT.CONN.SIG``,
+        signed with the node secret so that nobody can forge one for another
+        connection (the nodes of a cluster share the secret)."""
+        data = f"flow\x00{self._boot}\x00{conn}".encode("ascii")
+        sig = hashlib.blake2s(data, key=self._key, digest_size=8).hexdigest()
+        return f"{self._boot}.{conn}.{sig}"
+
+    def flow_of_token(self, token):
+        """The connection id a token of this run names, else None (another
+        run's, forged, or malformed)."""
+        boot, _, rest = (token or "").partition(".")
+        conn, _, sig = rest.partition(".")
+        if boot != self._boot or not conn.isdigit() or not sig:
+            return None
+        expected = self.flow_token(int(conn)).rpartition(".")[2]
+        return int(conn) if hmac.compare_digest(sig, expected) else None
+
+    def take_flow_route(self, ctx):
+        """When the top Route names this proxy with a :data:`FLOW_PARAM`
+        (another node relays a request to a user registered here over a
+        stream connection), remove it and return the connection id it names,
+        or :data:`FLOW_INVALID` when the token is not a valid one of this
+        run; None (nothing removed) for any other request."""
+        req = ctx.request
+        uri = req.addresses("route")[0].uri
+        token = uri.param(FLOW_PARAM)
+        if token is None or not self.identity.is_myself(uri):
+            return None
+        req.pop_first("route")
+        conn = self.flow_of_token(token)
+        return FLOW_INVALID if conn is None else conn
 
     def signature(self, call_id, tag, params=""):
         """The RR_SIGNATURE value for the dialog of ``call_id`` and one party's

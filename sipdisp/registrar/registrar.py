@@ -378,6 +378,13 @@ class Registrar:
     # -- helpers ----------------------------------------------------------------
     def _bindings(self, ctx, aor):
         loc = self.location
+        shared = loc.shared
+        if shared is not None:
+            # every node's bindings (shared.py): Redis is read while the route
+            # waits, or, without Redis, what this node knows
+            if not shared.available:
+                return shared.local(aor, ctx.now)
+            return self.suspender.fetch(ctx, f"_ul:{aor}", lambda: shared.fetch(aor, ctx.now))
         if loc.in_memory:
             return loc.bindings(aor, ctx.now)
         return self.suspender.fetch(ctx, f"_ul:{aor}", lambda: loc.fetch(aor, ctx.now))

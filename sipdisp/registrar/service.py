@@ -18,6 +18,7 @@ from ..storage.retry import STATE_LOAD, LoadRetry
 from .nat import NatPinger
 from .registrar import Registrar, RegistrarParams
 from ..proxy.suspend import Suspender
+from .shared import SharedLocation
 from .usrloc import Location
 
 log = Logger(namespace="sipdisp.registrar")
@@ -64,7 +65,7 @@ class RegistrarService(Service):
 
     name = "registrar"
 
-    def __init__(self, root, reactor=None):
+    def __init__(self, root, reactor=None, shared_engine=None):
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
@@ -79,6 +80,17 @@ class RegistrarService(Service):
         self.suspender = Suspender(core, clock=reactor.seconds, wake=root.sip.switchboard.wake)
         u = cfg.usrloc
         self.location = Location(u.db_mode, self.storage, u.use_domain, u.timer_interval)
+        # usrloc.shared_url: the Redis engine sipdisp/service.py built for it
+        self.shared_engine = shared_engine
+        self.shared = None
+        if shared_engine is not None:
+            self.shared = SharedLocation(self.location, shared_engine, reactor.seconds,
+                                         prefix=u.shared_prefix, node_id=self._node_id,
+                                         relay_route=self._relay_route, counters=core.stats,
+                                         resync_interval=u.shared_resync_interval,
+                                         resync_batch=u.shared_resync_batch,
+                                         connect_grace=cfg.cache.redis_timeout,
+                                         queue_max=cfg.cache.redis_queue_max)
         r = cfg.registrar
         params = RegistrarParams(default_expires=r.default_expires, min_expires=r.min_expires,
                                  max_expires=r.max_expires, max_contacts=r.max_contacts,
@@ -113,6 +125,28 @@ class RegistrarService(Service):
         self.ready = defer.Deferred()
         register_commands(root.registry, self)
 
+    # -- shared registrations (shared.py) ------------------------------------------------
+    def _relay_listener(self):
+        """The UDP listener other nodes reach this one on (for stream flows)."""
+        return self.core.listener_for("udp", "0.0.0.0")
+
+    def _node_id(self):
+        lst = self._relay_listener()
+        return f"{lst.advertised_host}:{lst.advertised_port}" if lst is not None else ""
+
+    def _relay_route(self, conn):
+        """The Path-like route through this node to its connection ``conn``
+        (RFC 3327/5626 style: ``;ob`` and a signed flow token); None
+        without a UDP listener (the binding is then unreachable elsewhere)."""
+        lst = self._relay_listener()
+        if lst is None:
+            return None
+        host = lst.advertised_host
+        if ":" in host:
+            host = f"[{host}]"
+        return (f"<sip:{host}:{lst.advertised_port};transport=udp;lr;ob;"
+                f"flow={self.core.flow_token(conn)}>")
+
     # -- storage ----------------------------------------------------------------------
     def _find_storage(self):
         modules = self.root.modules
@@ -138,6 +172,9 @@ class RegistrarService(Service):
         super().startService()
         now = self._reactor.seconds()
         self.location.start(now, self.core.timer)
+        if self.shared is not None:
+            self.shared_engine.start()
+            self.shared.start(now, self.core.timer)
         self.pinger.start(now, self.core.timer)
         self._housekeeping.start(now)
         self.root.sip.switchboard.wake()
@@ -223,6 +260,9 @@ class RegistrarService(Service):
         self.pinger.stop()
         d = self.location.flush() if self.location.db_mode == 2 else None
         d = d if d is not None else defer.succeed(None)
+        if self.shared is not None:
+            self.shared.stop()
+            d.addBoth(lambda _: self.shared_engine.stop())
         if self._own_storage is not None:
             d.addBoth(lambda _: self._own_storage.stop())
         return d
@@ -267,9 +307,17 @@ def register_commands(registry, service):
 
     @registry.command("ul.lookup")
     def lookup(table_or_aor: str, aor: str = "") -> dict:
-        """The bindings of one AOR: 'ul.lookup location alice@example.com' or 'ul.lookup alice@example.com'."""
+        """The bindings of one AOR (every node's with usrloc.shared_url): 'ul.lookup location alice@example.com' or 'ul.lookup alice@example.com'."""
         key = _aor(service, _table_and_aor(table_or_aor, aor))
         now = reactor.seconds()
+        shared = service.shared
+        if shared is not None and shared.available:
+            # every node's bindings, as a lookup sees them (shared.py)
+            def shape_shared(bindings):
+                if not bindings:
+                    raise CommandError(f"ul.lookup: AOR {key} not found")
+                return {"AoR": key, "Contacts": [b.describe(now) for b in bindings]}
+            return shared.fetch(key, now).addCallback(shape_shared)
         if location.in_memory:
             bindings = location.bindings(key, now)
             if not bindings:
@@ -306,6 +354,11 @@ def register_commands(registry, service):
                "suspend_timeouts": service.suspender.timed_out,
                "suspended_now": service.suspender.pending}
         out.update(location.stats)
+        if service.shared is not None:
+            out.update(service.shared.stats)
+            out["shared_connected"] = service.shared.available
+            out["shared_pending"] = service.shared.pending
+            out["shared_remote_aors"] = len(service.shared.remote)
         if service.registrar is not None:
             out.update({f"registrar_{k}": v for k, v in service.registrar.stats.items()})
         out.update({f"auth_{k}": v for k, v in service.auth.stats.items()})

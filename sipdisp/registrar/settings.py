@@ -3,7 +3,7 @@ The registrar's sections: REGISTER handling (C{registrar}), the location
 table (C{usrloc}) and NAT keepalives (C{nat}).
 """
 
-from ..config.model import Bool, Enum, Int, Key, Seconds, Section, SipUri
+from ..config.model import Bool, Enum, Int, Key, Nullable, Seconds, Section, SipUri, Str
 
 
 REGISTRAR = Section(
@@ -41,6 +41,14 @@ USRLOC = Section(
         "Addresses-of-record are user@domain (multi-domain); false: the user part alone, as the seed's MULTIDOMAIN 0."),
     Key("timer_interval", Seconds(positive=True), 60.0,
         "Seconds between sweeps of expired contacts, write-backs (db_mode 2) and deletions of expired rows."),
+    Key("shared_url", Nullable(Str()), None,
+        "Share registrations with the other nodes through Redis (OpenSIPS usrloc full-sharing cachedb mode, docs/cluster.md): a cachedb URL such as redis://127.0.0.1:6379/0; every save goes to Redis, every lookup reads it; null: this node's own table only. Not with db_mode 3."),
+    Key("shared_prefix", Str(), "sipdisp:",
+        "Prefix of the Redis keys of shared registrations (one hash per address-of-record, PREFIXul:AOR); the same on every node of a cluster."),
+    Key("shared_resync_interval", Seconds(positive=True), 1.0,
+        "Seconds between checks of the Redis connection of shared registrations: after an outage the bindings saved meanwhile (all of this node's after a lost connection) are written again."),
+    Key("shared_resync_batch", Int(min=1), 1000,
+        "Most bindings written again to Redis per shared_resync_interval after an outage (counted in usrloc_shared_resynced), so a large table goes back in steps rather than one burst."),
 )
 
 

@@ -255,6 +255,9 @@ class Location:
         self._ruid_seq = itertools.count(1)
         self.stats = {"inserted": 0, "updated": 0, "deleted": 0, "expired": 0,
                       "db_errors": 0, "flushes": 0}
+        # registrations shared with other nodes (usrloc.shared_url): a
+        # shared.SharedLocation sets itself here and hears of every change
+        self.shared = None
 
     # -- keys and ids ------------------------------------------------------------
     def aor(self, username, domain):
@@ -341,6 +344,8 @@ class Location:
         self.stats["inserted"] += len(inserts)
         self.stats["updated"] += len(updates)
         self.stats["deleted"] += len(deletes)
+        if self.shared is not None:
+            self.shared.write(aor, inserts, updates, deletes)
         if self.db_mode == 0 or memory_only:
             return None
         for b in deletes:

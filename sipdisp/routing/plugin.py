@@ -125,7 +125,7 @@ class Modules:
 
     __slots__ = ("routing", "storage", "dispatcher", "registrar", "usrloc", "auth", "dialogs",
                  "load_balancer", "accounting", "aliases", "dialplan", "drouting", "cache", "msilo",
-                 "flood", "rtpengine", "presence")
+                 "flood", "rtpengine", "presence", "shared")
 
     def __init__(self, **modules):
         for name in self.__slots__:

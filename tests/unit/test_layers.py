@@ -18,7 +18,7 @@ PACKAGE = ROOT / "sipdisp"
 
 BASE = ["sipdisp", "logs", "commands", "nodesecret", "config"]
 CORE = ["sip", "transaction", "proxy", "storage", "routing", "probing"]
-SUBSYSTEMS = ["auth", "accounting", "dialog", "registrar", "dispatcher", "loadbalancer", "cache", "drouting", "msilo", "aliases", "dialplan", "flood", "rtpengine", "topoh", "presence"]
+SUBSYSTEMS = ["auth", "accounting", "dialog", "registrar", "dispatcher", "loadbalancer", "cache", "drouting", "msilo", "aliases", "dialplan", "flood", "rtpengine", "topoh", "presence", "shared"]
 TOP = ["shipped", "routedocs", "schema", "reload", "service", "tap", "cli", "ctl"]
 
 

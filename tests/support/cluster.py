@@ -1,0 +1,211 @@
+"""Several sipdisp nodes on one machine for integration tests (issue 16):
+each node listens on its own loopback address (127.0.0.2, 127.0.0.3 ...),
+all share the node secret, the machine's Redis (under a key prefix unique
+to the test, removed afterwards) and, when given, one database.
+
+    with ClusterRedis() as redis, Cluster(tmp_path, config) as (a, b):
+        ...  # a and b are started tests.support.processes.Sipdisp objects
+
+A private redis-server (for outage tests: never stop the machine's Redis)
+is :class:`PrivateRedis`. Every wait is bounded.
+"""
+
+import socket
+import subprocess
+import time
+import uuid
+
+from sipdisp.sip import parse_message
+
+from .processes import Sipdisp, _merge, free_port
+
+REDIS = ("127.0.0.1", 6379)
+NODE_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+#: the secret every node of a test cluster shares (proxy.secret)
+CLUSTER_SECRET = "cluster-test-secret-0123456789abcdef"
+
+
+def redis_up(host="127.0.0.1", port=6379):
+    """True if something accepts connections at host:port."""
+    try:
+        socket.create_connection((host, port), 1).close()
+        return True
+    except OSError:
+        return False
+
+
+def redis_cli(port, *args, db=0):
+    """One redis-cli command against 127.0.0.1:``port``; its output (stripped)."""
+    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "-n", str(db),
+                           *map(str, args)], check=True, capture_output=True, text=True,
+                          timeout=10).stdout.strip()
+
+
+class ClusterRedis:
+    """A key prefix unique to one test on a Redis server (the machine's by
+    default): ``url`` and ``prefix`` for the nodes' configuration, ``keys()``
+    lists what the test wrote, and leaving the ``with`` block deletes it."""
+
+    def __init__(self, port=REDIS[1], db=0):
+        self.port = port
+        self.db = db
+        self.prefix = f"sdtest:{uuid.uuid4().hex[:12]}:"
+
+    @property
+    def url(self):
+        """The redis:// URL of the server and database."""
+        return f"redis://127.0.0.1:{self.port}/{self.db}"
+
+    def cli(self, *args):
+        """One redis-cli command on this server and database."""
+        return redis_cli(self.port, *args, db=self.db)
+
+    def keys(self):
+        """The keys under this test's prefix."""
+        out = self.cli("--scan", "--pattern", self.prefix + "*")
+        return sorted(k for k in out.splitlines() if k)
+
+    def clean(self):
+        """Delete every key under this test's prefix."""
+        for key in self.keys():
+            self.cli("DEL", key)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.clean()
+        except (OSError, subprocess.SubprocessError):
+            pass  # a private server already stopped: nothing left to clean
+
+
+class PrivateRedis:
+    """A private redis-server on a free port, without persistence, that a
+    test may stop and start again (``port`` stays the same)."""
+
+    def __init__(self, tmp_path):
+        self.port = free_port(socket.SOCK_STREAM)
+        self.dir = tmp_path
+        self.proc = None
+
+    def start(self, timeout=10):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not redis_up("127.0.0.1", self.port):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        return self
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def node_config(host, extra=None):
+    """A node's configuration: every listener on ``host`` (port 0), the
+    cluster's shared secret, then ``extra`` merged in."""
+    cfg = {"listen": {"udp": [f"{host}:0"], "tcp": [f"{host}:0"], "ws": [f"{host}:0"]},
+           "proxy": {"secret": CLUSTER_SECRET}}
+    if extra:
+        _merge(cfg, extra)
+    return cfg
+
+
+class Cluster:
+    """``n`` sipdisp nodes on NODE_HOSTS, each in its own directory under
+    ``tmp_path``, started in order. ``config`` is shared; ``per_node`` a list
+    of extra settings for each node. The ``with`` block yields the nodes and
+    stops the ones still running at its end."""
+
+    def __init__(self, tmp_path, config, n=2, per_node=None):
+        self.nodes = []
+        for i in range(n):
+            host = NODE_HOSTS[i]
+            directory = tmp_path / f"node{i}"
+            directory.mkdir(exist_ok=True)
+            cfg = node_config(host, config)
+            if per_node and per_node[i]:
+                _merge(cfg, per_node[i])
+            node = Sipdisp(directory, cfg)
+            node.host = host
+            self.nodes.append(node)
+
+    def start(self):
+        for node in self.nodes:
+            node.start()
+        return self.nodes
+
+    def stop(self):
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def kill9(node):
+    """Kill a node at once (SIGKILL), as a crash would; waits for it to be gone."""
+    if node.proc is not None and node.proc.poll() is None:
+        node.proc.kill()
+        node.proc.wait(10)
+
+
+class HostUdpEndpoint:
+    """A SIP endpoint on a UDP socket bound to ``host`` (any loopback address)."""
+
+    def __init__(self, host="127.0.0.1", port=0):
+        self.host = host
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, port))
+        self.port = self.sock.getsockname()[1]
+        self.last_source = None
+
+    def send(self, data, host, port):
+        """Send one datagram (text or bytes) to ``host``:``port``."""
+        self.sock.sendto(data.encode() if isinstance(data, str) else data, (host, port))
+
+    def recv(self, timeout=5.0, match=None):
+        """The next datagram, parsed, satisfying ``match``; its source is ``last_source``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching SIP datagram within {timeout}s")
+            self.sock.settimeout(left)
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except socket.timeout:
+                continue
+            msg = parse_message(data)
+            if match is None or match(msg):
+                self.last_source = addr
+                return msg
+
+    def close(self):
+        """Close the socket."""
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
