@@ -380,7 +380,9 @@ class Compiler:
         if not action and not func.condition:
             raise RouteError(where, f"{name} is not a condition")
         leaf = func.factory(self._resolve(args_list(args), where), where, self.env)
-        return replayed(leaf) if self.env.kind == "request" else leaf
+        if self.env.kind != "request" or getattr(leaf, "steady", False):
+            return leaf
+        return replayed(leaf)
 
     def _arming(self, name, args, where, action):
         """``t_on_failure`` / ``t_on_reply`` / ``t_on_branch: NAME``: a step
