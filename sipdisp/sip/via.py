@@ -111,12 +111,20 @@ def parse_via(text):
         if " " in sent_by or "\t" in sent_by:
             raise SipParseError("Malformed Via sent-by: spaces inside")
     host, port = parse_hostport(sent_by, "Via sent-by")
+    branch = None
     for name, value in params:
-        if value and len(name) == 5 and name.lower() == "rport":
+        if len(name) == 6 and branch is None and name.lower() == "branch":
+            branch = "" if value is None else value  # as get_param: the first one
+        elif value and len(name) == 5 and name.lower() == "rport":
             # response-port = "rport" [EQUAL 1*DIGIT] (RFC 3581): the value is
             # a port responses are sent to, so it must be one
             if not value.isdigit() or not value.isascii() or len(value) > 5 or int(value) > 65535:
                 raise SipParseError("Malformed Via rport")
-    via = Via(transport.upper(), host, port, params)
+    via = Via.__new__(Via)  # Via() without its get_param pass over params
+    via.transport = transport if transport == "UDP" else transport.upper()
+    via.host = host
+    via.port = port
+    via.params = params
+    via.branch = branch
     via._text = text
     return via
