@@ -129,8 +129,11 @@ def check_address(text, what="address"):
         if head in _good_heads and _PLAIN_TAIL_MATCH(text, gt + 1) is not None:
             return
     parse_address(text, what)
-    if gt > 0 and "<" in head and _PLAIN_TAIL_MATCH(text, gt + 1) is not None \
-            and len(_good_heads) < 4096:
+    if gt > 0 and "<" in head and _PLAIN_TAIL_MATCH(text, gt + 1) is not None:
+        if len(_good_heads) >= 4096:
+            # start afresh rather than stop learning: a registrar sees a new
+            # user in every REGISTER, whose To repeats the head of its From
+            _good_heads.clear()
         _good_heads.add(head)
 
 
