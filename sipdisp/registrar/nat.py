@@ -37,8 +37,23 @@ NAT_CONTACT_PORT = 128       # the Contact port differs from the source port
 _PRIVATE_FIRST_OCTETS = frozenset(("10", "172", "192", "100"))
 
 
+# host -> is_private(host): the same peers' addresses repeat on every
+# message; bounded, since hosts come from the network
+_private_hosts = {}
+
+
 def is_private(host):
     """True for an RFC 1918 / RFC 6598 / ULA address (False for names)."""
+    known = _private_hosts.get(host)
+    if known is None:
+        known = _is_private(host)
+        if len(_private_hosts) >= 4096:
+            _private_hosts.clear()
+        _private_hosts[host] = known
+    return known
+
+
+def _is_private(host):
     if host[:1].isdigit():
         # most addresses are public IPv4: decide on the first octet before ipaddress
         if host.split(".", 1)[0] not in _PRIVATE_FIRST_OCTETS:

@@ -11,7 +11,7 @@ from ..proxy.routeset import RESERVED_RR_PARAMS, RR_SIGNATURE
 from ..sip.uri import parse_uri
 from . import sanity
 from .plugin import (EXIT, RETURN, RouteError, int_arg, ms_arg, nargs, setter_arg, str_arg,
-                     template_arg, value_arg)
+                     steady, template_arg, value_arg)
 
 log = Logger(namespace="sipdisp.route")
 
@@ -289,8 +289,8 @@ def _is_method(args, where, env):
         return lambda ctx: ctx.request.cseq_method in methods
     if len(methods) == 1:
         (only,) = methods
-        return lambda ctx: ctx.request.method == only
-    return lambda ctx: ctx.request.method in methods
+        return steady(lambda ctx: ctx.request.method == only)
+    return steady(lambda ctx: ctx.request.method in methods)
 
 
 def _has_totag(args, where, env):

@@ -101,13 +101,17 @@ def replayed(leaf):
     ``alias_db_lookup`` that waited for the database act once, and the
     conditions take the branches they took the first time."""
     def step(ctx):
-        tape = ctx.tape
+        # ctx.tape_pos is -1 once the run is past what the tape holds (every
+        # first run after its first step): the common path is one test
         pos = ctx.tape_pos
-        ctx.tape_pos = pos + 1
-        if pos < len(tape):
-            return tape[pos]
+        if pos >= 0:
+            tape = ctx.tape
+            if pos < len(tape):
+                ctx.tape_pos = pos + 1
+                return tape[pos]
+            ctx.tape_pos = -1
         result = leaf(ctx)
-        tape.append(result)
+        ctx.tape.append(result)
         return result
     step.__name__ = getattr(leaf, "__name__", "step")
     return step
@@ -382,7 +386,9 @@ class Compiler:
         if not action and not func.condition:
             raise RouteError(where, f"{name} is not a condition")
         leaf = func.factory(self._resolve(args_list(args), where), where, self.env)
-        return replayed(leaf) if self.env.kind in _TAPED else leaf
+        if self.env.kind not in _TAPED or getattr(leaf, "steady", False):
+            return leaf
+        return replayed(leaf)
 
     def _arming(self, name, args, where, action):
         """``t_on_failure`` / ``t_on_reply`` / ``t_on_branch: NAME``: a step

@@ -44,6 +44,14 @@ EXIT = _Signal("exit")
 RETURN = _Signal("return")
 
 
+def steady(leaf):
+    """Mark a compiled condition whose result cannot change while one
+    request is routed (its method): the route tape does not record it, a
+    resumed run computes it again and gets the same answer."""
+    leaf.steady = True
+    return leaf
+
+
 class Function:
     """A route function: its factory ``factory(args, where, env) -> callable(ctx)``,
     whether it can be a step (action) and/or a condition, and a doc line."""

@@ -39,7 +39,7 @@ sipdisp checks them.
 
 import re
 
-from ..sip.address import parse_address
+from ..sip.address import check_address
 from ..sip.errors import SipParseError
 from ..sip.via import parse_via
 
@@ -195,7 +195,7 @@ def _parse_uris(uri_checks):
                 if not value:
                     raise Failure(NO_REPLY, reason)
                 try:
-                    parse_address(value)
+                    check_address(value)
                 except SipParseError:
                     raise Failure(400, reason) from None
         if uri_checks & URI_CONTACT:
@@ -203,7 +203,7 @@ def _parse_uris(uri_checks):
                 if value.strip() == "*":
                     continue
                 try:
-                    parse_address(value)
+                    check_address(value)
                 except SipParseError:
                     raise Failure(400, "Bad Contact Header") from None
     return check

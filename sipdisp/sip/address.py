@@ -1,9 +1,20 @@
 """name-addr / addr-spec values: From, To, Contact, Route, Record-Route
 (RFC 3261 sections 20.10, 20.20, 20.39 and the grammar of section 25.1)."""
 
+import re
+
 from .errors import SipParseError
 from .headers import format_params, get_param, parse_params
 from .uri import parse_uri
+
+# header params after "<URI>" of the plain kind: ;token or ;token=token
+# (what From and To carry: ;tag=...). No quote, "<" or ">" can hide in them.
+_PLAIN_TAIL_MATCH = re.compile(
+    r"(?:[ \t]*;[ \t]*[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]*=[ \t]*[A-Za-z0-9\-.!%*_+`'~]+)?)*"
+    r"[ \t]*\Z").match
+# "display <URI>" heads that parsed (From/To of the same peers repeat with
+# new tags); bounded, since they come from the network
+_good_heads = set()
 
 
 class Address:
@@ -101,6 +112,29 @@ def parse_address(text, what="address"):
         addr = Address(uri, None, params, False)
     addr._text = text
     return addr
+
+
+def check_address(text, what="address"):
+    """Raise SipParseError unless ``text`` parses as :func:`parse_address`
+    would parse it, without building the Address when it can tell.
+
+    The part up to the first ``>`` (display name and ``<URI>``) decides
+    alone when what follows is plain ``;name=value`` params: that head is
+    remembered once a whole value with it parsed, so a caller's next From
+    with a new tag costs a set lookup and a regex match (sanity_check's
+    From/To URI checks on every request)."""
+    gt = text.find(">")
+    if gt > 0:
+        head = text[:gt + 1]
+        if head in _good_heads and _PLAIN_TAIL_MATCH(text, gt + 1) is not None:
+            return
+    parse_address(text, what)
+    if gt > 0 and "<" in head and _PLAIN_TAIL_MATCH(text, gt + 1) is not None:
+        if len(_good_heads) >= 4096:
+            # start afresh rather than stop learning: a registrar sees a new
+            # user in every REGISTER, whose To repeats the head of its From
+            _good_heads.clear()
+        _good_heads.add(head)
 
 
 def _end_of_quoted(text):

@@ -53,11 +53,18 @@ def header_key(name):
     return key
 
 
+_display_cache = {}
+
+
 def display_name(key):
     """The conventional spelling of a header for a canonical ``key``."""
-    name = DISPLAY_NAMES.get(key)
+    name = _display_cache.get(key)
     if name is None:
-        name = "-".join(part.capitalize() for part in key.split("-"))
+        name = DISPLAY_NAMES.get(key)
+        if name is None:
+            name = "-".join(part.capitalize() for part in key.split("-"))
+        if len(_display_cache) < 1024:  # bounded: a route may name any header
+            _display_cache[key] = name
     return name
 
 

@@ -112,10 +112,9 @@ def _parse_headers(msg, lines):
             k, n, v = headers[-1]
             headers[-1] = (k, n, f"{v} {line.strip()}".strip())
             continue
-        colon = line.find(":")
-        if colon <= 0:
+        name, colon, value = line.partition(":")
+        if not colon or not name:
             raise SipParseError("Malformed header line", message=msg)
-        name = line[:colon]
         key = _known_key(name)  # names seen before skip validation
         if key is None:
             if name[-1] in " \t":
@@ -123,7 +122,7 @@ def _parse_headers(msg, lines):
             if not is_token(name):
                 raise SipParseError("Malformed header name", message=msg)
             key = header_key(name)
-        headers.append((key, name, line[colon + 1:].strip()))
+        headers.append((key, name, value.strip()))
 
 
 def _salvage(data):

@@ -22,6 +22,8 @@ _IPV4_MATCH = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3}
 # hosts already checked (they repeat: the same peers send every message);
 # bounded, since host names come from the network
 _good_hosts = set()
+# characters a user part may not hold raw
+_USER_BAD_CHAR = re.compile(r'[ \t<>"]').search
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 
@@ -144,9 +146,10 @@ def parse_uri(text):
     if colon <= 0:
         raise SipParseError(f"Malformed URI {text[:80]!r}")
     scheme = text[:colon]
-    if not all(ch in _SCHEME_CHARS for ch in scheme) or not scheme[0].isalpha():
-        raise SipParseError(f"Malformed URI scheme {scheme[:40]!r}")
-    scheme = scheme.lower()
+    if scheme != "sip" and scheme != "sips":  # what nearly every URI says
+        if not all(ch in _SCHEME_CHARS for ch in scheme) or not scheme[0].isalpha():
+            raise SipParseError(f"Malformed URI scheme {scheme[:40]!r}")
+        scheme = scheme.lower()
     rest = text[colon + 1:]
     if scheme not in ("sip", "sips"):
         if not rest or " " in rest:
@@ -164,7 +167,7 @@ def parse_uri(text):
         user, sep, pw = userinfo.partition(":")
         if sep:
             password = pw
-        if not user or any(ch in " \t<>\"" for ch in userinfo):
+        if not user or _USER_BAD_CHAR(userinfo):
             raise SipParseError(f"Malformed user part in URI {text[:80]!r}")
     headers = ""
     q = rest.find("?")
