@@ -91,6 +91,10 @@ class RouteSet:
         or :data:`FLOW_INVALID` when the token is not a valid one of this
         run; None (nothing removed) for any other request."""
         req = ctx.request
+        # most Routes are Record-Route entries coming back, with no flow
+        # token: refuse them on the text before parsing anything
+        if ";" + FLOW_PARAM + "=" not in req.get("route", ""):
+            return None
         uri = req.addresses("route")[0].uri
         token = uri.param(FLOW_PARAM)
         if token is None or not self.identity.is_myself(uri):
