@@ -33,6 +33,26 @@ def free_port(kind=socket.SOCK_DGRAM):
     raise RuntimeError("no free port")
 
 
+def free_udp_block(count=4):
+    """The first of ``count`` consecutive UDP ports free on 127.0.0.1 right
+    now: SIPp binds its media port and the ports after it (RTCP, video)."""
+    for _ in range(50):
+        base = free_port()
+        socks = []
+        try:
+            for offset in range(count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free block of UDP ports")
+
+
 class Sipdisp:
     """sipdisp started the way an operator starts it: ``twistd -n sipdisp -c FILE``.
 
@@ -146,7 +166,7 @@ class Sipp:
         scen = SCENARIOS / scenario if not str(scenario).startswith("/") else scenario
         self.argv = (["sipp"] + ([target] if target else []) +
                      ["-sf", str(scen), "-i", "127.0.0.1", "-p", str(port), "-t", transport,
-                      "-mi", "127.0.0.1", "-mp", str(free_port()), "-cp", str(free_port()),
+                      "-mi", "127.0.0.1", "-mp", str(free_udp_block()), "-cp", str(free_port()),
                       "-nostdin", "-trace_stat", "-stf", str(self.stat_file), "-fd", "1",
                       "-trace_err", "-error_file", str(self.err_file)]
                      + [str(x) for x in extra])
@@ -191,5 +211,9 @@ class Sipp:
                 "dead_call": num("DeadCallMsgs(C)")}
 
     def errors(self):
-        """SIPp's error log, if any."""
-        return self.err_file.read_text() if self.err_file.exists() else ""
+        """SIPp's error log, if any, and the end of what it printed (why it
+        stopped when it could not start)."""
+        text = self.err_file.read_text() if self.err_file.exists() else ""
+        if self.out_file.exists():
+            text += "\n--- sipp output ---\n" + self.out_file.read_text(errors="replace")[-1500:]
+        return text
