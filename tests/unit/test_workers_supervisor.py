@@ -202,3 +202,26 @@ def test_stop_cancels_a_pending_restart():
     spawn.end(service.workers[2])
     clock.advance(100)
     assert len(spawn.calls) == 2 and service.workers == {}
+
+
+def test_a_worker_records_one_route_for_its_shared_and_own_sockets():
+    """A call arriving on the shared port and leaving from the worker's own
+    port gets one Record-Route, the own port (both sockets advertise it),
+    not RFC 5658's pair; the next hop hears from the own port's Via."""
+    from sipdisp.proxy import Listener, ProxyCore
+    from sipdisp.sip import parse_message
+    from tests.support import sipmsg
+    from tests.support.harness import Link
+    from tests.support.shipped import shipped_route
+    own = Listener("own", "udp", "127.0.0.1", 5161)
+    shared = Listener("shared", "udp", "127.0.0.1", 5060, advertised_port=5161)
+    link = Link(ProxyCore([own, shared], None))
+    shipped_route(link.core, ["sip:127.0.0.1:5080"])
+    uac = link.add_peer("uac", "udp", "10.0.0.1", 40000, shared)
+    uas = link.add_peer("uas", "udp", "127.0.0.1", 5080, own)
+    uac.send(sipmsg.request("INVITE", "sip:bob@example.com", via_host="10.0.0.1",
+                            via_port=40000))
+    fwd = parse_message(uas.expect("INVITE"))
+    (rr,) = fwd.values("record-route")
+    assert rr.startswith("<sip:127.0.0.1:5161;lr;") and "r2=on" not in rr
+    assert fwd.values("via")[0].startswith("SIP/2.0/UDP 127.0.0.1:5161;branch=")
