@@ -51,7 +51,8 @@ def makeService(options):
         root.sip.privilegedStartService()
     except ConfigError as exc:  # e.g. a bad dispatcher list file, routing.module, a port in use
         raise SystemExit(f"sipdisp: {path}: {exc}")
-    root.reloader = Reloader(root, path)
+    root.reloader = Reloader(root, path, adapt=(
+        None if worker is None else lambda new: worker_config(new, worker)))
     root.reloader.install(_reactor())
     return root
 

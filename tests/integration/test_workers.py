@@ -5,6 +5,8 @@ registration made through one worker reached through the other."""
 
 import re
 import shutil
+import socket
+import signal
 import time
 import uuid
 
@@ -164,7 +166,8 @@ def register(port, user, contact_port):
 
 def test_a_user_registered_through_one_worker_is_reached_through_the_other(tmp_path):
     """REGISTER at worker 1's own port; INVITEs at worker 2's own port reach
-    her contact, relayed by worker 2 (its Via), through Redis."""
+    her contact, relayed by worker 2 (its Via), through Redis; a SIGHUP to
+    the supervisor reloads both workers, each keeping its node id."""
     user = f"alice{uuid.uuid4().hex[:8]}"
     with ClusterRedis() as redis, Workers(tmp_path, config(
             redis, tmp_path, routing={"request_route": ROUTE},
@@ -188,3 +191,37 @@ def test_a_user_registered_through_one_worker_is_reached_through_the_other(tmp_p
                 assert time.monotonic() < deadline, proxy.log_text()[-3000:]
         assert invite.values("via")[0].startswith(f"SIP/2.0/UDP 127.0.0.1:{proxy.worker_port(2)};")
         assert invite.uri.user == user and invite.uri.port == alice.port
+        # SIGHUP to the supervisor: each worker reloads, as its own node
+        proxy.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while proxy.log_text().count("reload: no setting changed") < 2:
+            assert time.monotonic() < deadline, proxy.log_text()[-3000:]
+            time.sleep(0.1)
+        assert "SIGHUP: forwarded to 2 workers" in proxy.log_text()
+
+
+def test_tcp_connections_to_the_shared_port_are_spread_over_the_workers(tmp_path):
+    """SIPp opens one TCP connection per call to the shared port: the
+    kernel hands each to one worker's accept socket; both workers relay
+    calls (over TCP from their own listener) and none fails."""
+    uas_port = free_port(socket.SOCK_STREAM)
+    with ClusterRedis() as redis, Workers(tmp_path, config(
+            redis, tmp_path,
+            proxy={"next_hop": f"sip:127.0.0.1:{uas_port};transport=tcp"})) as proxy:
+        trace = tmp_path / "uas_messages.log"
+        uas = Sipp(tmp_path, "uas", "uas.xml", uas_port, "t1",
+                   extra=["-trace_msg", "-message_file", str(trace)]).start()
+        try:
+            uac = Sipp(tmp_path, "uac", "uac.xml", free_port(socket.SOCK_STREAM), "tn",
+                       target=f"127.0.0.1:{proxy.port('tcp')}",
+                       extra=["-m", 300, "-r", 50, "-d", 100, "-max_socket", 400,
+                              "-timeout", 60, "-timeout_error"]).start()
+            rc = uac.wait(90)
+        finally:
+            uas.stop()
+        stats = uac.stats()
+        assert stats["ok"] == 300 and stats["failed"] == 0 and rc == 0, \
+            (stats, uac.errors()[-2000:], proxy.log_text()[-3000:])
+        ports = re.findall(r"^INVITE sip:.*?^Via: SIP/2.0/TCP 127\.0\.0\.1:(\d+)",
+                           trace.read_text(errors="replace"), re.S | re.M)
+        assert set(ports) == {str(proxy.worker_port(1)), str(proxy.worker_port(2))}, set(ports)
