@@ -70,10 +70,19 @@ def _supervisor(cfg, path):
         load_node_secret(cfg.proxy.secret, cfg.proxy.secret_file)
     except OSError as exc:
         raise SystemExit(f"sipdisp: {path}: proxy.secret_file: {exc}")
+    from twisted.application.service import MultiService
+    from .workers.control import add_node_management
     reactor = _reactor()
-    service = SupervisorService(cfg, os.path.abspath(path), reactor)
-    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(service.reload))
-    return service
+    root = MultiService()
+    root.cfg = cfg
+    root.worker_count = worker_count(cfg)
+    root.workers = SupervisorService(cfg, os.path.abspath(path), reactor)
+    root.workers.setServiceParent(root)
+    # the console, JSON-RPC and /metrics of the whole node, over the workers' control sockets
+    add_node_management(root, reactor)
+    signal.signal(signal.SIGHUP,
+                  lambda signum, frame: reactor.callFromThread(root.workers.reload))
+    return root
 
 
 #: what PostgreSQL and MariaDB say when they refuse a login or a database
