@@ -225,3 +225,54 @@ def test_tcp_connections_to_the_shared_port_are_spread_over_the_workers(tmp_path
         ports = re.findall(r"^INVITE sip:.*?^Via: SIP/2.0/TCP 127\.0\.0\.1:(\d+)",
                            trace.read_text(errors="replace"), re.S | re.M)
         assert set(ports) == {str(proxy.worker_port(1)), str(proxy.worker_port(2))}, set(ports)
+
+
+def test_tls_and_websocket_listeners_are_shared_by_the_workers(tmp_path):
+    """A TLS listener shared with SO_REUSEPORT (TLS over the adopted socket):
+    a call over TLS is relayed to SIPp on UDP with 100/180/200 back on the
+    connection, and ACK/BYE along the Record-Route end it; the shared
+    WebSocket port answers the upgrade with subprotocol sip."""
+    from tests.support.certs import TestCA
+    from tests.support.peers import Dialog, StreamEndpoint, client_tls_context
+    cert = TestCA(tmp_path / "certs").issue("server", ips=["127.0.0.1"])
+    uas_port = free_port()
+    tls_port, ws_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
+    with ClusterRedis() as redis, Workers(tmp_path, config(
+            redis, tmp_path, proxy={"next_hop": f"sip:127.0.0.1:{uas_port}"},
+            listen={"tls": [f"127.0.0.1:{tls_port}"], "ws": [f"127.0.0.1:{ws_port}"]},
+            tls={"certificate": cert.cert, "private_key": cert.key,
+                 "ca_file": cert.ca})) as proxy:
+        assert proxy.log_text().count(f"listening on tls:127.0.0.1:{tls_port} (shared") == 2
+        uas = Sipp(tmp_path, "uas", "uas.xml", uas_port, "u1", extra=["-m", 1]).start()
+        client = StreamEndpoint.connect(tls_port, client_tls_context(cert.ca))
+        try:
+            local = client.sock.getsockname()[1]
+            dialog = Dialog("TLS", f"127.0.0.1:{local}",
+                            f"sip:alice@127.0.0.1:{local};transport=tls",
+                            f"sip:bob@127.0.0.1:{tls_port};transport=tls")
+            client.send(dialog.invite().encode())
+            responses = [client.recv(timeout=10)]
+            while responses[-1].status < 200:
+                responses.append(client.recv(timeout=10))
+            assert [r.status for r in responses] == [100, 180, 200]
+            dialog.learn(responses[-1])
+            client.send(dialog.ack().encode())
+            client.send(dialog.bye().encode())
+            bye_ok = client.recv(timeout=10)
+            assert (bye_ok.status, bye_ok.cseq_method) == (200, "BYE")
+            assert uas.wait(15) == 0
+        finally:
+            client.close()
+            uas.stop()
+        with socket.create_connection(("127.0.0.1", ws_port), 10) as ws:
+            ws.settimeout(10)
+            ws.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                       b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                       b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = ws.recv(4096)
+                assert chunk, head
+                head += chunk
+        assert head.startswith(b"HTTP/1.1 101") and b"sec-websocket-protocol: sip" in head.lower()
+        assert "Traceback" not in proxy.log_text()
