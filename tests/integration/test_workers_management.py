@@ -265,3 +265,63 @@ def test_a_worker_that_does_not_answer_or_is_dead_is_reported_down(node):
     assert [(row["worker"], row["up"]) for row in parent.result("workers.list")] == \
         [(1, True), (2, False)]
     assert parent.metrics()["sipdisp_workers_up"] == 1
+
+
+# -- end to end: the supervisor of workers.processes: 2 ---------------------------
+
+
+def test_through_the_supervisor_json_rpc_ctl_and_metrics_show_the_whole_node(tmp_path):
+    """``twistd -n sipdisp`` with ``workers.processes: 2``: the supervisor's
+    JSON-RPC, sipdisp-ctl and /metrics sum both workers' counters, a command
+    reaches both, and a worker killed with -9 is down, then back (restarted)."""
+    from tests.support.cluster import ClusterRedis, redis_up
+    from tests.support.workers import Workers
+    if not redis_up():
+        pytest.fail("the workers need Redis on 127.0.0.1:6379 (scripts/ci-databases.sh)")
+    http_port = free_port(socket.SOCK_STREAM)
+    with ClusterRedis() as redis, Workers(tmp_path, {
+            "cluster": {"redis": redis.url, "key_prefix": redis.prefix},
+            "usrloc": {"shared_url": redis.url, "shared_prefix": redis.prefix},
+            "console": {"enabled": False, "worker_timeout": 2.0},
+            "http": {"enabled": True, "listen": f"127.0.0.1:{http_port}"}}) as node:
+        parent = Parent.__new__(Parent)
+        parent.port = http_port
+        wait_for(lambda: "stats.get" in parent.result("system.listMethods"),
+                 what="the supervisor learning the commands")
+        assert node.log_text().count("listening on http:") == 1  # the supervisor's only
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for k in (1, 2):
+                for n in range(k + 1):  # 2 to worker 1's own port, 3 to worker 2's
+                    s.sendto(options(node.worker_port(k), n),
+                             ("127.0.0.1", node.worker_port(k)))
+        wait_for(lambda: parent.result("stats.get", "rcv_request:OPTIONS")
+                 .get("rcv_request:OPTIONS") == 5, what="5 OPTIONS counted across workers")
+        metrics = parent.metrics()
+        assert metrics['sipdisp_sip_requests_received_total{method="OPTIONS"}'] == 5
+        assert metrics["sipdisp_workers_up"] == 2 and metrics["sipdisp_workers"] == 2
+
+        done = subprocess.run([sys.executable, "-m", "sipdisp.ctl", "--url",
+                               f"http://127.0.0.1:{http_port}/rpc", "stats.get",
+                               "rcv_request:OPTIONS"], capture_output=True, timeout=30,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["rcv_request:OPTIONS"] == 5
+
+        acted = parent.result("ipban.add", "192.0.2.7", 600)
+        assert [row["worker"] for row in acted["workers"]] == [1, 2]
+        assert all(row["result"]["banned"] for row in acted["workers"])
+        assert sorted(row["worker"] for row in parent.result("ipban.list")) == [1, 2]
+
+        pids = {row["worker"]: row["pid"] for row in parent.result("workers.list")}
+        assert pids == node.pids()
+        node.kill9(2)
+        wait_for(lambda: [row["up"] for row in parent.result("workers.list")] == [True, False]
+                 or node.starts(2) > 1, what="worker 2 down (or already restarted)")
+        node.wait_running(3)
+
+        def back():
+            rows = parent.result("workers.list")
+            return all(row["up"] for row in rows) and rows[1]["pid"] != pids[2]
+        wait_for(back, timeout=40, what="worker 2 restarted and answering")
+        # worker 1's counts are still there; the restarted worker 2 starts from zero
+        assert parent.result("stats.get", "rcv_request:OPTIONS")["rcv_request:OPTIONS"] == 2
