@@ -20,6 +20,7 @@ import inspect
 import os
 import tempfile
 import types
+from collections import Counter
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
@@ -42,6 +43,7 @@ __all__ = ["CONTROL_ENV", "WORKER_ENV", "NodeManagement", "add_node_management",
            "worker_index"]
 
 _SUN_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, the final NUL excluded
+DOWN_LOG_INTERVAL = 60.0  # seconds between two warnings of the same worker not answering
 DISCOVER_RETRY = 1.0  # seconds between tries to learn the commands while no worker answers
 
 
@@ -254,6 +256,8 @@ class NodeManagement(MultiService):
         self.started_at = None
         self.commands_known = False
         self._retry = None
+        self.unanswered = Counter()  # calls a worker did not answer, by worker
+        self._warned = {}
         register_system_commands(self.registry)
         self._register_local()
 
@@ -316,7 +320,15 @@ class NodeManagement(MultiService):
         def down(failure):
             if not failure.check(ControlDown):
                 log.failure("control call to worker {k} failed", failure, k=k)
-            return ("down", failure.getErrorMessage())
+            reason = failure.getErrorMessage()
+            self.unanswered[k] += 1
+            now = self._reactor.seconds()
+            if now - self._warned.get(k, -DOWN_LOG_INTERVAL) >= DOWN_LOG_INTERVAL:
+                self._warned[k] = now
+                log.warn("node management: worker {k} did not answer {method}: {reason} "
+                         "(reported down; logged at most once a minute)",
+                         k=k, method=method, reason=reason)
+            return ("down", reason)
         return d.addCallback(answer).addErrback(down)
 
     def ask_all(self, method, params):
@@ -369,7 +381,14 @@ class NodeManagement(MultiService):
         def render(answers):
             per_worker = [(k, a[1] if a[0] == "ok" else None) for k, a in answers]
             lines = []
-            for family in merge_metrics(per_worker, self.worker_count):
+            families = merge_metrics(per_worker, self.worker_count)
+            families.append(Family(
+                "sipdisp_worker_unanswered_total", "counter",
+                "Calls of the supervisor a worker did not answer in console.worker_timeout "
+                "(or refused), by worker.",
+                [({"worker": str(k)}, self.unanswered[k])
+                 for k in range(1, self.worker_count + 1)]))
+            for family in families:
                 family.render(lines)
             return "\n".join(lines) + "\n"
         return self.ask_all("worker.metrics", {}).addCallback(render)

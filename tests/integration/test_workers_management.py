@@ -254,6 +254,10 @@ def test_a_worker_that_does_not_answer_or_is_dead_is_reported_down(node):
     assert "rcv_request:OPTIONS" not in stats or isinstance(stats["rcv_request:OPTIONS"], int)
     metrics = parent.metrics()
     assert metrics["sipdisp_workers_up"] == 1 and metrics['sipdisp_worker_up{worker="2"}'] == 0
+    assert metrics['sipdisp_worker_unanswered_total{worker="2"}'] >= 2
+    assert metrics['sipdisp_worker_unanswered_total{worker="1"}'] == 0
+    log = (parent.path.parent / "parent.log").read_text()
+    assert log.count("worker 2 did not answer") == 1, log  # once a minute, not per call
     os.kill(workers[1].proc.pid, signal.SIGCONT)
 
     workers[1].proc.kill()
