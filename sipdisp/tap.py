@@ -62,7 +62,7 @@ def _supervisor(cfg, path):
     node secret is read (or created) here first, so the workers never race
     to create it."""
     from .nodesecret import load_node_secret
-    from .workers.supervisor import SupervisorService
+    from .workers.supervisor import SupervisorService, register_supervisor_commands
     refused = database_refusal(cfg.storage.url)
     if refused:
         raise SystemExit(f"sipdisp: {path}: storage.url: the database refuses sipdisp: {refused}")
@@ -79,7 +79,8 @@ def _supervisor(cfg, path):
     root.workers = SupervisorService(cfg, os.path.abspath(path), reactor)
     root.workers.setServiceParent(root)
     # the console, JSON-RPC and /metrics of the whole node, over the workers' control sockets
-    add_node_management(root, reactor)
+    node = add_node_management(root, reactor)
+    register_supervisor_commands(node.registry, root.workers)
     signal.signal(signal.SIGHUP,
                   lambda signum, frame: reactor.callFromThread(root.workers.reload))
     return root

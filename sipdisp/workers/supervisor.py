@@ -203,3 +203,15 @@ class SupervisorService(Service):
         log.warn("{n} workers still running {t} s after SIGTERM (workers.stop_timeout); "
                  "killing them", n=len(self.workers), t=self.cfg.workers.stop_timeout)
         self.signal_workers("KILL")
+
+
+def register_supervisor_commands(registry, supervisor):
+    """``workers.supervisor``: the supervisor's own counters and the pids it runs."""
+
+    @registry.command("workers.supervisor")
+    def status() -> dict:
+        """Worker processes configured and running (by number: pid), and the
+        supervisor's counters: started, exits, restarts, restarts_deferred."""
+        return {"processes": supervisor.count,
+                "running": {str(k): p.pid for k, p in sorted(supervisor.workers.items())},
+                "restarts_pending": sorted(supervisor._pending), **supervisor.stats}

@@ -225,3 +225,19 @@ def test_a_worker_records_one_route_for_its_shared_and_own_sockets():
     (rr,) = fwd.values("record-route")
     assert rr.startswith("<sip:127.0.0.1:5161;lr;") and "r2=on" not in rr
     assert fwd.values("via")[0].startswith("SIP/2.0/UDP 127.0.0.1:5161;branch=")
+
+
+def test_the_supervisor_command_reports_running_workers_and_counters():
+    from sipdisp.commands import CommandRegistry
+    from sipdisp.workers.supervisor import register_supervisor_commands
+    service, clock, spawn = supervisor()
+    registry = CommandRegistry()
+    register_supervisor_commands(registry, service)
+    service.startService()
+    spawn.end(service.workers[2])
+    status = []
+    registry.call("workers.supervisor").addCallback(status.append)
+    (status,) = status
+    assert status["processes"] == 2 and list(status["running"]) == ["1"]
+    assert status["restarts_pending"] == [2] and status["restarts"] == 1
+    assert status["exits"] == 1 and status["started"] == 2
