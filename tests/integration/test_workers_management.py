@@ -329,3 +329,64 @@ def test_through_the_supervisor_json_rpc_ctl_and_metrics_show_the_whole_node(tmp
         wait_for(back, timeout=40, what="worker 2 restarted and answering")
         # worker 1's counts are still there; the restarted worker 2 starts from zero
         assert parent.result("stats.get", "rcv_request:OPTIONS")["rcv_request:OPTIONS"] == 2
+
+
+def test_the_supervisors_ssh_console_calls_every_worker(tmp_path):
+    """The Manhole of the supervisor: a command typed there is answered for the
+    whole node when the workers' answers come back over their control sockets."""
+    import shutil
+    import types
+    from tests.integration.test_console import ANSI, known_hosts
+
+    def ssh(proxy, key, lines, tmp_path, stdin_delay):
+        """tests/integration/test_console.py's ssh(), with ^D typed ``stdin_delay`` s later."""
+        argv = ["ssh", "-tt", "-F", "/dev/null", "-p", str(proxy.port("ssh")),
+                "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+                "-o", f"UserKnownHostsFile={known_hosts(proxy, tmp_path / 'known_hosts')}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+                "-o", "ConnectTimeout=10", "-i", str(key), "admin@127.0.0.1"]
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        proc.stdin.write("".join(line + "\r" for line in lines).encode())
+        proc.stdin.flush()
+        time.sleep(stdin_delay)
+        try:
+            out, err = proc.communicate(b"\x04", timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        output = ANSI.sub("", out.decode("utf-8", "replace")).replace("\r", "")
+        return proc.returncode, output, err.decode("utf-8", "replace")
+    from tests.support.cluster import ClusterRedis, redis_up
+    from tests.support.console import write_private_key
+    from tests.support.workers import Workers
+    if shutil.which("ssh") is None or not redis_up():
+        pytest.fail("needs the OpenSSH client and Redis on 127.0.0.1:6379 (.ci/run)")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "authorized_keys").write_text(f"{write_private_key(keys / 'id_admin')} admin@t\n")
+    ssh_port = free_port(socket.SOCK_STREAM)
+    with ClusterRedis() as redis, Workers(tmp_path, {
+            "cluster": {"redis": redis.url, "key_prefix": redis.prefix},
+            "usrloc": {"shared_url": redis.url, "shared_prefix": redis.prefix},
+            "console": {"enabled": True, "listen": f"127.0.0.1:{ssh_port}",
+                        "authorized_keys": str(keys / "authorized_keys"),
+                        "host_key": str(tmp_path / "var" / "manhole_host_key")}}) as node:
+        wait_for(lambda: "node management: " in node.log_text(),
+                 what="the supervisor learning the commands")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for k in (1, 2):
+                s.sendto(options(node.worker_port(k), 0), ("127.0.0.1", node.worker_port(k)))
+        console = types.SimpleNamespace(port=lambda proto: ssh_port, tmp_path=tmp_path)
+
+        def counted():
+            # ^D only after the answers had time to come: the console prints a
+            # Deferred's result when it fires, in the open session
+            code, output, err = ssh(console, keys / "id_admin",
+                                    ["stats.get('rcv_request:OPTIONS')", "workers.list()"],
+                                    tmp_path, stdin_delay=3)
+            assert code == 0, err
+            return "'rcv_request:OPTIONS': 2" in output and output.count("'up': True") == 2 \
+                and output
+        output = wait_for(counted, timeout=30, what="the console's answers")
+        assert "Traceback" not in output
