@@ -35,9 +35,11 @@ def flatten(tree, prefix=""):
 class Reloader:
     """Applies a re-read configuration to ``root`` (a SipdispService)."""
 
-    def __init__(self, root, path):
+    def __init__(self, root, path, adapt=None):
         self.root = root
         self.path = path
+        # what a worker process changes in the file's config (its node id)
+        self.adapt = adapt or (lambda cfg: cfg)
         hooks = root.reload_hooks
         hooks.setdefault("log.level", lambda cfg: set_level(cfg.log.level))
         repeat = lambda cfg: set_repeat_limit(cfg.log.repeat_limit, cfg.log.repeat_interval)  # noqa: E731
@@ -53,7 +55,7 @@ class Reloader:
     def reload(self):
         """Re-read the file and apply it; returns a Deferred firing with the summary line."""
         try:
-            new = load_config(self.path)
+            new = self.adapt(load_config(self.path))
         except (ConfigError, OSError) as exc:
             line = f"reload refused, configuration kept: {self.path}: {exc}"
             log.error(line)

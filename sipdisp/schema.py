@@ -44,6 +44,7 @@ from .sip import settings as sip
 from .storage import settings as storage
 from .topoh import settings as topoh
 from .transport import settings as transport
+from .workers import settings as workers
 
 
 def routing_compiles(cfg):
@@ -91,6 +92,7 @@ SCHEMA.add(rtpengine.RTPENGINE)
 SCHEMA.add(topoh.TOPOLOGY_HIDING, topoh.topoh_rules)
 SCHEMA.add(presence.PRESENCE)
 SCHEMA.add(shared.CLUSTER)
+SCHEMA.add(workers.WORKERS, workers.workers_rules)
 
 
 def load_config(path):

@@ -72,6 +72,8 @@ class SipService(Service):
         self.switchboard.connector = Connector(reactor, self.switchboard, cfg)
         self.listeners = []
         self._ports = []
+        # a worker process (sipdisp/workers): public port -> its own port
+        self.worker_ports = None
 
     def privilegedStartService(self):
         if self._ports:  # bound already (tap.makeService binds early to report errors)
@@ -81,7 +83,8 @@ class SipService(Service):
         if cfg.listen.tls or cfg.listen.wss:
             tls = server_tls_options(cfg.tls.certificate, cfg.tls.private_key,
                                      cfg.tls.ca_file, cfg.tls.require_client_certificate)
-        self.listeners, self._ports = bind_listeners(self._reactor, self.switchboard, cfg, tls)
+        self.listeners, self._ports = bind_listeners(self._reactor, self.switchboard, cfg, tls,
+                                                     worker_ports=self.worker_ports)
         self.core.set_listeners(self.listeners)
         super().privilegedStartService()
 

@@ -1,5 +1,8 @@
 """twistd glue: ``twistd -n sipdisp -c etc/sipdisp.yaml``."""
 
+import os
+import signal
+
 from twisted.python import usage
 
 from .config import ConfigError
@@ -7,6 +10,7 @@ from .logs import set_level, set_repeat_limit
 from .reload import Reloader
 from .schema import load_config
 from .service import make_service
+from .workers import private_port, worker_config, worker_count, worker_number
 
 
 class Options(usage.Options):
@@ -30,18 +34,55 @@ def makeService(options):
         raise SystemExit(f"sipdisp: cannot read {path}: {exc.strerror}")
     set_level(cfg.log.level)
     set_repeat_limit(cfg.log.repeat_limit, cfg.log.repeat_interval)
+    worker = worker_number()
+    if worker is None and worker_count(cfg) > 1:
+        return _supervisor(cfg, path)
+    if worker is not None:
+        cfg = worker_config(cfg, worker)
     refused = database_refusal(cfg.storage.url)
     if refused:
         raise SystemExit(f"sipdisp: {path}: storage.url: the database refuses sipdisp: {refused}")
     try:
         root = make_service(cfg)
+        if worker is not None:
+            root.sip.worker_ports = lambda port: private_port(cfg, port, worker)
         # bind the SIP sockets now, before twistd starts logging, so a port in
         # use is one line here rather than a traceback in the log
         root.sip.privilegedStartService()
     except ConfigError as exc:  # e.g. a bad dispatcher list file, routing.module, a port in use
         raise SystemExit(f"sipdisp: {path}: {exc}")
-    root.reloader = Reloader(root, path)
+    root.reloader = Reloader(root, path, adapt=(
+        None if worker is None else lambda new: worker_config(new, worker)))
     root.reloader.install(_reactor())
+    return root
+
+
+def _supervisor(cfg, path):
+    """The service of ``workers.processes`` > 1: the workers' supervisor. The
+    node secret is read (or created) here first, so the workers never race
+    to create it."""
+    from .nodesecret import load_node_secret
+    from .workers.supervisor import SupervisorService, register_supervisor_commands
+    refused = database_refusal(cfg.storage.url)
+    if refused:
+        raise SystemExit(f"sipdisp: {path}: storage.url: the database refuses sipdisp: {refused}")
+    try:
+        load_node_secret(cfg.proxy.secret, cfg.proxy.secret_file)
+    except OSError as exc:
+        raise SystemExit(f"sipdisp: {path}: proxy.secret_file: {exc}")
+    from twisted.application.service import MultiService
+    from .workers.control import add_node_management
+    reactor = _reactor()
+    root = MultiService()
+    root.cfg = cfg
+    root.worker_count = worker_count(cfg)
+    root.workers = SupervisorService(cfg, os.path.abspath(path), reactor)
+    root.workers.setServiceParent(root)
+    # the console, JSON-RPC and /metrics of the whole node, over the workers' control sockets
+    node = add_node_management(root, reactor)
+    register_supervisor_commands(node.registry, root.workers)
+    signal.signal(signal.SIGHUP,
+                  lambda signum, frame: reactor.callFromThread(root.workers.reload))
     return root
 
 

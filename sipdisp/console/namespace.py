@@ -272,17 +272,18 @@ def _overview(namespace):
 
 def build_namespace(root):
     """The console namespace for the service tree ``root``: live objects and commands."""
-    sip = root.sip
-    core = sip.core
     ns = {
         "root": root,
         "registry": root.registry,
         "modules": root.modules,
         "config": ConfigView(root.cfg),
-        "proxy": ProxyView(core, getattr(sip, "switchboard", None)),
-        "transactions": TransactionsView(core.layer),
-        "stats": StatsView(core.stats),
     }
+    sip = getattr(root, "sip", None)
+    if sip is not None:  # the supervisor of worker processes runs no core
+        core = sip.core
+        ns["proxy"] = ProxyView(core, getattr(sip, "switchboard", None))
+        ns["transactions"] = TransactionsView(core.layer)
+        ns["stats"] = StatsView(core.stats)
     for name in MODULE_OBJECTS:
         ns[name] = module_object(root, name)
     for command in root.registry:

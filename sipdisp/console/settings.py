@@ -37,6 +37,8 @@ CONSOLE = Section(
         "Open SSH connections at most; past it new ones are closed at accept (counted, logged once a minute)."),
     Key("login_timeout", Seconds(positive=True), 10.0,
         "Seconds a connection may take from accept to a successful login before it is closed."),
+    Key("worker_timeout", Seconds(positive=True), 5.0,
+        "With processes > 1: seconds the supervisor waits for a worker's answer to a command before reporting that worker down."),
 )
 
 

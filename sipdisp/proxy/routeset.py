@@ -196,7 +196,10 @@ class RouteSet:
             sig = f"{extra};{RR_SIGNATURE}=" \
                   f"{self.signature(req.call_id, req.from_tag, signed_params(_params_of(extra)))}>"
         ingress = ctx.source.listener
-        if ingress is None or (ingress is egress and egress_conn in (None, ctx.source.conn)):
+        # two sockets advertising one address (a worker's shared and own
+        # ports, sipdisp/workers) need one entry, as one socket does
+        if ingress is None or ((ingress is egress or ingress.rr_uri == egress.rr_uri)
+                               and egress_conn in (None, ctx.source.conn)):
             uri = egress.rr_uri
             if ctx.source.conn is not None:
                 uri = f"sip:{FLOW_PREFIX}{ctx.source.conn}@{uri[4:]}"

@@ -5,6 +5,7 @@ import socket
 
 from twisted.internet import ssl
 from twisted.internet.error import CannotListenError
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol, wrapClientTLS,
 )
@@ -59,10 +60,18 @@ def client_tls_options(host, ca_file=None, verify=True):
     return ssl.optionsForClientTLS(host, trustRoot=trust)
 
 
-def bind_listeners(reactor, switchboard, cfg, tls_options=None):
+def bind_listeners(reactor, switchboard, cfg, tls_options=None, worker_ports=None):
     """Listen on every configured address; returns ``(listeners, ports)``.
 
-    Listener ports are the bound ones, so port 0 in the config works."""
+    Listener ports are the bound ones, so port 0 in the config works.
+
+    ``worker_ports`` (a worker process of sipdisp/workers: public port ->
+    this worker's own port) binds every configured listener with
+    SO_REUSEPORT, shared by the workers, and before them a UDP and a TCP
+    listener on the worker's own port of each UDP/TCP address. Listeners
+    come first in the list, so requests this worker sends leave from its own
+    port, and every UDP/TCP listener advertises the worker's own port in Via
+    and Record-Route: replies and in-dialog requests come back to it."""
     listeners, ports = [], []
     adv_host = cfg.advertise.host
     adv_port = cfg.advertise.port
@@ -70,40 +79,79 @@ def bind_listeners(reactor, switchboard, cfg, tls_options=None):
     max_size = cfg.sip.max_message_size
     ws_policy = WebSocketPolicy.from_config(cfg)
     next_id = 1
+    plan = []  # (proto, host, port, shared, advertised port or None)
+    if worker_ports is not None:
+        for proto in ("udp", "tcp"):
+            for host, port in getattr(cfg.listen, proto):
+                plan.append((proto, host, worker_ports(port), False, None))
     for proto in ("udp", "tcp", "tls", "ws", "wss"):
         for host, port in getattr(cfg.listen, proto):
-            listener = Listener(next_id, proto, host, port, adv_host, adv_port)
-            next_id += 1
-            try:
-                if proto == "udp":
-                    bound = reactor.listenUDP(port, SipDatagramProtocol(switchboard, listener),
-                                              interface=host, maxPacketSize=max_size + 1)
-                    _grow_buffers(bound)
-                    switchboard.udp_ports[listener.id] = bound
+            own = worker_ports(port) if worker_ports and proto in ("udp", "tcp") else None
+            plan.append((proto, host, port, worker_ports is not None, own))
+    for proto, host, port, shared, own in plan:
+        listener = Listener(next_id, proto, host, port, adv_host, adv_port or own)
+        next_id += 1
+        try:
+            if proto == "udp":
+                protocol = SipDatagramProtocol(switchboard, listener)
+                if shared:
+                    bound = _adopt_shared(reactor, proto, host, port, protocol, max_size + 1)
                 else:
-                    if proto in ("tcp", "tls"):
-                        factory = SipStreamFactory(switchboard, listener, idle, max_size)
-                    else:
-                        factory = SipWebSocketFactory(switchboard, listener, idle, max_size,
-                                                      policy=ws_policy)
+                    bound = reactor.listenUDP(port, protocol, interface=host,
+                                              maxPacketSize=max_size + 1)
+                _grow_buffers(bound)
+                switchboard.udp_ports[listener.id] = bound
+            else:
+                if proto in ("tcp", "tls"):
+                    factory = SipStreamFactory(switchboard, listener, idle, max_size)
+                else:
+                    factory = SipWebSocketFactory(switchboard, listener, idle, max_size,
+                                                  policy=ws_policy)
+                if shared:
                     if proto in ("tls", "wss"):
-                        bound = reactor.listenSSL(port, factory, tls_options, interface=host)
-                    else:
-                        bound = reactor.listenTCP(port, factory, interface=host, backlog=128)
-            except CannotListenError as exc:
-                for done in ports:  # give back what was bound before the one that failed
-                    done.stopListening()
-                raise ConfigError(f"listen.{proto}", f"cannot listen on {host}:{port}: "
-                                  f"{_socket_reason(exc)}") from None
-            listener.port = bound.getHost().port
-            if adv_port is None:
-                listener.advertised_port = listener.port
-            listener.refresh()
-            listeners.append(listener)
-            ports.append(bound)
-            log.info("listening on {proto}:{host}:{port}", proto=proto, host=host,
-                     port=listener.port)
+                        factory = TLSMemoryBIOFactory(tls_options, False, factory)
+                    bound = _adopt_shared(reactor, proto, host, port, factory)
+                elif proto in ("tls", "wss"):
+                    bound = reactor.listenSSL(port, factory, tls_options, interface=host)
+                else:
+                    bound = reactor.listenTCP(port, factory, interface=host, backlog=128)
+        except CannotListenError as exc:
+            for done in ports:  # give back what was bound before the one that failed
+                done.stopListening()
+            raise ConfigError(f"listen.{proto}", f"cannot listen on {host}:{port}: "
+                              f"{_socket_reason(exc)}") from None
+        listener.port = bound.getHost().port
+        if adv_port is None and own is None:
+            listener.advertised_port = listener.port
+        listener.refresh()
+        listeners.append(listener)
+        ports.append(bound)
+        log.info("listening on {proto}:{host}:{port}{how}", proto=proto, host=host,
+                 port=listener.port, how=(" (shared by the workers, SO_REUSEPORT)" if shared
+                                          else " (this worker's own)" if worker_ports else ""))
     return listeners, ports
+
+
+def _adopt_shared(reactor, proto, host, port, protocol, max_packet=None):
+    """Bind ``host``:``port`` with SO_REUSEPORT (every worker binds it; the
+    kernel spreads datagrams by their 4-tuple and connections over the
+    sockets) and hand the socket to the reactor."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+        if proto == "udp":
+            return reactor.adoptDatagramPort(sock.fileno(), family, protocol, max_packet)
+        sock.listen(128)
+        return reactor.adoptStreamPort(sock.fileno(), family, protocol)
+    except OSError as exc:
+        raise CannotListenError(host, port, exc) from None
+    finally:
+        sock.close()  # the reactor holds its own duplicate of the descriptor
 
 
 def _socket_reason(exc):

@@ -511,7 +511,7 @@ def test_schema_is_assembled_in_the_documented_order():
         "listen", "advertise", "tls", "connections", "websocket", "sip", "proxy", "storage", "log",
         "console", "http", "dispatcher", "routing", "registrar", "usrloc", "auth", "nat",
         "dialog", "accounting", "load_balancer", "aliases", "dialplan", "msilo", "drouting", "cache", "dns",
-        "flood", "rtpengine", "topology_hiding", "presence", "cluster"]
+        "flood", "rtpengine", "topology_hiding", "presence", "cluster", "workers"]
 
 
 def test_schema_add_takes_a_section_and_its_checks():

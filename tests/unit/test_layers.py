@@ -40,6 +40,8 @@ for _name in SUBSYSTEMS:
 MAY_IMPORT["dns"] = set(BASE)
 MAY_IMPORT["transport"] = set(BASE) | {"sip", "transaction", "proxy"}
 MAY_IMPORT["console"] = set(BASE)
+# the worker processes' supervisor and each worker's control socket (console's front-ends)
+MAY_IMPORT["workers"] = set(BASE) | {"console"}
 for _name in TOP:
     MAY_IMPORT[_name] = set(MAY_IMPORT) | set(TOP)
 
