@@ -4,66 +4,23 @@ private redis-server the test stops and starts again under 50 calls/s."""
 
 import itertools
 import shutil
-import socket
-import subprocess
 import time
 import uuid
 
 import pytest
 
 from tests.support.peers import UdpEndpoint
+from tests.support.cluster import REDIS, redis_cli, redis_up
+from tests.support.cluster import PrivateRedis as RedisServer
 from tests.support.processes import Sipdisp, Sipp, free_port, sipp_available
 from tests.support.registrar import rpc
 
-REDIS = ("127.0.0.1", 6379)
 _ids = itertools.count(1)
-
-
-def redis_up(host, port):
-    """True if something accepts connections at host:port."""
-    try:
-        socket.create_connection((host, port), 1).close()
-        return True
-    except OSError:
-        return False
 
 
 pytestmark = pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-cli")
                                      and redis_up(*REDIS)),
                                 reason="needs redis-server, redis-cli and Redis on 127.0.0.1:6379")
-
-
-def redis_cli(port, *args):
-    """One redis-cli command against 127.0.0.1:``port``, database 0; its output."""
-    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "-n", "0",
-                           *map(str, args)], check=True, capture_output=True, text=True,
-                          timeout=10).stdout.strip()
-
-
-class RedisServer:
-    """A private redis-server on a free port, without persistence."""
-
-    def __init__(self, tmp_path):
-        self.port = free_port(socket.SOCK_STREAM)
-        self.dir = tmp_path
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not redis_up("127.0.0.1", self.port):
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        return self
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
 
 
 def options(ua, port, user):
