@@ -74,6 +74,8 @@ class SipService(Service):
         self._ports = []
         # a worker process (sipdisp/workers): public port -> its own port
         self.worker_ports = None
+        # a worker process: transport/handoff.py's Handoff of the shared UDP listeners
+        self.handoff = None
 
     def privilegedStartService(self):
         if self._ports:  # bound already (tap.makeService binds early to report errors)
@@ -84,7 +86,10 @@ class SipService(Service):
             tls = server_tls_options(cfg.tls.certificate, cfg.tls.private_key,
                                      cfg.tls.ca_file, cfg.tls.require_client_certificate)
         self.listeners, self._ports = bind_listeners(self._reactor, self.switchboard, cfg, tls,
-                                                     worker_ports=self.worker_ports)
+                                                     worker_ports=self.worker_ports,
+                                                     handoff=self.handoff)
+        if self.handoff is not None:
+            self.handoff.start()
         self.core.set_listeners(self.listeners)
         super().privilegedStartService()
 
@@ -96,6 +101,8 @@ class SipService(Service):
 
     def stopService(self):
         super().stopService()
+        if self.handoff is not None:
+            self.handoff.stop()
         self.switchboard.stop()
         for conn in list(self.switchboard.connections.values()):
             if conn.transport is not None:

@@ -46,6 +46,7 @@ def makeService(options):
         root = make_service(cfg)
         if worker is not None:
             root.sip.worker_ports = lambda port: private_port(cfg, port, worker)
+            root.sip.handoff = _handoff(cfg, worker, root.sip)
         # bind the SIP sockets now, before twistd starts logging, so a port in
         # use is one line here rather than a traceback in the log
         root.sip.privilegedStartService()
@@ -55,6 +56,18 @@ def makeService(options):
         None if worker is None else lambda new: worker_config(new, worker)))
     root.reloader.install(_reactor())
     return root
+
+
+def _handoff(cfg, worker, sip):
+    """Worker ``worker``'s UDP hand-off (``workers.handoff``), or None."""
+    count = worker_count(cfg)
+    if count < 2 or not cfg.workers.handoff:
+        return None
+    from .transport.handoff import Handoff
+    from .workers.control import worker_handoff_path
+    paths = {k: worker_handoff_path(cfg, k) for k in range(1, count + 1)}
+    return Handoff(_reactor(), sip.switchboard, worker, count, paths, cfg.sip.max_message_size,
+                   buffer_size=cfg.workers.handoff_buffer)
 
 
 def _supervisor(cfg, path):

@@ -60,7 +60,8 @@ def client_tls_options(host, ca_file=None, verify=True):
     return ssl.optionsForClientTLS(host, trustRoot=trust)
 
 
-def bind_listeners(reactor, switchboard, cfg, tls_options=None, worker_ports=None):
+def bind_listeners(reactor, switchboard, cfg, tls_options=None, worker_ports=None,
+                   handoff=None):
     """Listen on every configured address; returns ``(listeners, ports)``.
 
     Listener ports are the bound ones, so port 0 in the config works.
@@ -71,7 +72,10 @@ def bind_listeners(reactor, switchboard, cfg, tls_options=None, worker_ports=Non
     listener on the worker's own port of each UDP/TCP address. Listeners
     come first in the list, so requests this worker sends leave from its own
     port, and every UDP/TCP listener advertises the worker's own port in Via
-    and Record-Route: replies and in-dialog requests come back to it."""
+    and Record-Route: replies and in-dialog requests come back to it.
+
+    ``handoff`` (transport/handoff.py's Handoff of a worker) is given every
+    shared UDP listener: datagrams another worker owns by Call-ID go to it."""
     listeners, ports = [], []
     adv_host = cfg.advertise.host
     adv_port = cfg.advertise.port
@@ -96,6 +100,9 @@ def bind_listeners(reactor, switchboard, cfg, tls_options=None, worker_ports=Non
                 protocol = SipDatagramProtocol(switchboard, listener)
                 if shared:
                     bound = _adopt_shared(reactor, proto, host, port, protocol, max_size + 1)
+                    if handoff is not None:
+                        protocol.handoff = handoff
+                        handoff.protocols[listener.id] = protocol
                 else:
                     bound = reactor.listenUDP(port, protocol, interface=host,
                                               maxPacketSize=max_size + 1)

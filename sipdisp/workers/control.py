@@ -40,6 +40,7 @@ log = Logger()
 
 __all__ = ["CONTROL_ENV", "WORKER_ENV", "NodeManagement", "add_node_management",
            "merge_metrics", "merge_results", "merge_values", "worker_control_path",
+           "worker_handoff_path",
            "worker_index"]
 
 _SUN_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, the final NUL excluded
@@ -59,6 +60,13 @@ def worker_control_path(cfg, k):
         return path
     tag = hashlib.sha256(os.fsencode(os.path.abspath(directory))).hexdigest()[:12]
     return os.path.join(tempfile.gettempdir(), f"sipdisp-{tag}-worker-{k}.ctl")
+
+
+def worker_handoff_path(cfg, k):
+    """The Unix socket path on which worker ``k`` takes the UDP datagrams other
+    workers hand it (transport/handoff.py): its control socket's, ``.hnd``
+    instead of ``.ctl``."""
+    return worker_control_path(cfg, k)[:-len(".ctl")] + ".hnd"
 
 
 def worker_index(environ=None):

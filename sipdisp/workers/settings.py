@@ -3,7 +3,7 @@ The C{workers} section: several worker processes on one machine (issue 16),
 each a cluster node sharing the public listeners (README "Worker processes").
 """
 
-from ..config.model import ConfigError, Int, Key, Seconds, Section, Type
+from ..config.model import Bool, ConfigError, Int, Key, Seconds, Section, Type
 
 
 class Processes(Type):
@@ -31,6 +31,10 @@ WORKERS = Section(
         "Worker processes; 1: sipdisp runs in one process as before; auto: one per CPU (os.cpu_count()). More than 1 needs cluster.redis and usrloc.shared_url and a storage that is not memory://."),
     Key("port_offset", Int(min=1, max=60000), 100,
         "Worker k also listens on its own UDP and TCP port, public port + port_offset + k, on the same address, and writes it into Via and Record-Route so replies and in-dialog requests come back to it."),
+    Key("handoff", Bool(), True,
+        "With processes > 1, a worker that receives a UDP datagram on a shared listener passes it to the worker that owns its Call-ID (crc32 mod processes), over that worker's Unix socket beside its control socket, so one source's calls spread over the workers; the owner answers from the shared port. Counters: udp_handoff_sent, udp_handoff_received, udp_handoff_failed (owner unreachable: handled where it landed), udp_handoff_dropped. false: the kernel's SO_REUSEPORT hash alone decides (one source, one worker)."),
+    Key("handoff_buffer", Int(min=65536, max=64 * 1024 * 1024), 4 * 1024 * 1024,
+        "Bytes of socket buffer of a worker's hand-off link to another worker (capped by net.core.wmem_max); when it and 64 KiB in the process are full (the owner is stuck), handed-off datagrams are dropped like lost ones and counted in udp_handoff_dropped."),
     Key("restart_delay", Seconds(positive=True), 1.0,
         "Seconds before a worker that exited is restarted; doubled for each exit within restart_window of its start, up to restart_delay_max."),
     Key("restart_delay_max", Seconds(positive=True), 30.0,
