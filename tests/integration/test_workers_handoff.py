@@ -133,3 +133,37 @@ def test_cancel_from_one_source_reaches_the_worker_holding_the_invite(tmp_path, 
         assert sum(s.get("rcv_request:CANCEL", 0) for s in per_worker.values()) >= 200
         assert min(s.get("rcv_request:CANCEL", 0) for s in per_worker.values()) > 30
         assert "Traceback" not in proxy.log_text()
+
+
+def test_while_the_owner_is_down_its_calls_are_handled_where_they_land(tmp_path, monkeypatch):
+    """kill -9 of worker 2 with a long restart delay: the survivor receives
+    every datagram of the one source, finds worker 2's hand-off socket gone,
+    handles its calls itself (counted in udp_handoff_failed): no call fails."""
+    uas_port = free_port()
+    with ClusterRedis() as redis, Workers(tmp_path, config(
+            redis, uas_port, workers={"restart_delay": 60.0})) as proxy:
+        proxy.kill9(2)
+        deadline = time.monotonic() + 20
+        while proxy.alive(proxy.pids()[2]):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        uas = Sipp(tmp_path, "uas", "uas.xml", uas_port, "u1").start()
+        try:
+            uac = Sipp(tmp_path, "uac", "uac.xml", free_port(), "u1",
+                       target=f"127.0.0.1:{proxy.port('udp')}",
+                       extra=["-m", 100, "-r", 20, "-d", 100,
+                              "-timeout", 60, "-timeout_error"]).start()
+            rc = uac.wait(90)
+        finally:
+            uas.stop()
+        stats = uac.stats()
+        assert stats["ok"] == 100 and stats["failed"] == 0 and rc == 0, \
+            (stats, uac.errors()[-2000:], proxy.log_text()[-3000:])
+        monkeypatch.chdir(proxy.tmp_path)
+        cfg = load_config(str(proxy.config_path))
+        survivor = control(os.path.abspath(worker_control_path(cfg, 1)), "stats.get")
+        assert survivor["rcv_request:INVITE"] >= 100, survivor
+        # about half the Call-IDs belong to worker 2 (crc32), each counted once or more
+        assert survivor.get("udp_handoff_failed", 0) > 20, survivor
+        assert survivor.get("udp_handoff_sent", 0) == 0, survivor
+        assert "hand-off to worker 2 impossible" in proxy.log_text()
