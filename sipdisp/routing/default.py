@@ -134,7 +134,13 @@ routes:
     - if: {all: [{eq: ["${presence.enabled}", true]}, is_myself]}  # answered here
       then:
         - if: {is_method: PUBLISH}
-          then: [handle_publish, exit]  # RFC 3903: 200 with SIP-ETag, 412, 489 ...
+          then:
+            # an authenticated user publishes her own state only (the
+            # presentity is the To user): not a neighbour's
+            - if: {all: [{eq: ["${auth.enabled}", true]}, {not: is_trusted}, {not: db_check_to}]}
+              then: [{sl_send_reply: [403, "Publish Your Own State Only"]}, exit]
+            - handle_publish            # RFC 3903: 200 with SIP-ETag, 412, 489 ...
+            - exit
         - handle_subscribe              # RFC 6665: 200 and a NOTIFY, 481 ...
         - exit
     - sl_send_reply: [404, "Not here"]

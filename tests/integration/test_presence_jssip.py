@@ -149,7 +149,15 @@ def test_jssip_watcher_sees_away_then_online_and_the_final_notify(tmp_path):
             bob.command(unpublish=True)
             removed = bob.expect("publishResponse")
             assert removed["status"] == 200, removed
-            stats = rpc(proxy, "ul.stats")  # SUBSCRIBE and 3 PUBLISHes challenged
+            # bob, authenticated, cannot publish alice's state
+            bob.command(publish={"target": f"sip:alice@{DOMAIN}", "event": "presence",
+                                 "expires": 600, "contentType": "application/pidf+xml",
+                                 "body": pidf(f"sip:alice@{DOMAIN}", basic="closed",
+                                              note="not alice")})
+            spoofed = bob.expect("publishResponse")
+            assert spoofed["status"] == 403, spoofed
+            assert rpc(proxy, "presence.list") == [], rpc(proxy, "presence.list")
+            stats = rpc(proxy, "ul.stats")  # SUBSCRIBE and 4 PUBLISHes challenged
             assert stats["auth_challenges"] >= 4 and stats["auth_authorized"] >= 4, stats
         finally:
             alice.close()
