@@ -15,8 +15,8 @@ import subprocess
 import time
 import uuid
 
-from sipdisp.sip import parse_message
 
+from .peers import UdpEndpoint
 from .processes import Sipdisp, _merge, free_port
 
 REDIS = ("127.0.0.1", 6379)
@@ -169,8 +169,9 @@ def kill9(node):
         node.proc.wait(10)
 
 
-class HostUdpEndpoint:
-    """A SIP endpoint on a UDP socket bound to ``host`` (any loopback address)."""
+class HostUdpEndpoint(UdpEndpoint):
+    """A SIP endpoint on a UDP socket bound to ``host`` (any loopback address),
+    sending anywhere: ``send(data, host, port)``."""
 
     def __init__(self, host="127.0.0.1", port=0):
         self.host = host
@@ -182,27 +183,6 @@ class HostUdpEndpoint:
     def send(self, data, host, port):
         """Send one datagram (text or bytes) to ``host``:``port``."""
         self.sock.sendto(data.encode() if isinstance(data, str) else data, (host, port))
-
-    def recv(self, timeout=5.0, match=None):
-        """The next datagram, parsed, satisfying ``match``; its source is ``last_source``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no matching SIP datagram within {timeout}s")
-            self.sock.settimeout(left)
-            try:
-                data, addr = self.sock.recvfrom(65536)
-            except socket.timeout:
-                continue
-            msg = parse_message(data)
-            if match is None or match(msg):
-                self.last_source = addr
-                return msg
-
-    def close(self):
-        """Close the socket."""
-        self.sock.close()
 
     def __enter__(self):
         return self
