@@ -165,6 +165,8 @@ def core_families(root):
     if started is not None:
         families.append(Family("sipdisp_uptime_seconds", "gauge", "Seconds since start-up.",
                                root._reactor.seconds() - started))
+        families.append(Family("sipdisp_process_start_time_seconds", "gauge",
+                               "When the process started, seconds since the epoch.", started))
     families.append(Family("sipdisp_build_info", "gauge", "The sipdisp version (always 1).",
                            [({"version": __version__}, 1)]))
     return families

@@ -38,7 +38,7 @@ from ..logs import Logger
 
 log = Logger()
 
-__all__ = ["CONTROL_ENV", "WORKER_ENV", "NodeManagement", "add_node_management",
+__all__ = ["CONTROL_ENV", "WORKER_ENV", "CounterCarry", "NodeManagement", "add_node_management",
            "merge_metrics", "merge_results", "merge_values", "worker_control_path",
            "worker_handoff_path",
            "worker_index"]
@@ -186,7 +186,66 @@ def merge_results(name, answers):
 
 def _max_not_sum(name):
     """Gauges that say a state (1 = up, the build) or an age: the largest, not the sum."""
-    return name.endswith(("_up", "_probing", "_info", "_uptime_seconds"))
+    return name.endswith(("_up", "_probing", "_info", "_uptime_seconds", "_start_time_seconds"))
+
+
+class CounterCarry:
+    """Keeps the node's counters counting across a worker's restart: a
+    restarted worker starts its counters at zero, which would make the node's
+    sums fall (a counter reset to Prometheus, a step back in a graph). Every
+    answer of a worker is :meth:`observe`d; when its uptime falls (or, without
+    one, any of its counters), it restarted, and the counters it last
+    reported are carried, added to the node's from then on (:meth:`apply`).
+    A restart is told by the worker's start time (``sipdisp_process_start_time_seconds``)
+    changing or, without one, by any of its counters falling.
+    What a worker counted after its last observed answer dies with it, which
+    is why the supervisor also asks every ``workers.metrics_poll`` seconds."""
+
+    def __init__(self):
+        self._last = {}  # worker -> (start time or None, {(name, labels): value})
+        self.carried = Counter()  # (name, labels) -> counts of earlier runs
+        self.restarts_seen = 0
+
+    def observe(self, k, families):
+        """Take worker ``k``'s metric families (``worker.metrics``' answer)."""
+        started = None
+        counters = {}
+        for name, kind, _help, samples in families:
+            if name == "sipdisp_process_start_time_seconds" and samples:
+                started = samples[0][1]
+            elif kind == "counter":
+                for labels, value in samples:
+                    counters[(name, tuple(sorted(labels.items())))] = value
+        last = self._last.get(k)
+        if last is not None:
+            before, old = last
+            if before is not None and started is not None:
+                restarted = started != before
+            else:
+                restarted = any(counters.get(key, 0) < value for key, value in old.items())
+            if restarted:
+                self.restarts_seen += 1
+                self.carried.update(old)
+        self._last[k] = (started, counters)
+
+    def apply(self, families):
+        """Add the carried counts to the merged ``families`` (Family objects),
+        adding the samples only an earlier run had."""
+        if not self.carried:
+            return families
+        by_name = {f.name: f for f in families if f.kind == "counter"}
+        pending = dict(self.carried)
+        for name, family in by_name.items():
+            rows = []
+            for labels, value in family.samples:
+                key = (name, tuple(sorted(labels.items())))
+                rows.append((labels, value + pending.pop(key, 0)))
+            family.samples = rows
+        for (name, labels), value in pending.items():
+            family = by_name.get(name)
+            if family is not None:
+                family.samples.append((dict(labels), value))
+        return families
 
 
 def merge_metrics(answers, worker_count):
@@ -265,6 +324,8 @@ class NodeManagement(MultiService):
         self.commands_known = False
         self._retry = None
         self.unanswered = Counter()  # calls a worker did not answer, by worker
+        self.carry = CounterCarry()
+        self._poll = None
         self._warned = {}
         register_system_commands(self.registry)
         self._register_local()
@@ -302,12 +363,34 @@ class NodeManagement(MultiService):
         self.started_at = self._reactor.seconds()
         super().startService()
         self.discover()
+        interval = self.cfg.workers.metrics_poll
+        if interval > 0:
+            from twisted.internet.task import LoopingCall
+            self._poll = LoopingCall(self.poll_metrics)
+            self._poll.clock = self._reactor
+            self._poll.start(interval, now=False)
+
+    def poll_metrics(self):
+        """Ask every worker for its metrics and observe them (:class:`CounterCarry`)."""
+        def observe(answers):
+            self._observe(answers)
+        return self.ask_all("worker.metrics", {}).addCallback(observe)
+
+    def _observe(self, answers):
+        per_worker = [(k, a[1] if a[0] == "ok" else None) for k, a in answers]
+        for k, families in per_worker:
+            if families is not None:
+                self.carry.observe(k, families)
+        return per_worker
 
     def stopService(self):
         """Stop retrying and stop the listeners."""
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
+        if self._poll is not None and self._poll.running:
+            self._poll.stop()
+        self._poll = None
         return super().stopService()
 
     def ask(self, k, method, params):
@@ -387,9 +470,13 @@ class NodeManagement(MultiService):
     def metrics_text(self):
         """Deferred ``/metrics`` text of the whole node."""
         def render(answers):
-            per_worker = [(k, a[1] if a[0] == "ok" else None) for k, a in answers]
+            per_worker = self._observe(answers)
             lines = []
-            families = merge_metrics(per_worker, self.worker_count)
+            families = self.carry.apply(merge_metrics(per_worker, self.worker_count))
+            families.append(Family(
+                "sipdisp_worker_restarts_carried_total", "counter",
+                "Worker restarts whose counters the node carried on (workers.metrics_poll).",
+                self.carry.restarts_seen))
             families.append(Family(
                 "sipdisp_worker_unanswered_total", "counter",
                 "Calls of the supervisor a worker did not answer in console.worker_timeout "

@@ -43,6 +43,8 @@ WORKERS = Section(
         "Most restarts of one worker within a minute; beyond, the next restart waits until the oldest one is a minute old (logged and counted in restarts_deferred)."),
     Key("restart_window", Seconds(positive=True), 10.0,
         "A worker that exits within this many seconds of its start counts as failing, and its restart delay doubles."),
+    Key("metrics_poll", Seconds(min=0), 5.0,
+        "Seconds between the supervisor's reads of every worker's counters, so that a worker that dies and is restarted (its counters back at zero) leaves its counts in the node's /metrics, which keep counting (counted in worker_restarts_carried_total); what a worker counted after the last read is lost with it. 0: only when /metrics is read."),
     Key("stop_timeout", Seconds(positive=True), 10.0,
         "Seconds the supervisor waits for workers to stop after SIGTERM before it kills them."),
 )

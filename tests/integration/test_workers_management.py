@@ -329,6 +329,16 @@ def test_through_the_supervisor_json_rpc_ctl_and_metrics_show_the_whole_node(tmp
         wait_for(back, timeout=40, what="worker 2 restarted and answering")
         # worker 1's counts are still there; the restarted worker 2 starts from zero
         assert parent.result("stats.get", "rcv_request:OPTIONS")["rcv_request:OPTIONS"] == 2
+        # /metrics keeps counting: worker 2's earlier run is carried
+        wait_for(lambda: parent.metrics().get("sipdisp_worker_restarts_carried_total") == 1,
+                 what="the supervisor noticing worker 2's restart")
+        metrics = parent.metrics()
+        assert metrics['sipdisp_sip_requests_received_total{method="OPTIONS"}'] == 5
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(options(node.worker_port(2), 9), ("127.0.0.1", node.worker_port(2)))
+        wait_for(lambda: parent.metrics().get(
+            'sipdisp_sip_requests_received_total{method="OPTIONS"}') == 6,
+            what="the restarted worker's OPTIONS added to the carried counts")
 
 
 def test_the_supervisors_ssh_console_calls_every_worker(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from sipdisp.console.control import worker_environment
 from sipdisp.console.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, RpcError
 from sipdisp.schema import config_from_dict
-from sipdisp.workers.control import (is_query, merge_metrics, merge_results, merge_values,
+from sipdisp.workers.control import (CounterCarry, is_query, merge_metrics, merge_results, merge_values,
                                      worker_control_path, worker_index)
 
 
@@ -108,6 +108,51 @@ def test_metrics_are_summed_by_labels_and_state_gauges_are_not():
     assert _samples(families, "sipdisp_workers") == {(): 3}
     assert _samples(families, "sipdisp_worker_up") == {
         (("worker", "1"),): 1, (("worker", "2"),): 1, (("worker", "3"),): 0}
+
+
+
+def _worker(started, invites, acks=None, gauge=0):
+    samples = [[{"method": "INVITE"}, invites]]
+    if acks is not None:
+        samples.append([{"method": "ACK"}, acks])
+    out = [["sipdisp_sip_requests_received_total", "counter", "h", samples],
+           ["sipdisp_transactions", "gauge", "h", [[{"kind": "server"}, gauge]]]]
+    if started is not None:
+        out.append(["sipdisp_process_start_time_seconds", "gauge", "h", [[{}, started]]])
+    return out
+
+
+def _node(carry, answers):
+    for k, families in answers:
+        carry.observe(k, families)
+    return carry.apply(merge_metrics(answers, 2))
+
+
+def test_a_restarted_workers_counters_are_carried_so_the_node_keeps_counting():
+    carry = CounterCarry()
+    before = _node(carry, [(1, _worker(1000, 40, acks=7, gauge=3)), (2, _worker(1000, 50))])
+    assert _samples(before, "sipdisp_sip_requests_received_total")[(("method", "INVITE"),)] == 90
+    # worker 1 was killed and restarted: a new start time, its counters start again
+    after = _node(carry, [(1, _worker(1007, 4, gauge=1)), (2, _worker(1000, 55))])
+    counts = _samples(after, "sipdisp_sip_requests_received_total")
+    assert counts[(("method", "INVITE"),)] == 40 + 4 + 55
+    assert counts[(("method", "ACK"),)] == 7  # only the earlier run had ACKs
+    assert _samples(after, "sipdisp_transactions") == {(("kind", "server"),): 1}  # gauges: not carried
+    assert carry.restarts_seen == 1
+    # the next read adds the carry once, not again
+    later = _node(carry, [(1, _worker(1007, 6)), (2, _worker(1000, 60))])
+    assert _samples(later, "sipdisp_sip_requests_received_total")[(("method", "INVITE"),)] == 106
+
+
+def test_without_an_uptime_a_counter_that_falls_tells_the_restart():
+    carry = CounterCarry()
+    _node(carry, [(1, _worker(None, 10)), (2, _worker(None, 10))])
+    same = _node(carry, [(1, _worker(None, 12)), (2, _worker(None, 10))])
+    assert carry.restarts_seen == 0
+    assert _samples(same, "sipdisp_sip_requests_received_total")[(("method", "INVITE"),)] == 22
+    fell = _node(carry, [(1, _worker(None, 1)), (2, _worker(None, 10))])
+    assert carry.restarts_seen == 1
+    assert _samples(fell, "sipdisp_sip_requests_received_total")[(("method", "INVITE"),)] == 23
 
 
 def test_the_control_path_is_beside_the_node_secret_and_short_enough(tmp_path):
