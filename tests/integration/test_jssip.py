@@ -3,17 +3,14 @@ package) against a running sipdisp with digest auth: it registers over
 WebSocket, receives an INVITE SIPp sends over UDP through sipdisp and
 rejects it (the caller gets the 486), and sends a MESSAGE (407, then 200)."""
 
-import json
-import queue
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from tests.support.peers import JS_DIR, close_peer_process, node_available
+from tests.support.peers import JS_DIR, NodePeer, node_available
 from tests.support.processes import ROOT, Sipdisp, Sipp, free_port, sipp_available
 from tests.support.registrar import rpc
 
@@ -33,52 +30,15 @@ def ensure_jssip():
                    check=True, timeout=300, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
 
-class JsSipPeer:
+class JsSipPeer(NodePeer):
     """tests/js/jssip_peer.js and the events it reports (one JSON object per line)."""
 
+    FATAL = ("registrationFailed", "messageFailed")
+
     def __init__(self, ws_url, uri, password, lifetime=40):
-        self.events = queue.Queue()
-        self.seen = []
-        self.proc = subprocess.Popen(
-            ["node", str(JS_DIR / "jssip_peer.js"), "--ws", ws_url, "--uri", uri,
-             "--password", password, "--reject", "486", "--lifetime", str(lifetime)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            bufsize=1)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                self.events.put(json.loads(line))
-        self.events.put({"event": "eof"})
-
-    def expect(self, kind, timeout=10.0):
-        """The next event of ``kind``; fails on a timeout or the process ending."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {kind!r} within {timeout}s; saw {self.seen}")
-            try:
-                event = self.events.get(timeout=left)
-            except queue.Empty:
-                continue
-            self.seen.append(event)
-            if event["event"] == kind:
-                return event
-            if event["event"] in ("eof", "registrationFailed", "messageFailed"):
-                raise AssertionError(f"{event} before {kind!r}; saw {self.seen}; "
-                                     f"stderr: {self.proc.stderr.read()[-2000:]}")
-
-    def command(self, **cmd):
-        """Send one command line to the peer."""
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-
-    def close(self):
-        """Stop the peer (bounded) and reap it."""
-        close_peer_process(self.proc)
+        super().__init__(["node", str(JS_DIR / "jssip_peer.js"), "--ws", ws_url, "--uri", uri,
+                          "--password", password, "--reject", "486",
+                          "--lifetime", str(lifetime)])
 
 
 def test_jssip_registers_over_websocket_receives_a_call_and_sends_a_message(tmp_path):

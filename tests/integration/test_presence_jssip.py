@@ -9,18 +9,14 @@ final NOTIFY (Subscription-State: terminated). And across a restart of
 sipdisp: JsSIP reconnects and registers again, and alice's subscription
 carries on in the same dialog over her new connection."""
 
-import json
-import queue
 import socket
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 
 from tests.integration.test_jssip import ensure_jssip
-from tests.support.peers import JS_DIR, close_peer_process, node_available
+from tests.support.peers import JS_DIR, NodePeer, node_available
 from tests.support.presence import init_db, pidf
 from tests.support.processes import ROOT, Sipdisp, free_port
 from tests.support.registrar import rpc
@@ -30,54 +26,20 @@ DOMAIN = "example.com"
 pytestmark = pytest.mark.skipif(not node_available(), reason="node and npm are not installed")
 
 
-class PresencePeer:
+class PresencePeer(NodePeer):
     """tests/js/presence_peer.js and the events it reports (one JSON object per line)."""
 
+    FATAL = ("registrationFailed", "publishFailed")
+    TIMEOUT = 20.0
+
     def __init__(self, ws_url, uri, password, lifetime=60):
-        self.events = queue.Queue()
-        self.seen = []
-        self.proc = subprocess.Popen(
-            ["node", str(JS_DIR / "presence_peer.js"), "--ws", ws_url, "--uri", uri,
-             "--password", password, "--lifetime", str(lifetime)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            bufsize=1)
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(["node", str(JS_DIR / "presence_peer.js"), "--ws", ws_url, "--uri", uri,
+                          "--password", password, "--lifetime", str(lifetime)])
 
-    def _read(self):
-        for line in self.proc.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                self.events.put(json.loads(line))
-        self.events.put({"event": "eof"})
-
-    def expect(self, kind, timeout=20.0, match=None):
-        """The next event of ``kind`` (satisfying ``match``); fails on a timeout,
-        the process ending or a failure event."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {kind!r} within {timeout}s; saw {self.seen}")
-            try:
-                event = self.events.get(timeout=left)
-            except queue.Empty:
-                continue
-            self.seen.append(event)
-            if event["event"] == kind and (match is None or match(event)):
-                return event
-            if event["event"] in ("eof", "registrationFailed", "publishFailed") or (
-                    event["event"] == "subscribeTerminated" and kind != "subscribeTerminated"):
-                raise AssertionError(f"{event} before {kind!r}; saw {self.seen}; "
-                                     f"stderr: {self.proc.stderr.read()[-2000:]}")
-
-    def command(self, **cmd):
-        """Send one command line to the peer."""
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-
-    def close(self):
-        """Stop the peer (bounded) and reap it."""
-        close_peer_process(self.proc)
+    def fatal(self, event, kind):
+        """A failure, the end, or the subscription ending while waiting for something else."""
+        return super().fatal(event, kind) or (
+            event["event"] == "subscribeTerminated" and kind != "subscribeTerminated")
 
 
 def _state(event):

@@ -9,20 +9,17 @@ tests/js/webrtc/browser_phone.js serves the page and drives Chromium through
 puppeteer-core; this module reads the JSON events it prints and sends it
 commands."""
 
-import json
 import os
-import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from tests.support.peers import JS_DIR, node_available
+from tests.support.peers import JS_DIR, NodePeer, node_available
 from tests.support.processes import ROOT, Sipdisp, Sipp, free_port, sipp_available
 from tests.support.rtpengine import RtpengineDaemon, needs_rtpengine
 
@@ -44,56 +41,22 @@ def ensure_puppeteer():
                    check=True, timeout=300, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
 
-class BrowserPhone:
+class BrowserPhone(NodePeer):
     """tests/js/webrtc/browser_phone.js (Chromium + JsSIP) and the events it reports."""
 
+    FATAL = ("exit", "error", "pageError", "registrationFailed", "failed", "ended")
+    TIMEOUT = 20.0
+
     def __init__(self, ws_url, uri, password, lifetime=90):
-        self.events = queue.Queue()
-        self.seen = []
         # its own process group: Chromium and its helpers go with it on a kill
-        self.proc = subprocess.Popen(
-            ["node", str(JS_DIR / "webrtc" / "browser_phone.js"), "--ws", ws_url, "--uri", uri,
-             "--password", password, "--chromium", CHROMIUM, "--lifetime", str(lifetime)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            bufsize=1, start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(["node", str(JS_DIR / "webrtc" / "browser_phone.js"), "--ws", ws_url,
+                          "--uri", uri, "--password", password, "--chromium", CHROMIUM,
+                          "--lifetime", str(lifetime)], new_session=True)
 
-    def _read(self):
-        for line in self.proc.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                self.events.put(json.loads(line))
-        self.events.put({"event": "eof"})
-
-    def expect(self, kind, timeout=20.0, match=None):
-        """The next event of ``kind`` (satisfying ``match``); fails on a timeout,
-        a failure or the process ending."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {kind!r} within {timeout}s; saw {self._brief()}")
-            try:
-                event = self.events.get(timeout=left)
-            except queue.Empty:
-                continue
-            self.seen.append(event)
-            if event["event"] == kind and (match is None or match(event)):
-                return event
-            if event["event"] in ("eof", "exit", "error", "pageError", "registrationFailed",
-                                  "failed", "ended"):
-                raise AssertionError(f"{event} before {kind!r}; saw {self._brief(full=True)}")
-
-    def _brief(self, full=False):
-        if full:
-            return self.seen
+    def brief(self):
+        """The events seen, long values (SDP) cut."""
         return [{k: (v[:60] + "..." if isinstance(v, str) and len(v) > 60 else v)
                  for k, v in e.items()} for e in self.seen]
-
-    def command(self, **cmd):
-        """Send one command line to the harness."""
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
 
     def close(self):
         """Stop the harness (it closes Chromium), bounded; kill its group if it lingers."""

@@ -1,5 +1,6 @@
-"""Real peers beside sipdisp for integration tests: a Node ``ws`` WebSocket
-client (tests/js/ws_peer.js), stream and datagram SIP endpoints over plain
+"""Real peers beside sipdisp for integration tests: Node scripts driven over
+stdin/stdout (:class:`NodePeer`; the ``ws`` WebSocket client
+tests/js/ws_peer.js is one), stream and datagram SIP endpoints over plain
 sockets, and a small SIP user agent's message builders.
 
 Every wait is bounded; a peer that says nothing in time fails the test.
@@ -39,8 +40,82 @@ def ensure_node_modules():
                    stdout=subprocess.DEVNULL)
 
 
-class WsPeer:
+class NodePeer:
+    """A Node script driven over its stdin and stdout: commands in, events out,
+    one JSON object per line each way. Subclasses name the script's
+    arguments and which events end a wait with a failure (:meth:`fatal`)."""
+
+    #: the event put in the queue when the script's stdout ends
+    END = "eof"
+    #: events that fail any wait for another kind
+    FATAL = ()
+    #: seconds a wait lasts unless told
+    TIMEOUT = 10.0
+
+    def __init__(self, argv, new_session=False):
+        self.events = queue.Queue()
+        self.seen = []
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, bufsize=1,
+                                     start_new_session=new_session)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            line = line.strip()
+            if line.startswith("{"):
+                self.events.put(json.loads(line))
+        self.events.put({"event": self.END})
+
+    def fatal(self, event, kind):
+        """True when ``event`` means the ``kind`` waited for will not come."""
+        return event["event"] == self.END or event["event"] in self.FATAL
+
+    def expect(self, kind, timeout=None, match=None):
+        """The next event of ``kind`` (and satisfying ``match``); the others
+        are kept in ``seen``. Fails on a timeout or a :meth:`fatal` event."""
+        timeout = self.TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {kind!r} event within {timeout}s; saw {self.brief()}")
+            try:
+                event = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            self.seen.append(event)
+            if event["event"] == kind and (match is None or match(event)):
+                return event
+            if self.fatal(event, kind):
+                raise AssertionError(f"{event} before {kind!r}; saw {self.seen}; "
+                                     f"stderr: {self.proc.stderr.read()[-2000:]}")
+
+    def brief(self):
+        """The events seen so far, as a failure message shows them."""
+        return self.seen
+
+    def command(self, **cmd):
+        """Send one command line to the script."""
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+
+    def close(self):
+        """Close stdin (the script ends), bounded, and reap the process."""
+        close_peer_process(self.proc)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class WsPeer(NodePeer):
     """One ``ws`` client process (tests/js/ws_peer.js) and the events it reports."""
+
+    END = "exit"
+    TIMEOUT = 5.0
 
     def __init__(self, url, protocols=("sip",), ca=None, lifetime=30, origin=None,
                  auto_pong=True):
@@ -53,37 +128,7 @@ class WsPeer:
             argv += ["--protocol", proto]
         if ca:
             argv += ["--ca", str(ca)]
-        self.events = queue.Queue()
-        self.seen = []
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, bufsize=1)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            line = line.strip()
-            if line:
-                self.events.put(json.loads(line))
-        self.events.put({"event": "exit"})
-
-    def expect(self, kind, timeout=5.0, match=None):
-        """The next event of ``kind`` (and satisfying ``match``); others are kept in ``seen``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {kind!r} event within {timeout}s; saw {self.seen}")
-            try:
-                event = self.events.get(timeout=left)
-            except queue.Empty:
-                continue
-            self.seen.append(event)
-            if event["event"] == kind and (match is None or match(event)):
-                return event
-            if event["event"] == "exit":
-                raise AssertionError(f"ws peer exited before {kind!r}; saw {self.seen}; "
-                                     f"stderr: {self.proc.stderr.read()[-2000:]}")
+        super().__init__(argv)
 
     def open(self, timeout=5.0):
         """Wait for the handshake; returns ``(upgrade_event, open_event)``."""
@@ -92,24 +137,13 @@ class WsPeer:
 
     def send(self, text):
         """Send one SIP message as one text frame."""
-        self.proc.stdin.write(json.dumps({"send": text}) + "\n")
-        self.proc.stdin.flush()
+        self.command(send=text)
 
     def recv_sip(self, timeout=5.0, match=None):
         """The next SIP message received (parsed) that satisfies ``match``."""
         def sip_match(event):
             return match is None or match(parse_message(event["data"].encode()))
         return parse_message(self.expect("message", timeout, sip_match)["data"].encode())
-
-    def close(self):
-        """Close stdin (the peer closes the WebSocket) and reap the process."""
-        close_peer_process(self.proc)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # -- plain socket endpoints ---------------------------------------------------------
