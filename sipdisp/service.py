@@ -8,6 +8,7 @@ from twisted.internet.defer import gatherResults, maybeDeferred
 from sipdisp.logs import Logger
 
 from . import __version__
+from .collector import CollectorSchedule
 from .commands import CommandRegistry
 from .console import add_management
 from .dispatcher.service import DispatcherService
@@ -237,6 +238,17 @@ class SipdispService(MultiService):
         self.started_at = self._reactor.seconds()
         super().startService()
         tune_gc()
+        proxy = self.cfg.proxy
+        self.collector = CollectorSchedule(proxy.gc_freeze_interval, proxy.gc_full_interval,
+                                           self.sip.core.stats)
+        self._collector_loop = self.collector.start(self._reactor)
+
+    def stopService(self):
+        loop, self._collector_loop = getattr(self, "_collector_loop", None), None
+        if loop is not None and loop.running:
+            loop.stop()
+            self.collector.stop()
+        return super().stopService()
 
 
 def usrloc_engine(cfg, reactor):
@@ -271,7 +283,8 @@ def tune_gc():
     cycles when they end, ProxyTransaction.on_server_terminated), so no
     garbage waits for a collection. Raising the thresholds (50000/50/100
     once) only let other cyclic garbage pile up until one full collection
-    stalled the proxy for seconds.
+    stalled the proxy for seconds. What is made later is frozen in turn
+    by the :class:`~sipdisp.collector.CollectorSchedule`.
     """
     gc.collect()
     gc.freeze()

@@ -33,6 +33,10 @@ PROXY = Section(
         "Final response codes from a destination that make the proxy try the next one."),
     Key("secret", Nullable(Str()), None,
         "Node secret signing Record-Route, so only dialogs the proxy record-routed are relayed in-dialog; the same on every node; null reads (or creates) proxy.secret_file."),
+    Key("gc_freeze_interval", Seconds(min=0), 1.0,
+        "Seconds between two moves of the live objects out of the garbage collector's sight (gc.freeze), so its automatic collections only look at what is newer and never stall a loaded proxy by walking every lingering transaction (counted in gc_freezes); 0: Python's own schedule, whose full collections took 100-800 ms every few seconds at 800 calls/s (docs/benchmarks.md)."),
+    Key("gc_full_interval", Seconds(min=0), 600.0,
+        "Seconds between two full collections of everything frozen (gc.unfreeze, gc.collect), which free the reference cycles that died old; each is a log line and counted (gc_full_collections, gc_full_collected, gc_full_pause_ms: the longest). 0: never (only with gc_freeze_interval > 0; cycles that die after a freeze then stay)."),
     Key("secret_file", Path(), "var/node_secret",
         "File holding the node secret when proxy.secret is null, created (mode 0600) with a random one on first start and kept across restarts."),
 )

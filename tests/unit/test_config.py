@@ -107,6 +107,8 @@ FOUNDATION_DEFAULTS = {
         "failover_codes": [500, 502, 503, 504, 408],
         "secret": None,
         "secret_file": "var/node_secret",
+        "gc_freeze_interval": 1.0,
+        "gc_full_interval": 600.0,
     },
     "storage": {
         "url": "sqlite:///var/sipdisp.db",

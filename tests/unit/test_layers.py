@@ -16,7 +16,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "sipdisp"
 
-BASE = ["sipdisp", "logs", "commands", "nodesecret", "config"]
+BASE = ["sipdisp", "logs", "commands", "nodesecret", "collector", "config"]
 CORE = ["sip", "transaction", "proxy", "storage", "routing", "probing"]
 SUBSYSTEMS = ["auth", "accounting", "dialog", "registrar", "dispatcher", "loadbalancer", "cache", "drouting", "msilo", "aliases", "dialplan", "flood", "rtpengine", "topoh", "presence", "shared"]
 TOP = ["shipped", "routedocs", "schema", "reload", "service", "tap", "cli", "ctl"]
