@@ -107,7 +107,7 @@ def test_kill_9_of_node_a_during_a_50_calls_per_second_run(tmp_path, postgres):
     """A dies with calls up: those are the only calls lost; B takes every new
     call, reaches the phones registered through A, and stops counting A's
     dead calls after the node TTL."""
-    db, users = postgres
+    _, users = postgres
     fs_ports = [free_port(), free_port()]
     procs = [Sipp(tmp_path, f"fs{n + 1}", "lb_node.xml", port, "u1", extra=["-aa"]).start()
              for n, port in enumerate(fs_ports)]
