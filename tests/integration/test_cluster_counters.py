@@ -20,7 +20,7 @@ import urllib.request
 import pytest
 
 from tests.support.calls import LB_ROUTE, lb_loads, rpc, wait_until
-from tests.support.cluster import REDIS, redis_cli, redis_up
+from tests.support.cluster import REDIS, redis_cli, redis_up, sipp_caller, stop_all, total_load
 from tests.support.cluster import PrivateRedis as RedisServer
 from tests.support.processes import Sipdisp, Sipp, free_port, sipp_available
 
@@ -55,7 +55,7 @@ def node(tmp_path, name, address, prefix, extra, redis_port=REDIS[1]):
                        "key_prefix": prefix, "sync_interval": 0.2, "node_ttl": NODE_TTL}}
     cfg.update(extra)
     proxy = Sipdisp(home, cfg).start()
-    proxy.address = address
+    proxy.host = address
     return proxy
 
 
@@ -72,29 +72,9 @@ def lb_nodes(tmp_path, prefix, capacity, redis_port=REDIS[1]):
     return a, b, fs, [f"sip:127.0.0.1:{p}" for p in ports]
 
 
-def caller(tmp_path, proxy, name, scenario, calls, rate, hold_ms, extra=()):
-    """A SIPp caller placing ``calls`` calls through ``proxy``."""
-    return Sipp(tmp_path, name, scenario, free_port(), "u1",
-                target=f"{proxy.address}:{proxy.port('udp')}",
-                extra=["-s", "answer", "-m", calls, "-r", rate, "-d", hold_ms, "-l", 1000,
-                       "-timeout", 90, "-timeout_error", *extra]).start()
-
-
 def lb_enabled(proxy):
     """``{destination uri: "yes" / "no"}`` (enabled) from ``lb.list``."""
     return {dest["uri"]: dest["enabled"] for dest in rpc(proxy, "lb.list")["destinations"]}
-
-
-def total_load(proxy):
-    """The cluster's calls on every destination, as this node counts them."""
-    return sum(lb_loads(proxy).values())
-
-
-def stop_all(*procs):
-    """Stop every process given (None skipped)."""
-    for proc in procs:
-        if proc is not None:
-            proc.stop()
 
 
 def test_pstn_5_on_two_nodes_is_10_calls_across_both_proxies_the_11th_refused_anywhere(
@@ -106,18 +86,18 @@ def test_pstn_5_on_two_nodes_is_10_calls_across_both_proxies_the_11th_refused_an
     a, b, fs, uris = lb_nodes(tmp_path, prefix, capacity=5)
     procs = list(fs)
     try:
-        via_a = caller(tmp_path, a, "via_a", "uac.xml", 5, 5, 20000)
+        via_a = sipp_caller(tmp_path, a, "via_a", "uac.xml", 5, 5, 20000)
         procs.append(via_a)
         assert wait_until(lambda: total_load(b) == 5, 15), (lb_loads(a), lb_loads(b))
-        via_b = caller(tmp_path, b, "via_b", "uac.xml", 5, 5, 20000)
+        via_b = sipp_caller(tmp_path, b, "via_b", "uac.xml", 5, 5, 20000)
         procs.append(via_b)
         assert wait_until(lambda: total_load(a) == 10 and total_load(b) == 10, 15), \
             (lb_loads(a), lb_loads(b))
         # the view is global: 5 on each destination, whichever proxy sent them
         assert lb_loads(a) == lb_loads(b) == {uris[0]: 5, uris[1]: 5}
         for proxy in (a, b):
-            name = f"eleventh_{proxy.address}"
-            eleventh = caller(tmp_path, proxy, name, "lb_refused_uac.xml", 1, 1, 0,
+            name = f"eleventh_{proxy.host}"
+            eleventh = sipp_caller(tmp_path, proxy, name, "lb_refused_uac.xml", 1, 1, 0,
                               extra=["-trace_msg", "-message_file", tmp_path / f"{name}.msg"])
             procs.append(eleventh)
             assert eleventh.wait(15) == 0, eleventh.errors()[-1500:]
@@ -151,7 +131,7 @@ def test_a_killed_nodes_calls_stop_counting_after_node_ttl(tmp_path, prefix):
     a, b, fs, uris = lb_nodes(tmp_path, prefix, capacity=5)
     procs = list(fs)
     try:
-        held = caller(tmp_path, a, "held", "uac.xml", 4, 10, 60000)
+        held = sipp_caller(tmp_path, a, "held", "uac.xml", 4, 10, 60000)
         procs.append(held)
         assert wait_until(lambda: total_load(b) == 4, 15), lb_loads(b)
         assert redis_cli(REDIS[1], "EXISTS", prefix + "counts:A") == "1"
@@ -164,7 +144,7 @@ def test_a_killed_nodes_calls_stop_counting_after_node_ttl(tmp_path, prefix):
         assert redis_cli(REDIS[1], "EXISTS", prefix + "counts:A") == "0"
         assert redis_cli(REDIS[1], "ZRANGE", prefix + "nodes", 0, -1).split() == ["B"]
         held.stop()
-        fresh = caller(tmp_path, b, "fresh", "uac.xml", 10, 20, 3000)
+        fresh = sipp_caller(tmp_path, b, "fresh", "uac.xml", 10, 20, 3000)
         procs.append(fresh)
         assert wait_until(lambda: total_load(b) == 10, 15), lb_loads(b)
         assert fresh.wait(30) == 0, fresh.errors()[-1500:]
@@ -185,7 +165,7 @@ def test_a_redis_restart_under_load_refuses_no_call_and_counts_are_right_after(
     a, b, fs, uris = lb_nodes(tmp_path, prefix, capacity=500, redis_port=redis.port)
     procs = list(fs)
     try:
-        load = [caller(tmp_path, proxy, f"load_{proxy.address}", "uac.xml", 120, 15, 1000)
+        load = [sipp_caller(tmp_path, proxy, f"load_{proxy.host}", "uac.xml", 120, 15, 1000)
                 for proxy in (a, b)]
         procs += load
         assert wait_until(lambda: total_load(a) > 0 and total_load(b) > 0, 10)
@@ -200,7 +180,7 @@ def test_a_redis_restart_under_load_refuses_no_call_and_counts_are_right_after(
         assert wait_until(lambda: total_load(a) == 0 and total_load(b) == 0, 15), \
             (lb_loads(a), lb_loads(b))
         # the restarted Redis knows both nodes again and sums their calls
-        held = caller(tmp_path, a, "held", "uac.xml", 3, 10, 15000)
+        held = sipp_caller(tmp_path, a, "held", "uac.xml", 3, 10, 15000)
         procs.append(held)
         assert wait_until(lambda: total_load(a) == 3 and total_load(b) == 3, 15), \
             (lb_loads(a), lb_loads(b))

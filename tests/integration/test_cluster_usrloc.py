@@ -17,9 +17,9 @@ import uuid
 
 import pytest
 
-from sipdisp.storage.testing import PG_URL, Unreachable, server_for
+from sipdisp.storage.testing import PG_URL
 from tests.support.cluster import Cluster, ClusterRedis, HostUdpEndpoint, PrivateRedis, \
-    kill9, redis_up
+    kill9, location_db, redis_up, register_udp, user_name, wait_shared
 from tests.support.peers import WsPeer, answer, ensure_node_modules, node_available
 from tests.support.processes import Sipp, free_port, sipp_available
 from tests.support.registrar import rpc
@@ -50,23 +50,8 @@ ROUTE = [
 @pytest.fixture
 def postgres():
     """The machine's PostgreSQL with sipdisp's tables (skipped when unreachable)."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.support.processes import ROOT
-    srv = server_for(PG_URL)
-    try:
-        srv.check_reachable()
-    except Unreachable as exc:
-        pytest.skip(str(exc))
-    subprocess.run([sys.executable, "-m", "sipdisp.cli", "db", "init", PG_URL],
-                   env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, timeout=60,
-                   stdout=subprocess.DEVNULL)
-    users = []
-    yield srv, users
-    for user in users:
-        srv.execute("DELETE FROM location WHERE username = %s", (user,))
+    with location_db() as db:
+        yield db
 
 
 def config(redis, storage_url):
@@ -75,34 +60,6 @@ def config(redis, storage_url):
             "registrar": {"accept_any_domain": True},
             "cache": {"redis_reconnect_max": 1.0},
             "routing": {"request_route": ROUTE}}
-
-
-def wait_shared(*nodes, connected=True, timeout=15):
-    """Wait until every node's shared location is (or is no longer) connected to Redis."""
-    deadline = time.monotonic() + timeout
-    for node in nodes:
-        while rpc(node, "ul.stats")["shared_connected"] != connected:
-            assert time.monotonic() < deadline, node.log_text()[-3000:]
-            time.sleep(0.1)
-
-
-def user_name(users, stem):
-    name = f"{stem}{uuid.uuid4().hex[:8]}"
-    users.append(name)
-    return name
-
-
-def register_udp(node, user, contact_port, expires=600):
-    """REGISTER ``user`` at ``node`` over UDP binding sip:user@127.0.0.1:contact_port."""
-    with HostUdpEndpoint("127.0.0.1") as ua:
-        n = uuid.uuid4().hex[:10]
-        ua.send(f"REGISTER sip:example.com SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{ua.port};branch=z9hG4bKr{n}\r\n"
-                f"From: <sip:{user}@example.com>;tag=r{n}\r\nTo: <sip:{user}@example.com>\r\n"
-                f"Call-ID: reg-{n}\r\nCSeq: 1 REGISTER\r\nMax-Forwards: 70\r\n"
-                f"Contact: <sip:{user}@127.0.0.1:{contact_port}>\r\nExpires: {expires}\r\n"
-                "Content-Length: 0\r\n\r\n", node.host, node.port("udp"))
-        return ua.recv(10, match=lambda m: not m.is_request and m.status >= 200)
 
 
 def run_calls(tmp_path, name, node, user, uas, count=3):

@@ -7,17 +7,26 @@ to the test, removed afterwards) and, when given, one database.
         ...  # a and b are started tests.support.processes.Sipdisp objects
 
 A private redis-server (for outage tests: never stop the machine's Redis)
-is :class:`PrivateRedis`. Every wait is bounded.
+is :class:`PrivateRedis`; the machine's PostgreSQL location table is
+:func:`location_db`; SIPp callers through a node are :func:`sipp_caller`.
+Every wait is bounded.
 """
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 
+import pytest
 
+from .calls import lb_loads
 from .peers import UdpEndpoint
-from .processes import Sipdisp, _merge, free_port
+from .processes import ROOT, Sipdisp, Sipp, _merge, free_port
+from .registrar import rpc
 
 REDIS = ("127.0.0.1", 6379)
 NODE_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
@@ -189,3 +198,92 @@ class HostUdpEndpoint(UdpEndpoint):
 
     def __exit__(self, *exc):
         self.close()
+
+
+@contextlib.contextmanager
+def location_db():
+    """The machine's PostgreSQL with sipdisp's tables: yields ``(server,
+    users)``; the location rows of every name the test appends to ``users``
+    are deleted afterwards. Skips the test when PostgreSQL is unreachable."""
+    from sipdisp.storage.testing import PG_URL, Unreachable, server_for
+    srv = server_for(PG_URL)
+    try:
+        srv.check_reachable()
+    except Unreachable as exc:
+        pytest.skip(str(exc))
+    subprocess.run([sys.executable, "-m", "sipdisp.cli", "db", "init", PG_URL],
+                   env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, timeout=60,
+                   stdout=subprocess.DEVNULL)
+    users = []
+    try:
+        yield srv, users
+    finally:
+        for user in users:
+            srv.execute("DELETE FROM location WHERE username = %s", (user,))
+
+
+def user_name(users, stem):
+    """A user name unique to this run, added to ``users`` (cleaned afterwards)."""
+    name = f"{stem}{uuid.uuid4().hex[:8]}"
+    users.append(name)
+    return name
+
+
+def wait_shared(*nodes, connected=True, timeout=15):
+    """Wait until every node's shared location is (or is no longer) connected to Redis."""
+    deadline = time.monotonic() + timeout
+    for node in nodes:
+        while rpc(node, "ul.stats")["shared_connected"] != connected:
+            assert time.monotonic() < deadline, node.log_text()[-3000:]
+            time.sleep(0.1)
+
+
+def register_udp(node, user, contact_port, expires=600, call_id=None, cseq=1):
+    """REGISTER ``user`` at ``node`` over UDP binding sip:user@127.0.0.1:contact_port;
+    the final answer. A refresh gives the first one's ``call_id`` and a higher ``cseq``."""
+    with HostUdpEndpoint("127.0.0.1") as ua:
+        n = uuid.uuid4().hex[:10]
+        ua.send(f"REGISTER sip:example.com SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{ua.port};branch=z9hG4bKr{n}\r\n"
+                f"From: <sip:{user}@example.com>;tag=r{n}\r\nTo: <sip:{user}@example.com>\r\n"
+                f"Call-ID: {call_id or 'reg-' + n}\r\nCSeq: {cseq} REGISTER\r\n"
+                f"Max-Forwards: 70\r\n"
+                f"Contact: <sip:{user}@127.0.0.1:{contact_port}>\r\nExpires: {expires}\r\n"
+                "Content-Length: 0\r\n\r\n", node.host, node.port("udp"))
+        return ua.recv(10, match=lambda m: not m.is_request and m.status >= 200)
+
+
+def sipp_caller(tmp_path, proxy, name, scenario, calls, rate, hold_ms, extra=(),
+                service="answer"):
+    """A started SIPp caller placing ``calls`` calls to ``service`` through
+    ``proxy`` (a node with ``host``) at ``rate`` calls/s, each held ``hold_ms``."""
+    return Sipp(tmp_path, name, scenario, free_port(), "u1",
+                target=f"{proxy.host}:{proxy.port('udp')}",
+                extra=["-s", service, "-m", calls, "-r", rate, "-d", hold_ms, "-l", 1000,
+                       "-timeout", 90, "-timeout_error", *extra]).start()
+
+
+def total_load(proxy):
+    """The cluster's calls on every load-balancer destination, as this node counts them."""
+    return sum(lb_loads(proxy).values())
+
+
+def stop_all(*procs, grace=5.0):
+    """Stop every process given (None skipped). SIPp processes are all told
+    to quit first and share one ``grace`` period to end their calls (a caller
+    or FreeSWITCH stand-in with calls through a killed node never does); those
+    still running after it are killed."""
+    live = [proc for proc in procs if proc is not None]
+    sipps = [proc.proc for proc in live if isinstance(proc, Sipp) and proc.proc is not None]
+    for proc in sipps:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + grace
+    for proc in sipps:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    for proc in live:
+        proc.stop()
