@@ -130,8 +130,9 @@ class RouteSet:
         """RFC 3261 16.4 and 16.12 for an in-dialog request: True when it
         follows a route set this proxy record-routed (and should be relayed).
 
-        Every consecutive Route entry naming this proxy is removed (as Kamailio
-        does for double Record-Route), so a request listing the proxy many
+        Every consecutive Route entry naming this proxy (or a cluster node
+        whose dialogs it took over, ``Identity.is_adopted``) is removed (as
+        Kamailio does for double Record-Route), so a request listing the proxy many
         times is not bounced through it once per entry. Only a request whose
         removed entry (or strict-routed Request-URI) carries a valid
         RR_SIGNATURE for its dialog is followed: anything else is refused
@@ -155,7 +156,10 @@ class RouteSet:
             for value in routes[:-1]:
                 req.add("route", value)
         routes = req.addresses("route") if req.has("route") else []
-        while routes and is_myself(routes[0].uri):
+        # a dead cluster node's entries count as ours once its dialogs were
+        # taken over here (issue 16): they are signed with the shared secret
+        is_adopted = self.identity.is_adopted
+        while routes and (is_myself(routes[0].uri) or is_adopted(routes[0].uri)):
             last = routes.pop(0).uri
             req.pop_first("route")
             if signed is None and self.signed_by_us(last, req):
