@@ -207,6 +207,8 @@ def register_commands(registry, service):
 
     @registry.command("cluster.status")
     def status() -> dict:
-        """This node's id, whether Redis answers, the live nodes with their counts, and the sync counters."""
+        """This node's id, whether Redis answers, the live nodes with their counts, the sync counters and the addresses of the nodes whose dialogs it took over."""
+        identity = service.root.sip.core.identity
         return {"node": sync.node_id, "connected": service.engine.connected,
-                "synced": not service._down, "peers": sync.peers, "stats": dict(sync.stats)}
+                "synced": not service._down, "peers": sync.peers, "stats": dict(sync.stats),
+                "adopted": [f"{host}:{port}" for host, port in identity.adopted]}

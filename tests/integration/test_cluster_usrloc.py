@@ -17,9 +17,9 @@ import uuid
 
 import pytest
 
-from sipdisp.storage.testing import PG_URL, Unreachable, server_for
+from sipdisp.storage.testing import PG_URL
 from tests.support.cluster import Cluster, ClusterRedis, HostUdpEndpoint, PrivateRedis, \
-    kill9, redis_up
+    kill9, postgres_with_schema, redis_up
 from tests.support.peers import WsPeer, answer, ensure_node_modules, node_available
 from tests.support.processes import Sipp, free_port, sipp_available
 from tests.support.registrar import rpc
@@ -50,19 +50,7 @@ ROUTE = [
 @pytest.fixture
 def postgres():
     """The machine's PostgreSQL with sipdisp's tables (skipped when unreachable)."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.support.processes import ROOT
-    srv = server_for(PG_URL)
-    try:
-        srv.check_reachable()
-    except Unreachable as exc:
-        pytest.skip(str(exc))
-    subprocess.run([sys.executable, "-m", "sipdisp.cli", "db", "init", PG_URL],
-                   env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, timeout=60,
-                   stdout=subprocess.DEVNULL)
+    srv = postgres_with_schema()
     users = []
     yield srv, users
     for user in users:
