@@ -82,7 +82,8 @@ class ClusterService(Service):
                     and modules.storage is not None):
                 self.takeover = DialogTakeover(
                     TakeoverPlanner(node_id, c.takeover_lock), c.key_prefix, self.engine,
-                    modules.storage, dialogs, identity, reactor, log, self.sync.stats,
+                    modules.storage, dialogs, root.sip.core.routeset, reactor, log,
+                    self.sync.stats,
                     wake=root.dialogs.wake, grace=c.node_ttl)
         self._loop = LoopingCall(self._round)
         self._loop.clock = reactor

@@ -11,8 +11,9 @@ liveness lapsed, ``cluster.node_ttl``), every survivor races for the lock
 winner reads the dead node's dialogs from the database, re-owns them (their
 rows rewritten with its own id), tracks them with their remaining timeouts,
 profiles and variables, and counts the dead node's addresses as its own in
-the Record-Route entries requests bring back (``Identity.adopt``), so a BYE
-arriving with the dead node's Route is relayed and ends the call here.
+the Record-Route entries that requests of those dialogs bring back
+(``Identity.adopt``, ``RouteSet.holds_dialog``), so a BYE arriving with the
+dead node's Route is relayed and ends the call here.
 
 :class:`TakeoverPlanner` decides, sans-IO, which dead nodes to claim when;
 :class:`DialogTakeover` does the Redis and database I/O around it.
@@ -121,17 +122,21 @@ class DialogTakeover:
     """Runs the takeover after each cluster round (:meth:`round`): claims
     the due nodes through ``engine`` (the cluster's RedisEngine), reads
     their rows from ``storage``, hands them to ``table`` (the DialogTable)
-    and adopts their addresses in ``identity``. ``wake`` re-arms the core's
+    and adopts their addresses in the identity of ``routeset`` (the core's
+    RouteSet, whose ``holds_dialog`` it sets). ``wake`` re-arms the core's
     timer; ``stats`` is the sync's counters dict."""
 
-    def __init__(self, planner, prefix, engine, storage, table, identity, reactor, log,
+    def __init__(self, planner, prefix, engine, storage, table, routeset, reactor, log,
                  stats, wake=None, grace=0.0):
         self.planner = planner
         self.prefix = prefix
         self.engine = engine
         self.storage = storage
         self.table = table
-        self.identity = identity
+        self.identity = routeset.identity
+        # a dead node's Record-Route entries count as ours for the dialogs
+        # tracked here (those taken over from it), no others
+        routeset.holds_dialog = lambda request: table.match(request) is not None
         self.reactor = reactor
         self.log = log
         self.stats = stats
