@@ -66,7 +66,7 @@ class TakeoverPlanner:
         self.lock_ttl = lock_ttl
         self.watched = {}     # node -> time before which it is not claimed
         self.holders = {}     # node -> the node holding its lock when we lost it
-        self.addresses = {}   # node -> {(host, port)} it published last
+        self._addr_text = {}  # node -> the addresses it published last (text)
         self.busy = set()     # claims in progress
 
     def watch(self, node, not_before=0.0):
@@ -85,7 +85,7 @@ class TakeoverPlanner:
             self.holders.pop(node, None)
             addr = fields.get(ADDR_FIELD) if isinstance(fields, dict) else None
             if addr:
-                self.addresses[node] = decode_addresses(addr)
+                self._addr_text[node] = addr
         due = []
         for node, not_before in list(self.watched.items()):
             if node in peers or node in self.busy or now < not_before:
@@ -97,6 +97,10 @@ class TakeoverPlanner:
             due.append(node)
         self.busy.update(due)
         return due
+
+    def addresses(self, node):
+        """The ``(host, port)`` pairs ``node`` published when it was last seen alive."""
+        return decode_addresses(self._addr_text.get(node, "[]"))
 
     def won(self, node):
         """This node took ``node`` over: forget it until it lives again."""
@@ -194,7 +198,7 @@ class DialogTakeover:
         now = self.reactor.seconds()
         taken = self.table.take_over(rows, var_rows, node, now)
         if taken:
-            addresses = set(self.planner.addresses.get(node, ()))
+            addresses = self.planner.addresses(node)
             for dlg in taken:
                 for sock in (dlg.caller_sock, dlg.callee_sock):
                     addr = socket_address(sock)

@@ -71,6 +71,19 @@ def owners(db, callids):
     return {callid: json.loads(xdata or "{}").get("n") for callid, xdata in rows}
 
 
+def cdr_vars(db, callids):
+    """How many dialogs of ``callids`` have their accounting variables stored."""
+    return db.execute("SELECT count(*) FROM dialog d JOIN dialog_vars v ON "
+                      "d.hash_entry = v.hash_entry AND d.hash_id = v.hash_id "
+                      "WHERE d.callid = ANY(%s) AND v.dialog_key = 'acc.cdr'", (callids,))[0][0]
+
+
+def cdrs(db, callids):
+    """``{callid: duration}`` of the CDRs of ``callids``."""
+    return dict(db.execute("SELECT callid, duration FROM cdrs WHERE callid = ANY(%s)",
+                           (callids,)))
+
+
 def listed(node, callid):
     """The dialogs ``node`` tracks for ``callid`` (dlg.list)."""
     return rpc(node, "dlg.list", callid)
@@ -161,6 +174,8 @@ def test_a_survivor_takes_over_a_killed_nodes_dialogs_ends_them_and_the_node_bac
             # both rows written with A as their owner, then A dies at once
             assert wait_until(lambda: owners(db, callids) == dict.fromkeys(callids, ids["a"]),
                               30), owners(db, callids)
+            # and their variables (the CDR's data), a write of their own
+            assert wait_until(lambda: cdr_vars(db, callids) == 2, 30)
             kill9(a)
 
             # B takes both over once A's liveness lapsed, and re-owns their rows
@@ -200,8 +215,8 @@ def test_a_survivor_takes_over_a_killed_nodes_dialogs_ends_them_and_the_node_bac
             assert reply.status == 200, reply.status
             assert wait_until(lambda: not listed(b, call_id), 30)
             assert wait_until(lambda: rpc(b, "dlg.profile_get_size", PROFILE)["size"] == 0, 30)
-            assert wait_until(lambda: db.execute(
-                "SELECT count(*) FROM cdrs WHERE callid = ANY(%s)", (callids,))[0][0] == 2, 30)
+            assert wait_until(lambda: len(cdrs(db, callids)) == 2, 30), \
+                (cdrs(db, callids), callids, b.log_text()[-4000:])
             assert wait_until(lambda: owners(db, callids) == {}, 30)
             counters = rpc(b, "dlg.stats")["counters"]
             assert counters["taken_over"] == 2 and counters["ended_bye"] >= 1, counters
@@ -212,5 +227,7 @@ def test_a_survivor_takes_over_a_killed_nodes_dialogs_ends_them_and_the_node_bac
             callee.close()
             ua.close()
             cluster.stop()
+            db.execute("DELETE FROM dialog_vars WHERE (hash_entry, hash_id) IN (SELECT "
+                       "hash_entry, hash_id FROM dialog WHERE callid = ANY(%s))", (callids,))
             for table in ("dialog", "cdrs", "acc", "missed_calls"):
                 db.execute(f"DELETE FROM {table} WHERE callid = ANY(%s)", (callids,))

@@ -75,7 +75,8 @@ def test_published_addresses_are_remembered_past_the_nodes_death():
     text = encode_addresses([("127.0.0.2", 5060), ("10.0.0.2", 5061), ("127.0.0.2", 5060)])
     planner.observe(live("A", addr=text), 0.0)
     assert planner.observe({}, 1.0) == ["A"]
-    assert planner.addresses["A"] == {("127.0.0.2", 5060), ("10.0.0.2", 5061)}
+    assert planner.addresses("A") == {("127.0.0.2", 5060), ("10.0.0.2", 5061)}
+    assert planner.addresses("never-seen") == set()
     assert decode_addresses("not json") == set()
 
 
