@@ -65,6 +65,24 @@ def route(uas_long, uas_short):
     ]
 
 
+def node_config(redis, uas_long, uas_short):
+    """What every node shares: PostgreSQL (dialogs in db_mode 1), the
+    test's Redis prefix with a short node_ttl, the route."""
+    return {"storage": {"url": PG_URL}, "console": {"enabled": False},
+            "dialog": {"db_mode": 1, "default_timeout": 300, "profiles_no_value": [PROFILE]},
+            "cluster": {"redis": redis.url, "key_prefix": redis.prefix, "sync_interval": 0.2,
+                        "node_ttl": NODE_TTL},
+            "routing": {"request_route": route(uas_long, uas_short)}}
+
+
+def forget(db, callids):
+    """Delete the test's calls from the dialog, accounting and CDR tables."""
+    db.execute("DELETE FROM dialog_vars WHERE (hash_entry, hash_id) IN (SELECT "
+               "hash_entry, hash_id FROM dialog WHERE callid = ANY(%s))", (callids,))
+    for table in ("dialog", "cdrs", "acc", "missed_calls"):
+        db.execute(f"DELETE FROM {table} WHERE callid = ANY(%s)", (callids,))
+
+
 def owners(db, callids):
     """``{callid: owner node}`` of the dialog table's rows of ``callids``."""
     rows = db.execute("SELECT callid, xdata FROM dialog WHERE callid = ANY(%s)", (callids,))
@@ -139,15 +157,9 @@ def test_a_survivor_takes_over_a_killed_nodes_dialogs_ends_them_and_the_node_bac
     tag = uuid.uuid4().hex[:8]
     procs = []
     with ClusterRedis() as redis:
-        config = {
-            "storage": {"url": PG_URL},
-            "console": {"enabled": False},
-            "dialog": {"db_mode": 1, "default_timeout": 300, "profiles_no_value": [PROFILE]},
-            "cluster": {"redis": redis.url, "key_prefix": redis.prefix, "sync_interval": 0.2,
-                        "node_ttl": NODE_TTL},
-            "routing": {"request_route": route(uas_long, uas_short)}}
-        cluster = Cluster(tmp_path, config, per_node=[{"cluster": {"node_id": ids["a"]}},
-                                                      {"cluster": {"node_id": ids["b"]}}])
+        cluster = Cluster(tmp_path, node_config(redis, uas_long, uas_short),
+                          per_node=[{"cluster": {"node_id": ids["a"]}},
+                                    {"cluster": {"node_id": ids["b"]}}])
         a, b = cluster.nodes
         callids = [call_id]
         try:
@@ -227,7 +239,64 @@ def test_a_survivor_takes_over_a_killed_nodes_dialogs_ends_them_and_the_node_bac
             callee.close()
             ua.close()
             cluster.stop()
-            db.execute("DELETE FROM dialog_vars WHERE (hash_entry, hash_id) IN (SELECT "
-                       "hash_entry, hash_id FROM dialog WHERE callid = ANY(%s))", (callids,))
-            for table in ("dialog", "cdrs", "acc", "missed_calls"):
-                db.execute(f"DELETE FROM {table} WHERE callid = ANY(%s)", (callids,))
+            forget(db, callids)
+
+
+def test_two_survivors_race_for_a_dead_node_and_only_one_takes_its_dialog(tmp_path):
+    """Three nodes: A is killed with a call up; B and C both see it die and
+    race for its lock: exactly one takes the call over, the other logs who
+    holds it; the BYE with A's Route sent to the winner ends the call."""
+    db = postgres_with_schema()
+    callee = HostUdpEndpoint("127.0.0.1")
+    ua = HostUdpEndpoint("127.0.0.1")
+    names = [f"{n}-{uuid.uuid4().hex[:8]}" for n in "ABC"]
+    call_id = f"takeover-race-{uuid.uuid4().hex[:10]}"
+    tag = uuid.uuid4().hex[:8]
+    with ClusterRedis() as redis:
+        cluster = Cluster(tmp_path, node_config(redis, callee.port, free_port()), n=3,
+                          per_node=[{"cluster": {"node_id": n}} for n in names])
+        a, b, c = cluster.nodes
+        try:
+            cluster.start()
+            rr, contact, to_tag = invite(ua, callee, a, call_id, tag)
+            routes = list(reversed(rr))
+            in_dialog(ua, "ACK", 1, call_id, tag, to_tag, contact, routes, a.host,
+                      a.port("udp"))
+            callee.recv(15, match=lambda m: m.is_request and m.method == "ACK")
+            # both survivors saw A alive before it dies
+            assert wait_until(lambda: all(names[0] in rpc(n, "cluster.status")["peers"]
+                                          for n in (b, c)), 30)
+            assert wait_until(lambda: owners(db, [call_id]) == {call_id: names[0]}, 30)
+            assert wait_until(lambda: cdr_vars(db, [call_id]) == 1, 30)
+            kill9(a)
+
+            def holders():
+                return [n for n in (b, c) if listed(n, call_id)]
+            assert wait_until(holders, NODE_TTL + 60), (b.log_text()[-2000:], c.log_text()[-2000:])
+            # the loser tried too (both saw A die) and found the lock taken
+            winner = holders()[0]
+            loser = c if winner is b else b
+            won_by = names[1] if winner is b else names[2]
+            assert wait_until(lambda: f"dialog: node {names[0]} is being taken over by node "
+                                      f"{won_by}" in loser.log_text(), 30), loser.log_text()[-3000:]
+            assert holders() == [winner]
+            assert rpc(loser, "cluster.status")["stats"]["dialogs_taken_over"] == 0
+            assert rpc(winner, "cluster.status")["stats"]["dialogs_taken_over"] == 1
+            assert f"took over 1 dialogs of node {names[0]}" in winner.log_text()
+            assert owners(db, [call_id]) == {call_id: won_by}
+
+            in_dialog(ua, "BYE", 2, call_id, tag, to_tag, contact, routes, winner.host,
+                      winner.port("udp"))
+            bye = callee.recv(20, match=lambda m: m.is_request and m.method == "BYE")
+            assert callee.last_source[0] == winner.host
+            answer(callee, bye)
+            reply = ua.recv(20, match=lambda m: not m.is_request and m.cseq_method == "BYE"
+                            and m.status >= 200)
+            assert reply.status == 200
+            assert wait_until(lambda: not listed(winner, call_id), 30)
+            assert wait_until(lambda: owners(db, [call_id]) == {}, 30)
+        finally:
+            cluster.stop()
+            callee.close()
+            ua.close()
+            forget(db, [call_id])
