@@ -106,6 +106,7 @@ class TakeoverPlanner:
         """This node took ``node`` over: forget it until it lives again."""
         self.busy.discard(node)
         self.watched.pop(node, None)
+        self._addr_text.pop(node, None)
 
     def lost(self, node, holder, now):
         """``holder`` holds ``node``'s lock: look again after the lock's time,
@@ -189,6 +190,10 @@ class DialogTakeover:
 
     def _lost(self, holder, node):
         holder = holder.decode() if isinstance(holder, bytes) else holder
+        if holder is None:
+            # the lock expired between our SET and GET: try again next round
+            self.planner.busy.discard(node)
+            return
         self.log.info("dialog: node {node} is being taken over by node {holder}",
                       node=node, holder=holder)
         self.planner.lost(node, holder, self.reactor.seconds())
