@@ -57,7 +57,7 @@ class Dialog:
                  "caller_routes", "callee_routes", "caller_addr", "callee_addr",
                  "caller_sock", "callee_sock", "state", "created", "answered", "ended",
                  "lifetime", "flags", "profiles", "vars", "end_reason", "ka_failures",
-                 "ka_pending", "stored", "vars_stored", "answer_code", "answer_reason")
+                 "ka_pending", "stored", "vars_stored", "answer_code", "answer_reason", "owner")
 
     def __init__(self, h_entry, h_id, callid, from_uri, from_tag, to_uri, req_uri,
                  caller_cseq, caller_contact, caller_addr, caller_sock, created,
@@ -95,6 +95,9 @@ class Dialog:
         self.vars_stored = False
         self.answer_code = None
         self.answer_reason = None
+        # the cluster node that acts on this dialog (cluster.node_id; None
+        # without a cluster): stored with it, changed when a node takes it over
+        self.owner = None
 
     @property
     def key(self):

@@ -44,6 +44,14 @@ class DialogWriter:
         else:
             self._dirty[dlg.key] = dlg
 
+    def write_now(self, dlg):
+        """Write a dialog at once whatever the ``db_mode`` (1 or 2): a dialog
+        taken over from another node is re-owned before anything else."""
+        if self.db_mode == 0 or self.storage is None:
+            return
+        self._dirty.pop(dlg.key, None)
+        self._write(dlg)
+
     def flush(self):
         """Write every dialog changed since the last flush (db_mode 2); returns how many."""
         dirty, self._dirty = self._dirty, {}
@@ -84,13 +92,16 @@ class DialogWriter:
 
 def dialog_row(dlg):
     """The ``dialog`` table row of a confirmed dialog (Kamailio's columns;
-    sipdisp's own data, such as both parties' addresses, in ``xdata``)."""
+    sipdisp's own data, such as both parties' addresses and the cluster node
+    owning it, in ``xdata``)."""
     xdata = {"c": round(dlg.created, 3), "a": round(dlg.answered, 3),
              "ca": list(dlg.caller_addr[:3]) if dlg.caller_addr else None,
              "ce": list(dlg.callee_addr[:3]) if dlg.callee_addr else None,
              "p": [list(p) for p in dlg.profiles]}
     if dlg.answer_code is not None:
         xdata["r"] = [dlg.answer_code, dlg.answer_reason]
+    if dlg.owner is not None:
+        xdata["n"] = dlg.owner
     row = {
         "hash_entry": dlg.h_entry, "hash_id": dlg.h_id, "callid": dlg.callid,
         "from_uri": dlg.from_uri, "from_tag": dlg.from_tag or "", "to_uri": dlg.to_uri,
@@ -142,6 +153,7 @@ def dialog_from_row(row, vars_of=None):
     if xdata.get("r"):
         dlg.answer_code, dlg.answer_reason = xdata["r"][0], xdata["r"][1]
     dlg.vars = dict((vars_of or {}).get(dlg.key, {}))
+    dlg.owner = xdata.get("n")
     dlg.stored = True
     dlg.vars_stored = True
     return dlg

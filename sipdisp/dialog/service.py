@@ -75,8 +75,15 @@ class DialogService(Service):
 
     def _restore(self, results):
         rows, var_rows = results
+        skipped = self.table.stats["foreign_skipped"]
         n = self.table.restore(rows, var_rows, self._reactor.seconds())
         log.info("dialog: restored {n} answered call(s) from the dialog table", n=n)
+        skipped = self.table.stats["foreign_skipped"] - skipped
+        if skipped:
+            # a node taken over while it was away finds its calls re-owned here
+            log.info("dialog: left {n} answered call(s) of the dialog table to their "
+                     "cluster node(s) {nodes}", n=skipped,
+                     nodes=", ".join(sorted(self.table.foreign_owners)))
         self.wake()
         self.ready.callback(n)
 

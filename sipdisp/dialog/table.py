@@ -90,6 +90,12 @@ class DialogTable:
         self._rng = rng or random.SystemRandom()
         self._next_id = self._rng.getrandbits(30) + 1
         self._armed = None
+        # this node's cluster.node_id (set by the cluster service): written
+        # with every dialog, and a row of another node is not restored here
+        self.node_id = None
+        # nodes owning rows restore() left alone: the cluster's takeover
+        # checks whether they are alive
+        self.foreign_owners = set()
         self.core = None
         if core is not None:
             self.attach(core)
@@ -143,6 +149,7 @@ class DialogTable:
                      str(to_addr.uri), str(req.uri), req.cseq, contact,
                      (src.proto, src.host, src.port, src.conn), _sock(listener), ctx.now,
                      self.default_timeout if timeout is None else timeout, frozenset(flags))
+        dlg.owner = self.node_id
         self._index(dlg)
         ctx.vars[DLG] = dlg
         ctx.add_reply_hook(self.on_reply)
@@ -443,17 +450,48 @@ class DialogTable:
     def restore(self, rows, var_rows=(), now=0.0):
         """Rebuild confirmed dialogs from ``dialog`` (and ``dialog_vars``) rows
         after a restart; their deadlines and profiles come back with them.
-        Returns how many were restored."""
+        In a cluster (``node_id`` set) a row another node owns is left to it
+        (its owner goes to ``foreign_owners``; ``foreign_skipped`` counts
+        them): a node that was taken over finds its rows re-owned and does
+        not act on them again. Returns how many were restored."""
         count = 0
         for dlg, pairs in restored_dialogs(rows, var_rows, self.log):
             if dlg.key in self.dialogs:
                 continue
-            self._index(dlg)
-            self.profiles.restore(dlg, pairs)
-            self._schedule(dlg, dlg.answered + dlg.lifetime)
+            if self.node_id is not None and dlg.owner not in (None, self.node_id):
+                self.foreign_owners.add(dlg.owner)
+                self.stats["foreign_skipped"] += 1
+                continue
+            self._adopt(dlg, pairs)
             count += 1
         self.stats["restored"] += count
         return count
+
+    def take_over(self, rows, var_rows, owner, now=0.0):
+        """Take the confirmed dialogs of node ``owner`` (a dead cluster node)
+        from ``dialog`` and ``dialog_vars`` rows: each is re-owned by this
+        node and written at once, then tracked here with its remaining
+        timeout, profiles and variables (accounting's among them). Returns
+        the dialogs taken (``taken_over`` counts them)."""
+        taken = []
+        for dlg, pairs in restored_dialogs(rows, var_rows, self.log):
+            if dlg.owner != owner or owner is None:
+                continue
+            if dlg.key in self.dialogs:
+                self.log.warn("dialog {id} of node {node} has the id of one of ours; "
+                              "not taken over", id=dlg.id, node=owner)
+                continue
+            dlg.owner = self.node_id
+            self.writer.write_now(dlg)
+            self._adopt(dlg, pairs)
+            taken.append(dlg)
+        self.stats["taken_over"] += len(taken)
+        return taken
+
+    def _adopt(self, dlg, pairs):
+        self._index(dlg)
+        self.profiles.restore(dlg, pairs)
+        self._schedule(dlg, dlg.answered + dlg.lifetime)
 
     # -- management ------------------------------------------------------------------
     def counts(self):

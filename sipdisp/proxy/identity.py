@@ -5,10 +5,12 @@ domains, and which listener sends to where."""
 class Identity:
     """The proxy's own names (RFC 3261 16.4 "this proxy") and listeners."""
 
-    __slots__ = ("listeners", "domains", "_hosts", "_ports", "_addresses")
+    __slots__ = ("listeners", "domains", "_hosts", "_ports", "_addresses", "_adopted")
 
     def __init__(self, listeners, domains=()):
         self.domains = set(d.lower() for d in domains)
+        # (host, port) of cluster nodes whose dialogs this one took over
+        self._adopted = set()
         self.set_listeners(listeners)
 
     def set_listeners(self, listeners):
@@ -48,6 +50,26 @@ class Identity:
         if port is None:
             port = 5061 if uri.scheme == "sips" else 5060
         return port in self._ports
+
+    def adopt(self, host, port):
+        """Count ``host``:``port`` (a dead cluster node's address, its dialogs
+        taken over here) as this proxy's in the route sets it record-routed
+        (:meth:`is_adopted`); nothing else about "myself" changes."""
+        self._adopted.add((host.lower(), int(port)))
+
+    @property
+    def adopted(self):
+        """The ``(host, port)`` pairs :meth:`adopt` added, sorted."""
+        return sorted(self._adopted)
+
+    def is_adopted(self, uri):
+        """True if ``uri`` names a node whose dialogs this one took over."""
+        if not self._adopted or not uri.is_sip:
+            return False
+        port = uri.port
+        if port is None:
+            port = 5061 if uri.scheme == "sips" else 5060
+        return (uri.host, port) in self._adopted
 
     def is_own_address(self, host, port):
         """True if sending to ``host``:``port`` would reach this proxy itself."""

@@ -55,12 +55,16 @@ def _params_of(text):
 class RouteSet:
     """Signs, writes and follows this proxy's Record-Route entries."""
 
-    __slots__ = ("identity", "stats", "_key", "_boot")
+    __slots__ = ("identity", "stats", "_key", "_boot", "holds_dialog")
 
     def __init__(self, identity, key, stats):
         self.identity = identity
         self.stats = stats
         self._key = key
+        # ``holds_dialog(request)``: True when this node tracks the dialog of
+        # an in-dialog request (set by the cluster's dialog takeover); an
+        # entry of a node it took over counts as ours only for those
+        self.holds_dialog = None
         # connection ids restart at 1 with every run: a token names this run,
         # so one written before a restart never reaches somebody else's connection
         self._boot = os.urandom(4).hex()
@@ -130,8 +134,10 @@ class RouteSet:
         """RFC 3261 16.4 and 16.12 for an in-dialog request: True when it
         follows a route set this proxy record-routed (and should be relayed).
 
-        Every consecutive Route entry naming this proxy is removed (as Kamailio
-        does for double Record-Route), so a request listing the proxy many
+        Every consecutive Route entry naming this proxy (or, for a dialog it
+        tracks, a cluster node whose dialogs it took over:
+        ``Identity.is_adopted`` and :attr:`holds_dialog`) is removed (as
+        Kamailio does for double Record-Route), so a request listing the proxy many
         times is not bounced through it once per entry. Only a request whose
         removed entry (or strict-routed Request-URI) carries a valid
         RR_SIGNATURE for its dialog is followed: anything else is refused
@@ -155,7 +161,13 @@ class RouteSet:
             for value in routes[:-1]:
                 req.add("route", value)
         routes = req.addresses("route") if req.has("route") else []
-        while routes and is_myself(routes[0].uri):
+        # a dead cluster node's entries count as ours for the dialogs taken
+        # over from it here (issue 16): they are signed with the shared
+        # secret; the requests of its other dialogs stay its own
+        is_adopted = self.identity.is_adopted
+        holds = self.holds_dialog
+        while routes and (is_myself(routes[0].uri) or (
+                is_adopted(routes[0].uri) and holds is not None and holds(req))):
             last = routes.pop(0).uri
             req.pop_first("route")
             if signed is None and self.signed_by_us(last, req):

@@ -414,7 +414,7 @@ def _force_send_socket(args, where, env):
 # -- routing ---------------------------------------------------------------------------
 
 def _loose_route(args, where, env):
-    """Follow the Route set of an in-dialog request; True only if it is one this proxy record-routed (signed)."""
+    """Follow the Route set of an in-dialog request; True only if it is one this proxy record-routed (signed), or a dead cluster node did for a dialog taken over here."""
     nargs("loose_route", args, where, 0)
     return lambda ctx: ctx.core.loose_route(ctx)
 

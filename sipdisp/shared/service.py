@@ -1,7 +1,8 @@
 """The cluster sync as a Twisted service: when ``cluster.redis`` is set,
 connects to that Redis (sipdisp/cache's engine, which reconnects by itself)
-and runs one :class:`~.sync.ClusterSync` round every ``cluster.sync_interval``;
-registers ``cluster.status``.
+and runs one :class:`~.sync.ClusterSync` round every ``cluster.sync_interval``,
+each followed by the dialog takeover check (:mod:`.takeover`, with
+``dialog.db_mode`` 1 or 2); registers ``cluster.status``.
 
 Routes never wait on Redis: they read the dialog profiles (and pike its
 table), whose other-node counts the last round left there. While Redis is away the node keeps
@@ -25,6 +26,7 @@ from ..cache.redis import RedisEngine
 from ..cache.url import parse_cache_url
 from ..logs import Logger
 from .sync import SCRIPT, ClusterSync
+from .takeover import DialogTakeover, TakeoverPlanner, encode_addresses
 
 #: the script's name in Redis' script cache (EVALSHA sends 40 bytes, not the script)
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode("utf-8")).hexdigest()
@@ -60,14 +62,29 @@ class ClusterService(Service):
         if guard is not None:
             guard.pike.share_min = c.pike_share_min
             guard.pike.share_max = c.pike_share_max
-        self.sync = ClusterSync(c.node_id or default_node_id(), c.key_prefix, c.node_ttl,
+        node_id = c.node_id or default_node_id()
+        identity = root.sip.core.identity
+        self.sync = ClusterSync(node_id, c.key_prefix, c.node_ttl,
                                 profiles=dialogs.profiles if dialogs is not None else None,
                                 dispatcher=modules.dispatcher, nonces=nonces,
                                 secret=secrets.token_hex(32), flood=guard,
-                                balancer=modules.load_balancer, log=log)
+                                balancer=modules.load_balancer, log=log,
+                                addresses=_AddressText(identity))
         self.engine = RedisEngine("cluster", parse_cache_url(c.redis), reactor,
                                   timeout=c.redis_timeout, queue_max=1,
                                   reconnect_max=min(5.0, max(1.0, c.node_ttl / 2)))
+        self.takeover = None
+        if dialogs is not None:
+            # every dialog says which node acts on it; another node's rows are
+            # not restored here
+            dialogs.node_id = node_id
+            if (c.dialog_takeover and root.cfg.dialog.db_mode
+                    and modules.storage is not None):
+                self.takeover = DialogTakeover(
+                    TakeoverPlanner(node_id, c.takeover_lock), c.key_prefix, self.engine,
+                    modules.storage, dialogs, root.sip.core.routeset, reactor, log,
+                    self.sync.stats,
+                    wake=root.dialogs.wake, grace=c.node_ttl)
         self._loop = LoopingCall(self._round)
         self._loop.clock = reactor
         self._pending = False
@@ -132,7 +149,13 @@ class ClusterService(Service):
         self._pending = False
         self._script_loaded = True
         self._ever_answered = True
-        self.sync.answered(reply, self._reactor.seconds())
+        now = self._reactor.seconds()
+        self.sync.answered(reply, now)
+        if self.takeover is not None:
+            try:
+                self.takeover.round(self.sync.peers, now)
+            except Exception:
+                log.failure("cluster: the dialog takeover check failed")
         if self._down:
             self._down = False
             log.info("cluster: Redis answers again; this node's counts are written again "
@@ -155,12 +178,38 @@ class ClusterService(Service):
                      "longer count here", ttl=self.sync.ttl)
 
 
+class _AddressText:
+    """The addresses this node record-routes with (its listeners' own and
+    advertised ones), as written into its counts hash; computed again only
+    when the listener list changes."""
+
+    def __init__(self, identity):
+        self.identity = identity
+        self._listeners = None
+        self._text = ""
+
+    def __call__(self):
+        listeners = self.identity.listeners
+        if listeners is not self._listeners:
+            pairs = set()
+            for lst in listeners:
+                for host, port in ((lst.host, lst.port),
+                                   (lst.advertised_host, lst.advertised_port)):
+                    if host and host not in ("0.0.0.0", "::") and port:
+                        pairs.add((host, port))
+            self._listeners = listeners
+            self._text = encode_addresses(pairs) if pairs else ""
+        return self._text
+
+
 def register_commands(registry, service):
     """``cluster.status``."""
     sync = service.sync
 
     @registry.command("cluster.status")
     def status() -> dict:
-        """This node's id, whether Redis answers, the live nodes with their counts, and the sync counters."""
+        """This node's id, whether Redis answers, the live nodes with their counts, the sync counters and the addresses of the nodes whose dialogs it took over."""
+        identity = service.root.sip.core.identity
         return {"node": sync.node_id, "connected": service.engine.connected,
-                "synced": not service._down, "peers": sync.peers, "stats": dict(sync.stats)}
+                "synced": not service._down, "peers": sync.peers, "stats": dict(sync.stats),
+                "adopted": [f"{host}:{port}" for host, port in identity.adopted]}

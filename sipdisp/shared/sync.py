@@ -38,6 +38,9 @@ SEP = "\x1f"
 #: prefix of the load balancer's destinations in the ``<prefix>ds`` hash
 #: (the dispatcher's fields start with their set id, a number)
 LB_FIELD = "lb "
+#: field of a node's counts hash holding the addresses it record-routes
+#: with (no SEP in it: not a count), read by a node taking its dialogs over
+ADDR_FIELD = "addr"
 
 SCRIPT = """
 local p, node = ARGV[1], ARGV[2]
@@ -166,11 +169,14 @@ class ClusterSync:
     sums); ``dispatcher`` is a Dispatcher or None; ``nonces`` a
     NonceFactory whose secret is the cluster's, or None (the configuration
     gives one); ``flood`` the FloodGuard whose pike counts and bans are
-    shared, or None. ``stats`` is a dict of counters.
+    shared, or None. ``addresses`` is None or a callable giving the text
+    written with this node's counts under ``addr`` (the addresses it
+    record-routes with, for a node taking its dialogs over). ``stats`` is a
+    dict of counters.
     """
 
     def __init__(self, node_id, prefix, ttl, profiles=None, dispatcher=None, nonces=None,
-                 secret=b"", flood=None, balancer=None, log=None):
+                 secret=b"", flood=None, balancer=None, log=None, addresses=None):
         self.node_id = node_id
         self.prefix = prefix
         self.ttl = ttl
@@ -185,6 +191,9 @@ class ClusterSync:
                       "ds_applied": 0, "nodes": 0, "bans_applied": 0,
                       "pike_shared": 0, "node_id_clashes": 0}
         self._written_version = None  # profiles.version last written whole
+        self.addresses = addresses
+        self._addr_written = None     # the addresses text last written whole
+        self._addr_sent = None
         self._ds_changed = {}         # field -> state this node set, not written yet
         self._ds_seen = {}            # field -> state last read from Redis
         self._applying = False
@@ -221,6 +230,14 @@ class ClusterSync:
         yield ("sipdisp_cluster_node_id_clashes_total", "counter",
                "Rounds that found this node's counts written by another process with the same cluster.node_id.",
                st["node_id_clashes"])
+        if "takeovers" in st:
+            yield ("sipdisp_cluster_takeovers_total", "counter",
+                   "Dead nodes whose dialogs this node took over.", st["takeovers"])
+            yield ("sipdisp_cluster_dialogs_taken_over_total", "counter",
+                   "Dialogs of dead nodes this node took over.", st["dialogs_taken_over"])
+            yield ("sipdisp_cluster_takeover_failures_total", "counter",
+                   "Takeovers that failed (Redis or the database did not answer) and were retried.",
+                   st["takeover_failures"])
         if self.flood is not None:
             pike = self.flood.pike
             yield ("sipdisp_cluster_pike_shared", "gauge",
@@ -234,13 +251,18 @@ class ClusterSync:
         """The ``EVAL`` arguments of the next round (``now`` dates the pike counts)."""
         args = [self.prefix, self.node_id, int(self.ttl * 1000)]
         profiles = self.profiles
-        full = profiles is not None and profiles.version != self._written_version
+        addr = self.addresses() if self.addresses is not None else ""
+        full = profiles is not None and (profiles.version != self._written_version
+                                         or addr != self._addr_written)
         fields = []
         if full:
             for name, counter in profiles.counts.items():
                 for value, count in counter.items():
                     if count:
                         fields += [name + SEP + value, str(count)]
+            if addr:
+                fields += [ADDR_FIELD, addr]
+            self._addr_sent = addr
         args += ["1" if full else "0", len(fields) // 2] + fields
         changed = self._ds_changed
         ds = []
@@ -315,6 +337,7 @@ class ClusterSync:
         self._last_ok = now
         if version is not None:
             self._written_version = version
+            self._addr_written = self._addr_sent
             self.stats["full_writes"] += 1
         for field, state in ds_sent.items():
             self._ds_seen[field] = str(state)
@@ -323,6 +346,7 @@ class ClusterSync:
             # Redis lost our hash (restart, flush, a long outage): write it whole next round
             self.stats["lost"] += 1
             self._written_version = None
+            self._addr_written = None
         if secret is not None:
             self._use_secret(secret)
         self._apply_ds(ds_flat)
@@ -418,6 +442,7 @@ class ClusterSync:
         for host, ban in bans_sent.items():
             self._bans_out.setdefault(host, ban)
         self._written_version = None
+        self._addr_written = None
         self._my_mark = ""  # the lost round may have written it: do not take it for a clash
         if self.peers and (self._last_ok is None or now - self._last_ok > self.ttl):
             self.peers = {}
@@ -502,4 +527,4 @@ class ClusterSync:
         self.secret = secret
 
 
-__all__ = ["ClusterSync", "LB_FIELD", "SCRIPT", "SEP"]
+__all__ = ["ADDR_FIELD", "ClusterSync", "LB_FIELD", "SCRIPT", "SEP"]

@@ -122,6 +122,22 @@ class PrivateRedis:
         self.stop()
 
 
+def postgres_with_schema():
+    """The machine's PostgreSQL test database (PG_URL) with sipdisp's tables
+    (``sipdisp db init``, which also adds a newer schema's columns); the test
+    is skipped when it is unreachable. Returns the server helper."""
+    from sipdisp.storage.testing import PG_URL, Unreachable, server_for
+    srv = server_for(PG_URL)
+    try:
+        srv.check_reachable()
+    except Unreachable as exc:
+        pytest.skip(str(exc))
+    subprocess.run([sys.executable, "-m", "sipdisp.cli", "db", "init", PG_URL],
+                   env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, timeout=60,
+                   stdout=subprocess.DEVNULL)
+    return srv
+
+
 def node_config(host, extra=None):
     """A node's configuration: every listener on ``host`` (port 0), the
     cluster's shared secret, then ``extra`` merged in."""
@@ -205,15 +221,7 @@ def location_db():
     """The machine's PostgreSQL with sipdisp's tables: yields ``(server,
     users)``; the location rows of every name the test appends to ``users``
     are deleted afterwards. Skips the test when PostgreSQL is unreachable."""
-    from sipdisp.storage.testing import PG_URL, Unreachable, server_for
-    srv = server_for(PG_URL)
-    try:
-        srv.check_reachable()
-    except Unreachable as exc:
-        pytest.skip(str(exc))
-    subprocess.run([sys.executable, "-m", "sipdisp.cli", "db", "init", PG_URL],
-                   env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, timeout=60,
-                   stdout=subprocess.DEVNULL)
+    srv = postgres_with_schema()
     users = []
     try:
         yield srv, users

@@ -79,6 +79,7 @@ class Sipdisp:
 
     def start(self, timeout=20):
         env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.ports = {}  # a restart binds new ports (port 0)
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",

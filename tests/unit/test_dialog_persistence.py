@@ -108,3 +108,86 @@ def test_a_reloaded_dialog_times_out_at_its_original_deadline():
     assert after.dialogs.dialogs == {} and after.dialogs.stats["byes_sent"] == 2
     byes = after.uac.messages()  # the BYE, and its retransmission at T1 (nobody answered)
     assert {(m.method, m.cseq) for m in byes} == {("BYE", 1)}
+
+
+def _owner(row):
+    import json
+    return json.loads(row["xdata"]).get("n")
+
+
+def _node(storage, node_id, now=None, **dialog):
+    """A proxy of a cluster node ``node_id`` on ``storage`` that loaded the dialog table."""
+    sw = Switch(storage=storage, dialog=dict(dialog, db_mode=1),
+                **({} if now is None else {"now": now}))
+    sw.dialogs.node_id = node_id
+    n = sw.dialogs.restore(storage.tables["dialog"], storage.tables["dialog_vars"], sw.now)
+    return sw, n
+
+
+def test_a_survivor_takes_over_a_dead_nodes_dialog_and_the_node_back_leaves_it():
+    """Node A's answered call is written with A as its owner; node B leaves it
+    to A at its start, takes it over (re-owned row, load counted, BYE matched,
+    CDR written); A restarted finds it re-owned and does not restore it."""
+    storage = FakeStorage()
+    a, _ = _node(storage, "A")
+    call = a.call(from_user="carol")
+    call.start()
+    call.answer()
+    (row,) = storage.tables["dialog"]
+    assert _owner(row) == "A"
+    b, n = _node(storage, "B", now=a.now + 30)
+    assert n == 0 and b.dialogs.foreign_owners == {"A"}
+    assert b.dialogs.stats["foreign_skipped"] == 1 and b.loads()["fs1"] == 0
+    taken = b.dialogs.take_over(storage.tables["dialog"], storage.tables["dialog_vars"],
+                                "A", b.now)
+    assert [d.callid for d in taken] == [call.call_id] and taken[0].owner == "B"
+    (row,) = storage.tables["dialog"]
+    assert _owner(row) == "B" and b.dialogs.stats["taken_over"] == 1
+    assert b.loads()["fs1"] == 1
+    back, n = _node(storage, "A", now=b.now + 1)
+    assert n == 0 and back.dialogs.dialogs == {} and back.dialogs.foreign_owners == {"B"}
+    call.sw = b
+    call.hangup()
+    assert b.dialogs.dialogs == {} and b.loads()["fs1"] == 0
+    (cdr,) = storage.tables["cdrs"]
+    assert cdr["callid"] == call.call_id and cdr["duration"] == 30.0
+    assert cdr["src_user"] == "carol"
+    assert storage.tables["dialog"] == []
+
+
+def test_take_over_takes_only_the_dead_nodes_dialogs_and_keeps_their_deadline():
+    """Only the rows of the node taken over are taken (not ours, not a third
+    node's); a taken dialog times out on the survivor at its original deadline
+    with a BYE to both parties."""
+    storage = FakeStorage()
+    a, _ = _node(storage, "A", default_timeout=100.0)
+    c, _ = _node(storage, "C", default_timeout=100.0)
+    for sw in (a, c):
+        call = sw.call()
+        call.start()
+        call.answer()
+    b, _ = _node(storage, "B", now=a.now + 60, default_timeout=100.0)
+    assert b.dialogs.foreign_owners == {"A", "C"}
+    taken = b.dialogs.take_over(storage.tables["dialog"], storage.tables["dialog_vars"],
+                                "A", b.now)
+    assert len(taken) == 1
+    assert sorted(_owner(r) for r in storage.tables["dialog"]) == ["B", "C"]
+    assert b.dialogs.take_over(storage.tables["dialog"], storage.tables["dialog_vars"],
+                               "A", b.now) == []  # nothing of A left
+    b.advance(39)
+    assert len(b.dialogs.dialogs) == 1
+    b.advance(2)
+    assert b.dialogs.dialogs == {} and b.dialogs.stats["byes_sent"] == 2
+    assert sorted(_owner(r) for r in storage.tables["dialog"]) == ["C"]
+
+
+def test_rows_without_an_owner_are_restored_by_any_node():
+    """A row written without a cluster (no owner) is restored as before."""
+    storage = FakeStorage()
+    single = Switch(storage=storage, dialog={"db_mode": 1})
+    call = single.call()
+    call.start()
+    call.answer()
+    assert _owner(storage.tables["dialog"][0]) is None
+    node, n = _node(storage, "B", now=single.now + 5)
+    assert n == 1 and node.dialogs.foreign_owners == set()

@@ -785,3 +785,37 @@ def test_junk_and_responses_with_broken_headers_never_raise():
     assert link.core.stats["internal_errors"] == 0
     invite(link)
     link.uac.expect(100)
+
+
+def test_a_taken_over_nodes_signed_route_is_followed_and_only_its_address_is_adopted():
+    """Another cluster node's Record-Route entry (signed with the shared secret)
+    is followed only once that node's address is adopted (its dialogs taken
+    over here, issue 16) and for a dialog this node holds; an entry of a node
+    not adopted stays a stranger's."""
+    link = Link.udp()
+    held = {"takeover-1@test"}
+    link.core.routeset.holds_dialog = lambda request: request.call_id in held
+    call_id = "takeover-1@test"
+    dead = sipmsg.signed_rr(link.core, "sip:127.0.0.2:5077;lr", call_id)
+    other = sipmsg.signed_rr(link.core, "sip:127.0.0.3:5077;lr", call_id)
+
+    def bye(route, cseq):
+        return sipmsg.in_dialog("BYE", "sip:bob@127.0.0.1:5080", [route], call_id=call_id,
+                                via_host="10.0.0.1", via_port=5070, cseq=cseq)
+
+    link.uac.send(bye(dead, 1))
+    link.uac.expect(404)
+    assert link.core.stats["route_unsigned"] == 1
+    link.core.identity.adopt("127.0.0.2", 5077)
+    assert link.core.identity.adopted == [("127.0.0.2", 5077)]
+    link.uac.send(bye(dead, 2))
+    fwd = parse_message(link.uas.expect("BYE"))
+    assert not fwd.has("route") and str(fwd.uri) == "sip:bob@127.0.0.1:5080"
+    link.uac.send(bye(other, 3))
+    link.uac.expect(404)
+    assert link.core.stats["route_unsigned"] == 2
+    held.clear()  # a dialog not held here: the dead node's entry is not ours
+    link.uac.send(bye(dead, 5))
+    link.uac.expect(404)
+    assert link.core.stats["route_unsigned"] == 3
+    assert not link.core.is_myself(parse_message(bye(dead, 4)).addresses("route")[0].uri)
