@@ -13,6 +13,7 @@ from sipdisp.config import ConfigError
 from sipdisp.logs import Logger
 
 from ..proxy.target import Listener
+from . import fastpoll
 from .stream import SipStreamFactory, SipStreamProtocol
 from .udp import SipDatagramProtocol
 from .websocket import SipWebSocketFactory, WebSocketPolicy
@@ -107,6 +108,7 @@ def bind_listeners(reactor, switchboard, cfg, tls_options=None, worker_ports=Non
                     bound = reactor.listenUDP(port, protocol, interface=host,
                                               maxPacketSize=max_size + 1)
                 _grow_buffers(bound)
+                fastpoll.mark(bound)
                 switchboard.udp_ports[listener.id] = bound
             else:
                 if proto in ("tcp", "tls"):
