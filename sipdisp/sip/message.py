@@ -8,10 +8,12 @@ interpret are never re-parsed or re-written.
 
 from .address import parse_address
 from .errors import SipParseError
+from ._plain import python_class
 from .headers import display_name, header_key, split_commas
 from .via import parse_via
 
 
+@python_class
 class Message:
     """Common part of requests and responses."""
 
@@ -143,9 +145,13 @@ class Message:
         head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
         return head + body if body else head
 
-    __bytes__ = to_bytes
+    def __bytes__(self):
+        # a method, not ``__bytes__ = to_bytes``: mypyc builds a class body
+        # before its methods exist, so the alias would not compile
+        return self.to_bytes()
 
 
+@python_class
 class Request(Message):
     """A SIP request: ``method``, ``uri`` (a parsed URI) and headers."""
 
@@ -164,6 +170,7 @@ class Request(Message):
         return f"<Request {self.method} {self.uri} call-id={self.call_id}>"
 
 
+@python_class
 class Response(Message):
     """A SIP response: ``status``, ``reason`` and headers."""
 
