@@ -174,6 +174,7 @@ def format_params(params):
 def get_param(params, name: str):
     """The value of parameter ``name`` (case-insensitive); '' for a bare one."""
     low = name.lower()
+    n: str
     for n, v in params:
         if n.lower() == low:
             return "" if v is None else v

@@ -104,7 +104,7 @@ def _bad_octets(lines):
 
 def _parse_headers(msg, lines: list[str]) -> None:
     """Append the header lines (``lines[1:]``) to ``msg.headers``, unfolding."""
-    headers = msg.headers
+    headers: list[tuple[str, str, str]] = msg.headers
     for line in lines[1:]:
         if not line:
             continue
@@ -190,7 +190,8 @@ def _parse_start_line(line: str):
 
 
 def _frame_body(msg, data, body_start: int, datagram) -> None:
-    lengths = [v for k, _, v in msg.headers if k == "content-length"]
+    headers: list[tuple[str, str, str]] = msg.headers
+    lengths = [v for k, _, v in headers if k == "content-length"]
     if not lengths:
         if not datagram:
             raise SipParseError("Missing Content-Length", message=msg)
@@ -220,9 +221,8 @@ def _check(msg, max_via=DEFAULT_MAX_VIA, max_route=DEFAULT_MAX_ROUTE) -> None:
     vias: int = 0
     routes: int = 0
     seen: set[str] = set()
-    key: str
-    value: str
-    for key, _, value in msg.headers:
+    headers: list[tuple[str, str, str]] = msg.headers
+    for key, _, value in headers:
         if key in SINGLE_HEADERS:
             if key in seen:
                 raise SipParseError(f"Multiple {key} headers", message=msg)
