@@ -56,14 +56,15 @@ test: venv js-deps
 	$(VPY) -m pytest -q -p no:cacheprovider $(TESTS) $(PYTEST_ARGS)
 
 ## fuzz: coverage-guided fuzzing of the SIP parser with atheris for FUZZ_SECONDS
-## (default 60); crashing inputs land in var/fuzz/crashes/
+## (default 60); crashing inputs land in var/fuzz/crashes/.  It fuzzes the .py
+## sources (SIPDISP_PURE=1) even beside a compiled build: atheris instruments bytecode
 fuzz: venv
 	$(VPY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["fuzz"]))' > $(VENV)/fuzz-requirements.txt
 	$(VPY) -m pip install -q -r $(VENV)/fuzz-requirements.txt
 	mkdir -p var/fuzz/corpus var/fuzz/crashes
 	cp tests/data/sip-torture/rfc4475/*.dat tests/data/sip-torture/rfc5118/*.dat \
 		tests/data/sip-torture/protos-c07/real/*.dat var/fuzz/corpus/
-	$(VPY) tests/fuzz/fuzz_parser.py -max_total_time=$(FUZZ_SECONDS) -max_len=20000 \
+	SIPDISP_PURE=1 $(VPY) tests/fuzz/fuzz_parser.py -max_total_time=$(FUZZ_SECONDS) -max_len=20000 \
 		-rss_limit_mb=2048 -artifact_prefix=var/fuzz/crashes/ var/fuzz/corpus
 
 ## accel: compile the SIP parser modules with mypyc, in place (needs a C compiler and

@@ -6,7 +6,7 @@ instead of it, and ``accel.sources``, the SHA-256 of each source it was
 built from. :func:`choose`, run by ``sipdisp.sip`` before it imports them,
 keeps the compiled modules only when every source still matches; otherwise,
 or with ``SIPDISP_PURE=1`` in the environment, a finder ahead of the
-standard ones loads the ``.py`` sources, so a stale build never runs and
+standard path finder loads the ``.py`` sources, so a stale build never runs and
 the pure-Python path can be tested beside a built tree.
 """
 
@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import sys
+from importlib.machinery import PathFinder
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -64,5 +65,10 @@ def choose():
             return "compiled"
         reason = "pure (the compiled build is stale: make accel)"
     if not any(f is PureFinder for f in sys.meta_path):
-        sys.meta_path.insert(0, PureFinder)
+        # just ahead of the standard path finder, behind any import hook
+        # installed before (atheris's instrumentation asks the finders after
+        # its own, and must get the source to instrument it)
+        finders = sys.meta_path
+        at = finders.index(PathFinder) if PathFinder in finders else len(finders)
+        finders.insert(at, PureFinder)
     return reason
