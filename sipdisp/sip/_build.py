@@ -4,7 +4,8 @@
 place: an extension module beside each source, which Python would import
 instead of it, and ``accel.sources``, the SHA-256 of each source it was
 built from. :func:`choose`, run by ``sipdisp.sip`` before it imports them,
-keeps the compiled modules only when every source still matches; otherwise,
+keeps the compiled modules only when all are there and every source still
+matches; otherwise,
 or with ``SIPDISP_PURE=1`` in the environment, a finder ahead of the
 standard path finder loads the ``.py`` sources, so a stale build never runs and
 the pure-Python path can be tested beside a built tree.
@@ -15,7 +16,7 @@ import importlib.util
 import json
 import os
 import sys
-from importlib.machinery import PathFinder
+from importlib.machinery import EXTENSION_SUFFIXES, PathFinder
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -32,9 +33,11 @@ def source_hashes():
             for name in MODULES}
 
 
-def compiled_present():
-    """True when a compiled module of MODULES sits beside its source."""
-    return any(path.name.split(".", 1)[0] in MODULES for path in HERE.glob("*.so"))
+def compiled_modules():
+    """The modules of MODULES with an extension this interpreter would import
+    instead of the source (a build for another Python version does not count)."""
+    return {name for name in MODULES for suffix in EXTENSION_SUFFIXES
+            if (HERE / f"{name}{suffix}").exists()}
 
 
 class PureFinder:
@@ -52,7 +55,8 @@ class PureFinder:
 def choose():
     """Decide the build before MODULES are imported; returns what runs:
     ``"compiled"`` or ``"pure"`` with the reason when a build is present."""
-    if not compiled_present():
+    compiled = compiled_modules()
+    if not compiled:
         return "pure"
     if os.environ.get("SIPDISP_PURE", "") not in ("", "0"):
         reason = "pure (SIPDISP_PURE is set)"
@@ -61,9 +65,9 @@ def choose():
             stamp = json.loads(STAMP.read_text())
         except (OSError, ValueError):
             stamp = None
-        if stamp == source_hashes():
+        if stamp == source_hashes() and len(compiled) == len(MODULES):
             return "compiled"
-        reason = "pure (the compiled build is stale: make accel)"
+        reason = "pure (the compiled build is stale or incomplete: make accel)"
     if not any(f is PureFinder for f in sys.meta_path):
         # just ahead of the standard path finder, behind any import hook
         # installed before (atheris's instrumentation asks the finders after

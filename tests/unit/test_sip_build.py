@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,8 @@ def tree(tmp_path):
         shutil.copy(path, pkg / path.name)
     # not a loadable module: importing it would fail, so a test passing
     # proves the guard kept it out
-    (pkg / "parser.cpython-311-x86_64-linux-gnu.so").write_bytes(b"not an ELF file")
+    for name in _build.MODULES:
+        (pkg / f"{name}{EXTENSION_SUFFIXES[0]}").write_bytes(b"not an ELF file")
     return tmp_path
 
 
@@ -86,6 +88,32 @@ def test_a_matching_stamp_chooses_the_compiled_build(tree):
             "print(m.choose())")
     assert _run(code, tree, SIPDISP_PURE="") == "compiled"
     assert _run(code, tree, SIPDISP_PURE="1") == "pure (SIPDISP_PURE is set)"
+
+
+def test_an_incomplete_build_is_not_run(tree):
+    """One compiled module missing: the sources run, not a mix of both."""
+    pkg = tree / "sipdisp" / "sip"
+    (pkg / f"via{EXTENSION_SUFFIXES[0]}").unlink()
+    code = ("import importlib.util as u;"
+            "s = u.spec_from_file_location('b', 'sipdisp/sip/_build.py');"
+            "m = u.module_from_spec(s); s.loader.exec_module(m);"
+            "import json; m.STAMP.write_text(json.dumps(m.source_hashes()));"
+            "print(m.choose())")
+    assert "incomplete" in _run(code, tree, SIPDISP_PURE="")
+    out = _run(REPORT, tree, SIPDISP_PURE="")
+    assert "incomplete" in out and out.endswith("py py")
+
+
+def test_a_build_for_another_python_is_not_counted(tmp_path):
+    """Extensions for another interpreter's ABI are not what this one imports."""
+    pkg = tmp_path / "sipdisp" / "sip"
+    pkg.mkdir(parents=True)
+    (tmp_path / "sipdisp" / "__init__.py").write_text("")
+    for path in SIP.glob("*.py"):
+        shutil.copy(path, pkg / path.name)
+    for name in _build.MODULES:
+        (pkg / f"{name}.cpython-20-x86_64-linux-gnu.so").write_bytes(b"other ABI")
+    assert _run(REPORT, tmp_path, SIPDISP_PURE="") == "pure py py"
 
 
 VERDICTS = r'''
