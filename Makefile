@@ -20,7 +20,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: venv js-deps run test fuzz docs clean distclean
+.PHONY: venv js-deps run test fuzz accel accel-clean docs clean distclean
 
 ## venv: create .venv and install the build, runtime and test dependencies from pyproject.toml
 venv: $(STAMP)
@@ -56,23 +56,37 @@ test: venv js-deps
 	$(VPY) -m pytest -q -p no:cacheprovider $(TESTS) $(PYTEST_ARGS)
 
 ## fuzz: coverage-guided fuzzing of the SIP parser with atheris for FUZZ_SECONDS
-## (default 60); crashing inputs land in var/fuzz/crashes/
+## (default 60); crashing inputs land in var/fuzz/crashes/.  It fuzzes the .py
+## sources (SIPDISP_PURE=1) even beside a compiled build: atheris instruments bytecode
 fuzz: venv
 	$(VPY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["fuzz"]))' > $(VENV)/fuzz-requirements.txt
 	$(VPY) -m pip install -q -r $(VENV)/fuzz-requirements.txt
 	mkdir -p var/fuzz/corpus var/fuzz/crashes
 	cp tests/data/sip-torture/rfc4475/*.dat tests/data/sip-torture/rfc5118/*.dat \
 		tests/data/sip-torture/protos-c07/real/*.dat var/fuzz/corpus/
-	$(VPY) tests/fuzz/fuzz_parser.py -max_total_time=$(FUZZ_SECONDS) -max_len=20000 \
+	SIPDISP_PURE=1 $(VPY) tests/fuzz/fuzz_parser.py -max_total_time=$(FUZZ_SECONDS) -max_len=20000 \
 		-rss_limit_mb=2048 -artifact_prefix=var/fuzz/crashes/ var/fuzz/corpus
+
+## accel: compile the SIP parser modules with mypyc, in place (needs a C compiler and
+## the Python headers); the .py sources stay and run instead when the build is absent,
+## stale (a source edited since) or SIPDISP_PURE=1 is set
+accel: venv
+	$(VPY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["accel"]))' > $(VENV)/accel-requirements.txt
+	$(VPY) -m pip install -q -r $(VENV)/accel-requirements.txt
+	$(VPY) scripts/build_accel.py
+	$(VPY) -c 'import sipdisp.sip; print("SIP parser:", sipdisp.sip.BUILD)'
+
+## accel-clean: remove the compiled parser (back to pure Python)
+accel-clean:
+	$(PYTHON) scripts/build_accel.py clean
 
 ## docs: regenerate docs/configuration.md from the schema (each package's settings.py)
 docs: venv
 	$(VPY) -m sipdisp.schema > docs/configuration.md.tmp
 	mv docs/configuration.md.tmp docs/configuration.md
 
-## clean: remove build leftovers and caches (keeps .venv and var/)
-clean:
+## clean: remove build leftovers, caches and the compiled parser (keeps .venv and var/)
+clean: accel-clean
 	rm -rf build dist *.egg-info .pytest_cache twisted/plugins/dropin.cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 

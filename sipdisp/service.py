@@ -28,6 +28,7 @@ from .presence.service import PresenceService
 from .shared.service import ClusterService
 from .config import ConfigError
 from .routing import Modules, build_routing, routing_spec
+from .sip import BUILD as sip_build
 from .shipped import shipped_functions
 from .console.namespace import stat_name
 from .nodesecret import load_node_secret
@@ -100,7 +101,8 @@ class SipService(Service):
         if not self._ports:
             self.privilegedStartService()
         super().startService()
-        log.info("sipdisp proxy running; {routing}", routing=routing_in_use(self.cfg))
+        log.info("sipdisp proxy running; {routing}; SIP parser: {parser}",
+                 routing=routing_in_use(self.cfg), parser=sip_build)
 
     def stopService(self):
         super().stopService()

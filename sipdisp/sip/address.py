@@ -4,6 +4,7 @@
 import re
 
 from .errors import SipParseError
+from ._plain import python_class
 from .headers import format_params, get_param, parse_params
 from .uri import parse_uri
 
@@ -14,9 +15,10 @@ _PLAIN_TAIL_MATCH = re.compile(
     r"[ \t]*\Z").match
 # "display <URI>" heads that parsed (From/To of the same peers repeat with
 # new tags); bounded, since they come from the network
-_good_heads = set()
+_good_heads: set[str] = set()
 
 
+@python_class
 class Address:
     """``display <uri>;params`` or a bare ``uri;params``.
 
@@ -46,7 +48,7 @@ class Address:
         self._text = None
 
     @property
-    def tag(self):
+    def tag(self) -> "str | None":
         """The ``tag`` parameter or None."""
         return self.param("tag")
 
@@ -63,12 +65,12 @@ class Address:
         return f"<Address {self}>"
 
 
-def parse_address(text, what="address"):
+def parse_address(text: str, what: str = "address") -> Address:
     """Parse one name-addr or addr-spec (with header params); SipParseError on error."""
     text = text.strip()
     if not text:
         raise SipParseError(f"Empty {what}")
-    display = None
+    display: str | None = None
     if text[0] == '"':
         end = _end_of_quoted(text)
         if end < 0:
@@ -114,7 +116,7 @@ def parse_address(text, what="address"):
     return addr
 
 
-def check_address(text, what="address"):
+def check_address(text: str, what: str = "address") -> None:
     """Raise SipParseError unless ``text`` parses as :func:`parse_address`
     would parse it, without building the Address when it can tell.
 
@@ -137,7 +139,7 @@ def check_address(text, what="address"):
         _good_heads.add(head)
 
 
-def _end_of_quoted(text):
+def _end_of_quoted(text: str) -> int:
     i = 1
     while i < len(text):
         ch = text[i]

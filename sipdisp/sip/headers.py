@@ -36,10 +36,10 @@ SINGLE_HEADERS = frozenset(
 # RFC 3261 section 25.1 token; a compiled regex beats a per-character loop.
 _TOKEN_MATCH = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z").match
 
-_key_cache = {}
+_key_cache: dict[str, str] = {}
 
 
-def header_key(name):
+def header_key(name: str) -> str:
     """The canonical lower-case key of a header name, compact forms expanded.
 
     Only names that are valid tokens may be cached here: the parser treats a
@@ -53,10 +53,10 @@ def header_key(name):
     return key
 
 
-_display_cache = {}
+_display_cache: dict[str, str] = {}
 
 
-def display_name(key):
+def display_name(key: str) -> str:
     """The conventional spelling of a header for a canonical ``key``."""
     name = _display_cache.get(key)
     if name is None:
@@ -68,12 +68,12 @@ def display_name(key):
     return name
 
 
-def is_token(text):
+def is_token(text: str) -> bool:
     """True if ``text`` is a non-empty RFC 3261 token."""
     return _TOKEN_MATCH(text) is not None
 
 
-def split_commas(value):
+def split_commas(value: str) -> list[str]:
     """Split a list-valued header on commas outside quotes and angle brackets.
 
     Empty elements (as in ``a,,b``) are returned as empty strings so that the
@@ -110,14 +110,14 @@ def split_commas(value):
     return parts
 
 
-def parse_params(text, what="header"):
+def parse_params(text: str, what: str = "header") -> list[tuple[str, str | None]]:
     """Parse ``;name[=value]`` pairs (LWS allowed around ``;`` and ``=``).
 
     Returns a list of ``(name, value)`` with ``value`` None for a bare name and
     quoted values kept with their quotes. Raises SipParseError on an empty or
     malformed parameter, such as ``;;``.
     """
-    params = []
+    params: list[tuple[str, str | None]] = []
     if not text.strip():
         return params
     for raw in _split_semicolons(text):
@@ -138,14 +138,15 @@ def parse_params(text, what="header"):
     return params
 
 
-def _split_semicolons(text):
+def _split_semicolons(text: str) -> list[str]:
     """Split ``;a=1;b="x;y"`` (leading ``;`` optional) outside quoted strings."""
     text = text.strip()
     if text.startswith(";"):
         text = text[1:]
     if '"' not in text:
         return text.split(";")
-    parts, start, in_quote, i = [], 0, False, 0
+    parts: list[str] = []
+    start, in_quote, i = 0, False, 0
     while i < len(text):
         ch = text[i]
         if in_quote:
@@ -170,9 +171,10 @@ def format_params(params):
     return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
 
 
-def get_param(params, name):
+def get_param(params, name: str):
     """The value of parameter ``name`` (case-insensitive); '' for a bare one."""
     low = name.lower()
+    n: str
     for n, v in params:
         if n.lower() == low:
             return "" if v is None else v

@@ -8,10 +8,12 @@ interpret are never re-parsed or re-written.
 
 from .address import parse_address
 from .errors import SipParseError
+from ._plain import python_class
 from .headers import display_name, header_key, split_commas
 from .via import parse_via
 
 
+@python_class
 class Message:
     """Common part of requests and responses."""
 
@@ -31,27 +33,31 @@ class Message:
         self.via = None
 
     # -- reading ---------------------------------------------------------
-    def get(self, key, default=None):
+    def get(self, key: str, default=None):
         """The first value of header ``key`` (canonical lower-case name)."""
+        k: str
         for k, _, v in self.headers:
             if k == key:
                 return v
         return default
 
-    def get_all(self, key):
+    def get_all(self, key: str) -> list:
         """Every header line's value for ``key``, in order (not comma-split)."""
+        k: str
         return [v for k, _, v in self.headers if k == key]
 
-    def values(self, key):
+    def values(self, key: str) -> list[str]:
         """Every element of a list-valued header across all its lines."""
-        out = []
+        out: list[str] = []
+        k: str
         for k, _, v in self.headers:
             if k == key:
                 out.extend(split_commas(v))
         return out
 
-    def has(self, key):
+    def has(self, key: str) -> bool:
         """True if header ``key`` is present."""
+        k: str
         for k, _, _ in self.headers:
             if k == key:
                 return True
@@ -123,12 +129,13 @@ class Message:
         return other
 
     # -- serializing -----------------------------------------------------
-    def to_bytes(self):
+    def to_bytes(self) -> bytes:
         """Serialize with a Content-Length that matches the body."""
         body = self.body
         length = str(len(body))
-        lines = [self.start_line()]
+        lines: list[str] = [self.start_line()]  # type: ignore[attr-defined]  # in both subclasses
         seen_length = False
+        key: str
         for key, name, value in self.headers:
             if key == "content-length":
                 if seen_length:
@@ -143,9 +150,13 @@ class Message:
         head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
         return head + body if body else head
 
-    __bytes__ = to_bytes
+    def __bytes__(self):
+        # a method, not ``__bytes__ = to_bytes``: mypyc builds a class body
+        # before its methods exist, so the alias would not compile
+        return self.to_bytes()
 
 
+@python_class
 class Request(Message):
     """A SIP request: ``method``, ``uri`` (a parsed URI) and headers."""
 
@@ -164,6 +175,7 @@ class Request(Message):
         return f"<Request {self.method} {self.uri} call-id={self.call_id}>"
 
 
+@python_class
 class Response(Message):
     """A SIP response: ``status``, ``reason`` and headers."""
 

@@ -9,9 +9,10 @@ answer with.
 import re
 
 from .errors import SipParseError
+from ._plain import python_class
 from .headers import _key_cache
 from .headers import SINGLE_HEADERS, header_key, is_token, parse_params, split_commas
-from .message import Request, Response
+from .message import Message, Request, Response
 from .uri import parse_uri
 from .via import parse_via
 
@@ -44,7 +45,7 @@ _CONTENT_LENGTH_RE = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\
 
 
 def parse_message(data, max_size=DEFAULT_MAX_SIZE, datagram=True,
-                  max_via=DEFAULT_MAX_VIA, max_route=DEFAULT_MAX_ROUTE):
+                  max_via=DEFAULT_MAX_VIA, max_route=DEFAULT_MAX_ROUTE) -> Message:
     """Parse one message from ``data``.
 
     With ``datagram`` a missing Content-Length means "to the end of the
@@ -56,7 +57,9 @@ def parse_message(data, max_size=DEFAULT_MAX_SIZE, datagram=True,
     if len(data) > max_size:
         # answer 513 when the header section fits (error path only)
         raise SipParseError("Message Too Large", 513, message=_salvage(data[:max_size]))
-    start = 0
+    start: int = 0
+    head: str
+    lines: list[str]
     while data.startswith(b"\r\n", start):  # section 7.5: ignore leading CRLF
         start += 2
     end = data.find(b"\r\n\r\n", start)
@@ -99,9 +102,9 @@ def _bad_octets(lines):
         [line.replace("\x00", "").replace("\r", "") for line in lines]))
 
 
-def _parse_headers(msg, lines):
+def _parse_headers(msg, lines: list[str]) -> None:
     """Append the header lines (``lines[1:]``) to ``msg.headers``, unfolding."""
-    headers = msg.headers
+    headers: list[tuple[str, str, str]] = msg.headers
     for line in lines[1:]:
         if not line:
             continue
@@ -153,7 +156,7 @@ def _salvage_lines(lines):
     return msg
 
 
-def _parse_start_line(line):
+def _parse_start_line(line: str):
     if line.startswith("SIP/"):
         parts = line.split(" ", 2)
         if len(parts) < 2:
@@ -186,8 +189,9 @@ def _parse_start_line(line):
     return Request(method, uri)
 
 
-def _frame_body(msg, data, body_start, datagram):
-    lengths = [v for k, _, v in msg.headers if k == "content-length"]
+def _frame_body(msg, data, body_start: int, datagram) -> None:
+    headers: list[tuple[str, str, str]] = msg.headers
+    lengths = [v for k, _, v in headers if k == "content-length"]
     if not lengths:
         if not datagram:
             raise SipParseError("Missing Content-Length", message=msg)
@@ -195,7 +199,7 @@ def _frame_body(msg, data, body_start, datagram):
         return
     if len(lengths) > 1:
         raise SipParseError("Multiple Content-Length", message=msg)
-    text = lengths[0]
+    text: str = lengths[0]
     if not text.isdigit() or not text.isascii():
         raise SipParseError("Malformed Content-Length", message=msg)
     length = int(text) if len(text) <= 10 else MAX_CONTENT_LENGTH + 1
@@ -206,13 +210,19 @@ def _frame_body(msg, data, body_start, datagram):
     msg.body = bytes(data[body_start:body_start + length])
 
 
-def _check(msg, max_via=DEFAULT_MAX_VIA, max_route=DEFAULT_MAX_ROUTE):
+def _check(msg, max_via=DEFAULT_MAX_VIA, max_route=DEFAULT_MAX_ROUTE) -> None:
     """Mandatory headers and scalar fields (sections 8.1.1, 20; RFC 4475 3.1.2),
     and the Via and Route count limits."""
-    call_id = cseq = from_v = to_v = via_v = None
-    vias = routes = 0
-    seen = set()
-    for key, _, value in msg.headers:
+    call_id: str | None = None
+    cseq: str | None = None
+    from_v: str | None = None
+    to_v: str | None = None
+    via_v: str | None = None
+    vias: int = 0
+    routes: int = 0
+    seen: set[str] = set()
+    headers: list[tuple[str, str, str]] = msg.headers
+    for key, _, value in headers:
         if key in SINGLE_HEADERS:
             if key in seen:
                 raise SipParseError(f"Multiple {key} headers", message=msg)
@@ -279,7 +289,7 @@ def _check(msg, max_via=DEFAULT_MAX_VIA, max_route=DEFAULT_MAX_ROUTE):
         raise SipParseError("CSeq method does not match Request-Line", message=msg)
 
 
-def _tag(value, msg):
+def _tag(value: str, msg) -> "str | None":
     """The tag parameter of a From/To value, without parsing the whole address."""
     gt = value.rfind(">")
     tail = value[gt + 1:] if gt >= 0 else value
@@ -326,6 +336,7 @@ def _check_counts(msg, max_via, max_route):
 KEEPALIVE = b"\r\n\r\n"
 
 
+@python_class
 class StreamFramer:
     """Cuts a TCP/TLS byte stream into messages by Content-Length (section 18.3).
 
@@ -409,7 +420,7 @@ class StreamFramer:
         return out
 
     @property
-    def buffered(self):
+    def buffered(self) -> int:
         """Bytes received but not yet framed."""
         return len(self._buf)
 

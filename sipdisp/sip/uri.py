@@ -8,6 +8,7 @@ import re
 from urllib.parse import unquote
 
 from .errors import SipParseError
+from ._plain import python_class
 from .headers import format_params, get_param, parse_params
 
 # hostname = *( domainlabel "." ) toplabel [ "." ] (RFC 3261 section 25.1):
@@ -21,7 +22,7 @@ _HOSTNAME_MATCH = re.compile(
 _IPV4_MATCH = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\Z").match
 # hosts already checked (they repeat: the same peers send every message);
 # bounded, since host names come from the network
-_good_hosts = set()
+_good_hosts: set[str] = set()
 # characters a user part may not hold raw
 _USER_BAD_CHAR = re.compile(r'[ \t<>"]').search
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
@@ -30,6 +31,7 @@ _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443, "sctp": 5060}
 
 
+@python_class
 class URI:
     """A parsed URI. ``scheme`` is lower-case; non-SIP schemes keep ``opaque``.
 
@@ -54,7 +56,7 @@ class URI:
         self._text = None
 
     @property
-    def is_sip(self):
+    def is_sip(self) -> bool:
         """True for sip: and sips: URIs."""
         return self.opaque is None
 
@@ -76,7 +78,7 @@ class URI:
         self._text = None
 
     @property
-    def transport(self):
+    def transport(self) -> str:
         """The lower-case ``transport`` parameter, defaulting by scheme."""
         value = self.param("transport")
         if value:
@@ -84,7 +86,7 @@ class URI:
         return "tls" if self.scheme == "sips" else "udp"
 
     @property
-    def host_port(self):
+    def host_port(self) -> tuple:
         """``(host, port)`` with the default port for the transport filled in."""
         port = self.port
         if port is None:
@@ -92,7 +94,7 @@ class URI:
         return self.host, port
 
     @property
-    def user_unescaped(self):
+    def user_unescaped(self) -> "str | None":
         """The user part with %-escapes decoded (RFC 3261 section 19.1.4)."""
         return unquote(self.user, errors="surrogateescape") if self.user else self.user
 
@@ -136,7 +138,7 @@ class URI:
         return hash(str(self))
 
 
-def parse_uri(text):
+def parse_uri(text: str) -> URI:
     """Parse a URI; raises SipParseError(400) when it is malformed.
 
     Unknown schemes parse (their text is kept opaque) so that the proxy can
@@ -157,7 +159,8 @@ def parse_uri(text):
         uri = URI(scheme=scheme, opaque=rest)
         uri._text = text
         return uri
-    user = password = None
+    user: str | None = None
+    password: str | None = None
     at = rest.find("@")
     if at >= 0:
         userinfo = rest[:at]
@@ -187,7 +190,7 @@ def parse_uri(text):
     return uri
 
 
-def parse_hostport(text, what="host"):
+def parse_hostport(text: str, what: str = "host") -> tuple[str, int | None]:
     """Parse ``host[:port]`` with ``[v6]`` references; returns ``(host, port)``.
 
     ``host`` is lower-cased and IPv6 loses its brackets; ``port`` is None when
@@ -220,7 +223,7 @@ def parse_hostport(text, what="host"):
     return host.lower(), port
 
 
-def _check_host(host, text, what):
+def _check_host(host: str, text: str, what: str) -> None:
     """Raise unless ``host`` is a hostname or IPv4 literal RFC 3261 accepts."""
     ipv4 = _IPV4_MATCH(host)
     if ipv4 is not None:

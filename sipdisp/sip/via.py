@@ -3,6 +3,7 @@
 import re
 
 from .errors import SipParseError
+from ._plain import python_class
 from .headers import format_params, get_param, parse_params
 from .uri import DEFAULT_PORTS, format_hostport, parse_hostport
 
@@ -15,6 +16,7 @@ _TRANSPORT_MATCH = re.compile(r"[A-Za-z0-9\-]+\Z").match
 _SENT_BY_COLON = re.compile(r"[ \t]*:[ \t]*")
 
 
+@python_class
 class Via:
     """One Via value: ``SIP/2.0/<transport> host[:port];params``.
 
@@ -50,7 +52,7 @@ class Via:
             self.branch = "" if value is None else value
 
     @property
-    def sent_by(self):
+    def sent_by(self) -> tuple:
         """``(host, port)`` as written, with the transport's default port."""
         return self.host, self.port or DEFAULT_PORTS.get(self.transport.lower(), 5060)
 
@@ -75,7 +77,7 @@ class Via:
         return f"<Via {self}>"
 
 
-def parse_via(text):
+def parse_via(text: str) -> Via:
     """Parse one Via value; LWS around ``/`` is allowed (RFC 4475 3.1.1.1)."""
     text = text.strip()
     if text.startswith("SIP/2.0/"):
@@ -111,7 +113,7 @@ def parse_via(text):
         if " " in sent_by or "\t" in sent_by:
             raise SipParseError("Malformed Via sent-by: spaces inside")
     host, port = parse_hostport(sent_by, "Via sent-by")
-    branch = None
+    branch: str | None = None
     for name, value in params:
         if len(name) == 6 and branch is None and name.lower() == "branch":
             branch = "" if value is None else value  # as get_param: the first one

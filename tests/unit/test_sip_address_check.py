@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sipdisp.sip import address
+from sipdisp.sip import BUILD, address
 from sipdisp.sip.address import check_address, parse_address
 from sipdisp.sip.errors import SipParseError
 from sipdisp.sip.parser import parse_message
@@ -60,6 +60,8 @@ def test_check_address_agrees_with_parse_address(warm):
         assert _verdict(check_address, value) == _verdict(parse_address, value), value
 
 
+@pytest.mark.skipif(BUILD == "compiled", reason="compiled check_address calls parse_address "
+                    "directly: a patched module attribute does not reach it")
 def test_a_remembered_head_answers_without_parsing(monkeypatch):
     """After one good value, the next tag of the same head is not parsed again."""
     address._good_heads.clear()
