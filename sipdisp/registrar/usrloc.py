@@ -319,8 +319,13 @@ class Location:
         Bindings to remove. Returns a Deferred firing when the database has
         them (db_mode 1 and 3) or None (nothing to wait for)."""
         writes = []
-        if self.db_mode != 3:
-            record = self.records.get(aor)
+        record = self.records.get(aor) if self.db_mode != 3 else ()
+        if record is None and not updates:
+            # a new AOR: a list of just its contacts (appending would over-allocate)
+            if inserts:
+                self.records[aor] = list(inserts)
+                self.count += len(inserts)
+        elif self.db_mode != 3:
             if record is None:
                 record = self.records[aor] = []
             gone = {id(b) for b in deletes}
