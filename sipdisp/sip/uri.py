@@ -24,6 +24,9 @@ _IPV4_MATCH = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3}
 # binding keeps one shared copy); bounded, since host names come from the
 # network
 _good_hosts = {}
+# ports already checked, by their text: one int object each (a port above
+# 256 is a new object per parse otherwise); bounded as the hosts
+_good_ports = {}
 # characters a user part may not hold raw
 _USER_BAD_CHAR = re.compile(r'[ \t<>"]').search
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
@@ -215,13 +218,17 @@ def parse_hostport(text, what="host"):
         if lower is None:
             _check_host(host, text, what)
             lower = _good_hosts.get(host) or host.lower()
-    port = None
-    if port_text is not None:
+    if port_text is None:
+        return lower, None
+    port = _good_ports.get(port_text)
+    if port is None:
         if not port_text.isdigit() or len(port_text) > 5 or not port_text.isascii():
             raise SipParseError(f"Malformed {what} port {text[:80]!r}")
         port = int(port_text)
         if port > 65535:
             raise SipParseError(f"{what} port out of range")
+        if len(_good_ports) < 4096:
+            _good_ports[port_text] = port
     return lower, port
 
 
