@@ -180,7 +180,7 @@ class Completed:
 
     @property
     def method(self):
-        """The request's method (the last but one part of an RFC 2543 key)."""
+        """The request's method: the key's last part (an RFC 2543 key's last but one)."""
         key = self.key
         return key[3] if len(key) == 4 else key[4]
 
