@@ -273,8 +273,13 @@ class ProxyCore:
             via.set_param("received", source.host)
             via.set_param("rport", str(source.port))
             self._replace_top_via(req, str(via))
-        if ctx.server is not None:
-            ctx.server.source = self._response_target(req, source, True)
+        server = ctx.server
+        if server is not None:
+            target = server.source
+            # the Via's port is often the source port already: keep that target
+            if (target.port != source.port or target.host != source.host
+                    or target.listener is not source.listener):
+                server.source = self._response_target(req, source, True)
 
     def _on_request(self, req, source, now):
         via = req.via

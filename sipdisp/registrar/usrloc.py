@@ -246,7 +246,7 @@ class Location:
         self.use_domain = use_domain
         self.timer_interval = timer_interval
         self.server_id = server_id
-        self.records = {}      # aor -> [Binding] (memory modes)
+        self.records = {}      # aor -> (Binding, ...) (memory modes)
         self.count = 0         # bindings in memory
         self.timers = {}
         self._timer = None
@@ -320,27 +320,34 @@ class Location:
         them (db_mode 1 and 3) or None (nothing to wait for)."""
         writes = []
         if self.db_mode != 3:
+            # a tuple per AOR: half a list's memory (no over-allocation, one block)
             record = self.records.get(aor)
-            if record is None:
-                record = self.records[aor] = []
-            gone = {id(b) for b in deletes}
-            if gone:
-                before = len(record)
-                record[:] = [b for b in record if id(b) not in gone]
-                self.count -= before - len(record)
-            for old, new in updates:
-                for i, b in enumerate(record):
-                    if b is old:
-                        record[i] = new
-                        break
-                else:
-                    record.append(new)
+            if record is None and not updates:
+                if inserts:
+                    self.records[aor] = tuple(inserts)
+                    self.count += len(inserts)
+            else:
+                record = list(record or ())
+                gone = {id(b) for b in deletes}
+                if gone:
+                    before = len(record)
+                    record = [b for b in record if id(b) not in gone]
+                    self.count -= before - len(record)
+                for old, new in updates:
+                    for i, b in enumerate(record):
+                        if b is old:
+                            record[i] = new
+                            break
+                    else:
+                        record.append(new)
+                        self.count += 1
+                for b in inserts:
+                    record.append(b)
                     self.count += 1
-            for b in inserts:
-                record.append(b)
-                self.count += 1
-            if not record:
-                del self.records[aor]
+                if record:
+                    self.records[aor] = tuple(record)
+                else:
+                    self.records.pop(aor, None)
         self.stats["inserted"] += len(inserts)
         self.stats["updated"] += len(updates)
         self.stats["deleted"] += len(deletes)
@@ -446,7 +453,7 @@ class Location:
                     if b.expires <= now and self.db_mode == 2:
                         self._dirty.pop(b.ruid, None)
                 if live:
-                    self.records[aor] = live
+                    self.records[aor] = tuple(live)
                 else:
                     del self.records[aor]
         self.count -= expired
@@ -494,11 +501,11 @@ class Location:
                     continue
                 if b.proto in STREAM_PROTOS:
                     b.conn_id = -1  # its connection died with the previous run
-                record = self.records.setdefault(b.aor, [])
+                record = self.records.get(b.aor, ())
                 # a contact registered again while the table was loading wins
                 if any(x.ruid == b.ruid or x.key == b.key for x in record):
                     continue
-                record.append(b)
+                self.records[b.aor] = record + (b,)
                 loaded += 1
             self.count += loaded
             return loaded

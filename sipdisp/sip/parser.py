@@ -30,6 +30,13 @@ MAX_CONTENT_LENGTH = 2**31 - 1
 #: longest method accepted; RFC 4475 3.1.1.2's legal method is 43 characters
 MAX_METHOD_LENGTH = 64
 
+# the methods sipdisp meets every day, each one string object: a completed
+# transaction's key keeps the method for Timer J's 32 s, one copy per
+# transaction otherwise
+_METHOD_NAMES = {m: m for m in ("INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS",
+                                "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "INFO",
+                                "PRACK", "UPDATE", "REFER")}
+
 # RFC 3261 section 25.1: Call-ID = word [ "@" word ]; word is visible ASCII.
 # Liberal about which visible characters (devices put "=" and "#" in them),
 # strict about NUL, controls, spaces and raw non-ASCII or invalid UTF-8.
@@ -175,6 +182,7 @@ def _parse_start_line(line: str):
     method, uri_text, version = parts
     if not is_token(method) or len(method) > MAX_METHOD_LENGTH:
         raise SipParseError("Malformed method")
+    method = _METHOD_NAMES.get(method, method)
     if version != "SIP/2.0":
         # RFC 4475 3.1.2.16: a well-formed other version gets 505; a broken
         # one (SIP/2.0x, SIP/two) is a malformed Request-Line
@@ -268,7 +276,7 @@ def _check(msg, max_via=DEFAULT_MAX_VIA, max_route=DEFAULT_MAX_ROUTE) -> None:
     if number > MAX_CSEQ:
         raise SipParseError("CSeq number out of range", message=msg)
     msg.cseq = number
-    msg.cseq_method = parts[1]
+    msg.cseq_method = _METHOD_NAMES.get(parts[1], parts[1])
     top = via_v
     if "," in top:
         top = split_commas(top)[0]

@@ -20,9 +20,14 @@ _HOSTNAME_MATCH = re.compile(
     r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?\.?\Z").match
 # IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT, each <= 255
 _IPV4_MATCH = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\Z").match
-# hosts already checked (they repeat: the same peers send every message);
-# bounded, since host names come from the network
-_good_hosts: set[str] = set()
+# hosts already checked, each with its lower-case form (they repeat: the
+# same peers send every message, and a completed transaction's key or a
+# binding keeps one shared copy); bounded, since host names come from the
+# network
+_good_hosts: dict[str, str] = {}
+# ports already checked, by their text: one int object each (a port above
+# 256 is a new object per parse otherwise); bounded as the hosts
+_good_ports: dict[str, int] = {}
 # characters a user part may not hold raw
 _USER_BAD_CHAR = re.compile(r'[ \t<>"]').search
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
@@ -207,20 +212,27 @@ def parse_hostport(text: str, what: str = "host") -> tuple[str, int | None]:
         if rest and rest[0] != ":":
             raise SipParseError(f"Malformed {what} {text[:80]!r}")
         port_text = rest[1:] if rest else None
+        lower = host.lower()
     else:
         host, sep, port_text = text.partition(":")
         if not sep:
             port_text = None
-        if host not in _good_hosts:
+        lower = _good_hosts.get(host)
+        if lower is None:
             _check_host(host, text, what)
-    port = None
-    if port_text is not None:
+            lower = _good_hosts.get(host) or host.lower()
+    if port_text is None:
+        return lower, None
+    port = _good_ports.get(port_text)
+    if port is None:
         if not port_text.isdigit() or len(port_text) > 5 or not port_text.isascii():
             raise SipParseError(f"Malformed {what} port {text[:80]!r}")
         port = int(port_text)
         if port > 65535:
             raise SipParseError(f"{what} port out of range")
-    return host.lower(), port
+        if len(_good_ports) < 4096:
+            _good_ports[port_text] = port
+    return lower, port
 
 
 def _check_host(host: str, text: str, what: str) -> None:
@@ -234,7 +246,7 @@ def _check_host(host: str, text: str, what: str) -> None:
         # name (toplabel starts with a letter) nor an IPv4 literal
         raise SipParseError(f"Malformed {what} host {text[:80]!r}")
     if len(_good_hosts) < 4096:
-        _good_hosts.add(host)
+        _good_hosts[host] = host.lower()
 
 
 def format_hostport(host, port=None):

@@ -1,8 +1,10 @@
 """The transaction table: matching (RFC 3261 17.1.3, 17.2.3), timers, output."""
 
+from collections import deque
+
 from ..sip.via import MAGIC_COOKIE
 from .client import ClientTransaction
-from .server import ServerTransaction
+from .server import Completed, ServerTransaction
 from .timers import TimerHeap
 
 
@@ -33,6 +35,11 @@ class TransactionLayer:
     is true and the core refuses new requests with 503 instead of creating
     more. Client transactions are not refused themselves (a relayed request
     must get its branches), but each needs a server transaction first.
+
+    Completed non-INVITE server transactions over UDP wait out Timer J as
+    :class:`~.server.Completed` records in ``servers``, and in ``lingering``
+    in order of deadline: Timer J is 64*T1 for all of them, so a FIFO does
+    what a heap entry per transaction did, at a fraction of the memory.
     """
 
     def __init__(self, t1=0.5, t2=4.0, t4=5.0, max_transactions=0):
@@ -43,6 +50,7 @@ class TransactionLayer:
         self.timers = TimerHeap()
         self.servers = {}
         self.clients = {}
+        self.lingering = deque()
         self.out = []
         self.stats_retransmitted = 0
 
@@ -75,6 +83,20 @@ class TransactionLayer:
         txn = ServerTransaction(self, key, request, source, reliable)
         self.servers[key] = txn
         return txn
+
+    def linger(self, txn, deadline):
+        """Replace the completed non-INVITE ``txn`` in the table by a
+        :class:`~.server.Completed` record until ``deadline`` (Timer J); the
+        record takes over its TU, told when Timer J runs out."""
+        key = txn.key
+        owner = txn.owner
+        txn.owner = None
+        record = Completed(self, key, txn.last_response, txn.source, txn.call_id, owner,
+                           deadline)
+        servers = self.servers
+        if servers.get(key) is txn:  # else out of the table already: only the TU waits
+            servers[key] = record
+        self.lingering.append(record)
 
     def find_invite_for_cancel(self, cancel):
         """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2)."""
@@ -116,10 +138,27 @@ class TransactionLayer:
     # -- time ------------------------------------------------------------------
     def next_deadline(self):
         """When the layer next needs ``on_timers``; None if never."""
-        return self.timers.next_deadline()
+        deadline = self.timers.next_deadline()
+        lingering = self.lingering
+        if lingering:
+            first = lingering[0].deadline
+            if deadline is None or first < deadline:
+                return first
+        return deadline
 
     def on_timers(self, now):
-        """Fire every timer due by ``now``, earliest first."""
+        """Fire every timer due by ``now``, earliest first, and forget the
+        :class:`~.server.Completed` records whose Timer J ran out."""
+        lingering = self.lingering
+        if lingering and lingering[0].deadline <= now:
+            servers = self.servers
+            popleft = lingering.popleft
+            while lingering and lingering[0].deadline <= now:
+                record = popleft()
+                if servers.get(record.key) is record:
+                    del servers[record.key]
+                if record.owner is not None:
+                    record.expire()
         # One at a time, not a batch: when the wake-up is late, a timer cancelled
         # by an earlier one (fr after Timer B ended the branch) must not fire.
         pop = self.timers.pop_next

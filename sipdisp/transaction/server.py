@@ -3,6 +3,11 @@
 A server transaction absorbs retransmitted requests by re-sending its last
 response, retransmits non-2xx INVITE finals until the ACK (timers G/H),
 and lingers to absorb late retransmissions (timers I, J, L).
+
+A non-INVITE transaction over UDP that sent its final is handed over to a
+:class:`Completed` record for Timer J: its key, the response bytes, where
+they go and the Call-ID, expired by the layer in order of arrival (every
+Timer J lasts 64*T1), without a timer entry of its own.
 """
 
 TRYING = "trying"
@@ -104,7 +109,9 @@ class ServerTransaction:
                     if self.reliable:
                         self._terminate()
                     else:
-                        layer.timers.arm(self, "J", now + 64 * layer.t1)
+                        # a Completed record takes this transaction's place
+                        # (and its TU) in the table for Timer J
+                        layer.linger(self, now + 64 * layer.t1)
             else:
                 return False
         layer.send(data, self.source)
@@ -142,3 +149,57 @@ class ServerTransaction:
 
     def __repr__(self):
         return f"<ServerTransaction {self.method} {self.key[0]} {self.state}>"
+
+
+class Completed:
+    """What is left of a non-INVITE server transaction over UDP for Timer J
+    (RFC 3261 17.2.2): its key, the final response's bytes, the target they
+    go to, the Call-ID (for listings), the TU and the deadline. A
+    retransmitted request that matches it gets the final again; at
+    ``deadline`` the layer forgets it and tells the TU
+    (``on_server_terminated``), as Timer J did. It answers what the core and
+    the listings ask of a server transaction; it takes no further response
+    (a late final is refused)."""
+
+    __slots__ = ("layer", "key", "last_response", "source", "call_id", "owner", "deadline")
+
+    state = COMPLETED
+    is_invite = False
+    reliable = False
+    request = None
+    canceled = False
+
+    def __init__(self, layer, key, last_response, source, call_id, owner, deadline):
+        self.layer = layer
+        self.key = key
+        self.last_response = last_response
+        self.source = source
+        self.call_id = call_id
+        self.owner = owner
+        self.deadline = deadline
+
+    @property
+    def method(self):
+        """The request's method: the key's last part (an RFC 2543 key's last but one)."""
+        key = self.key
+        return key[3] if len(key) == 4 else key[4]
+
+    def on_request(self, now):
+        """A retransmission of the request: re-send the final (17.2.2)."""
+        layer = self.layer
+        layer.send(self.last_response, self.source)
+        layer.stats_retransmitted += 1
+
+    def respond(self, data, status, now):
+        """A late response: refused, as by a Completed transaction."""
+        return False
+
+    def expire(self):
+        """Timer J ran out (the layer calls this): the TU is told, then let go."""
+        owner = self.owner
+        if owner is not None:
+            self.owner = None
+            owner.on_server_terminated(self)
+
+    def __repr__(self):
+        return f"<Completed {self.method} {self.key[0]}>"

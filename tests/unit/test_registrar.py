@@ -8,6 +8,7 @@ from sipdisp.registrar import RegistrarParams, process_register
 from sipdisp.registrar.registrar import parse_save_flags
 from sipdisp.registrar.usrloc import Location
 from sipdisp.sip import parse_message
+from sipdisp.proxy.target import Target
 from tests.support.registrar import Stack, final, invite, requests, responses
 
 NODE = ("127.0.0.1", 5080)
@@ -35,6 +36,28 @@ def test_register_adds_a_binding_and_lists_it_with_its_expiry():
     assert contacts(resp) == {"sip:alice@10.0.0.1:5070": 3600}
     assert resp.get("date")
     assert s.location.count == 1
+
+
+def test_retransmitted_register_gets_the_same_200_until_timer_j():
+    """A REGISTER retransmitted within Timer J (32 s) gets the first 200 again, byte for
+    byte, without the registrar running again; once Timer J ran out the table is empty
+    and the same REGISTER is a new request (the registrar refuses its old CSeq)."""
+    s = stack()
+    ua = s.ua("alice")
+    data = ua.register_bytes()
+    s.out.extend(s.core.receive(data, Target("udp", "10.0.0.1", 5070, None, s.udp), s.now))
+    first, = s.out
+    s.out = []
+    registers = s.registrar.stats["registers"]
+    s.advance(31.0)
+    again = s.core.receive(data, Target("udp", "10.0.0.1", 5070, None, s.udp), s.now)
+    assert [d for d, _ in again] == [first[0]] and again[0][1].port == 5070
+    assert s.registrar.stats["registers"] == registers
+    assert s.core.stats["absorbed_retransmissions"] == 1 and len(s.core.layer.servers) == 1
+    s.advance(1.0)
+    assert s.core.layer.servers == {} and s.core.next_deadline() is not None  # usrloc's timer
+    resp = final(s.send(data))
+    assert resp.status == 400 and s.registrar.stats["registers"] == registers + 1
 
 
 def test_refresh_keeps_one_binding_and_restarts_its_expiry():

@@ -407,10 +407,21 @@ def test_non_invite_server_absorbs_in_trying_and_resends_later():
     assert [line for _, line, _ in clock.take()] == [
         "SIP/2.0 100 X", "SIP/2.0 100 X", "SIP/2.0 200 X", "SIP/2.0 200 X"]
     assert not txn.respond(response_bytes(404), 404, 0.6)
+    layer = clock.layer
+    held = layer.servers[txn.key]  # a compact record waits out Timer J
+    assert isinstance(held, S.Completed) and held.state == S.COMPLETED
+    assert held.method == "OPTIONS" and held.call_id == txn.call_id
+    assert not held.respond(response_bytes(404), 404, 0.7)
+    held.on_request(0.8)
+    clock.collect()
+    assert [line for _, line, _ in clock.take()] == ["SIP/2.0 200 X"]
+    owner = held.owner
+    assert txn.owner is None and owner.server_ends == []
     clock.run_until(0.4 + 31.9)
-    assert txn.state == S.COMPLETED
+    assert layer.servers[txn.key] is held and layer.next_deadline() == 0.4 + 32.0
     clock.run_until(0.4 + 32.0)
-    assert txn.state == S.TERMINATED and clock.take() == []
+    assert layer.servers == {} and clock.take() == [] and layer.next_deadline() is None
+    assert owner.server_ends == [held] and held.owner is None  # told when Timer J ran out
 
 
 def test_reliable_non_invite_server_ends_at_the_final():
@@ -566,27 +577,51 @@ STATUS = {"1xx": 180, "2xx": 200, "final": 486, "send-1xx": 180, "send-2xx": 200
 
 
 class Machine:
-    """One transaction under test plus its clock; ``apply(input)`` feeds one input."""
+    """One transaction under test plus its clock; ``apply(input)`` feeds one input.
+
+    A server transaction is what the layer holds for its key: a completed
+    non-INVITE one over UDP is a :class:`~sipdisp.transaction.server.Completed`
+    record there until Timer J, and none at all (terminated) after it."""
 
     def __init__(self, kind):
         self.kind = kind
         self.now = 0.0
         if kind in ("client-invite", "client-non-invite"):
             method = "INVITE" if kind == "client-invite" else "OPTIONS"
-            self.txn, self.owner, self.clock = new_client(method, fr=2.0, fr_inv=4.0)
+            self.first, self.owner, self.clock = new_client(method, fr=2.0, fr_inv=4.0)
         else:
-            self.txn, self.clock = new_server("INVITE" if kind == "server-invite" else "BYE")
+            self.first, self.clock = new_server("INVITE" if kind == "server-invite" else "BYE")
         self.layer = self.clock.layer
+
+    @property
+    def txn(self):
+        """The transaction object that takes the inputs now."""
+        if self.kind.startswith("client"):
+            return self.first
+        return self.layer.servers.get(self.first.key, self.first)
+
+    @property
+    def state(self):
+        """The transaction's state; a server one out of the table has ended."""
+        if self.kind.startswith("client") or self.first.key in self.layer.servers:
+            return self.txn.state
+        return S.TERMINATED
+
+    def _timers(self):
+        txn = self.txn
+        if isinstance(txn, S.Completed):
+            return {"J": txn.deadline}
+        return dict(txn.timers)
 
     def apply(self, what):
         self.now += 0.01
         txn = self.txn
         if what == "timer":
-            before = (txn.state, dict(txn.timers))
-            while txn.timers:  # other transactions' timers (our CANCEL's) may come first
+            before = (self.state, self._timers())
+            while self._timers():  # other transactions' timers (our CANCEL's) may come first
                 self.now = max(self.now, self.layer.next_deadline())
                 self.layer.on_timers(self.now)
-                if (txn.state, txn.timers) != before:
+                if (self.state, self._timers()) != before:
                     break
         elif what == "cancel":
             txn.cancel(self.now)
@@ -640,9 +675,9 @@ def test_state_table(kind, state, what, expected):
     m = Machine(kind)
     for step in RECIPES[kind][state]:
         m.apply(step)
-    assert m.txn.state == state
+    assert m.state == state
     m.apply(what)
-    assert m.txn.state == expected
+    assert m.state == expected
     if expected == "terminated":
         table = m.layer.clients if kind.startswith("client") else m.layer.servers
         if (kind, state, what) == ("client-invite", C.PROCEEDING, "timer"):
@@ -668,18 +703,18 @@ def test_random_input_sequences_follow_the_table(kind, data):
     steps = data.draw(st.lists(st.sampled_from(inputs), max_size=12))
     m = Machine(kind)
     for what in steps:
-        before = m.txn.state
+        before = m.state
         m.apply(what)
         allowed = {table[(before, what)]}
         if what == "timer" and (kind, before) in TIMER_LATER:
             allowed.add(TIMER_LATER[(kind, before)])
-        assert m.txn.state in allowed, (before, what)
+        assert m.state in allowed, (before, what)
     m.clock.run_until(m.now + 1000.0)
     if kind.startswith("client"):
-        assert m.txn.state == "terminated"  # a client transaction always ends by itself
+        assert m.state == "terminated"  # a client transaction always ends by itself
     else:  # a server transaction waits for its TU's answer, and ends once it has one
-        assert m.txn.state in ("terminated", "trying", "proceeding")
-    if m.txn.state == "terminated":
+        assert m.state in ("terminated", "trying", "proceeding")
+    if m.state == "terminated":
         assert m.layer.next_deadline() is None
         assert m.layer.clients == {} and m.layer.servers == {}
 
