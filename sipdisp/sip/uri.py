@@ -217,10 +217,11 @@ def parse_hostport(text: str, what: str = "host") -> tuple[str, int | None]:
         host, sep, port_text = text.partition(":")
         if not sep:
             port_text = None
-        lower = _good_hosts.get(host)
-        if lower is None:
+        cached = _good_hosts.get(host)
+        if cached is None:
             _check_host(host, text, what)
-            lower = _good_hosts.get(host) or host.lower()
+            cached = _good_hosts.get(host) or host.lower()
+        lower = cached
     if port_text is None:
         return lower, None
     port = _good_ports.get(port_text)
