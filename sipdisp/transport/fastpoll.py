@@ -6,9 +6,10 @@ that log lines carry the descriptor's prefix) and ``_doReadOrWrite`` (a
 ``fileno()`` call and the disconnect checks). On this machine that is about
 7 of the 37 µs of CPU a wake-up for one datagram costs (measured with a
 no-op UDP protocol: docs/benchmarks.md); a proxy wakes up to once per
-datagram at low rates (about 910 times a second at 800 calls/s). sipdisp logs through its own namespaced loggers
-and a UDP port never disconnects on a read event, so for the ports marked
-with :func:`mark` a plain read event goes straight to ``doRead``;
+datagram at low rates (about 910 times a second at 800 calls/s). sipdisp
+logs through its own namespaced loggers and a UDP port never disconnects on
+a read event, so for the ports marked with :func:`mark` a plain read event
+goes straight to ``doRead``;
 everything else (stream connections, errors, hang-ups, other reactors'
 descriptors) takes Twisted's own path, unchanged.
 """
