@@ -36,7 +36,6 @@ from .proxy import ProxyCore
 from .storage import StorageService, open_storage
 from .storage.admin import init_schema
 from .transport.edge import ConnectionLimits, Switchboard
-from .transport import fastpoll
 from .transport.listeners import Connector, bind_listeners, server_tls_options
 
 log = Logger()
@@ -91,7 +90,6 @@ class SipService(Service):
         self.listeners, self._ports = bind_listeners(self._reactor, self.switchboard, cfg, tls,
                                                      worker_ports=self.worker_ports,
                                                      handoff=self.handoff)
-        fastpoll.install(self._reactor)  # the UDP ports' short way from epoll to doRead
         if self.handoff is not None:
             self.handoff.start()
         self.core.set_listeners(self.listeners)

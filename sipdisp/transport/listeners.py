@@ -13,7 +13,6 @@ from sipdisp.config import ConfigError
 from sipdisp.logs import Logger
 
 from ..proxy.target import Listener
-from . import fastpoll
 from .stream import SipStreamFactory, SipStreamProtocol
 from .udp import SipDatagramProtocol
 from .websocket import SipWebSocketFactory, WebSocketPolicy
@@ -108,7 +107,6 @@ def bind_listeners(reactor, switchboard, cfg, tls_options=None, worker_ports=Non
                     bound = reactor.listenUDP(port, protocol, interface=host,
                                               maxPacketSize=max_size + 1)
                 _grow_buffers(bound)
-                fastpoll.mark(bound)
                 switchboard.udp_ports[listener.id] = bound
             else:
                 if proto in ("tcp", "tls"):
