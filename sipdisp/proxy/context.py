@@ -18,7 +18,8 @@ class RequestContext:
                  "handled", "flow", "proxy_txn", "failed_branch", "flags", "vars",
                  "reply_hooks", "branches", "auth_user", "received", "reply_route",
                  "branch_route", "bflags", "avps", "rr_params", "route_params", "dropped",
-                 "rport_forced", "tape", "tape_pos", "send_socket", "hiding")
+                 "rport_forced", "tape", "tape_pos", "send_socket", "hiding",
+                 "final_sent")
 
     def __init__(self, core, request, source, server, now):
         self.core = core
@@ -32,6 +33,9 @@ class RequestContext:
         self.failure_route = None
         self.do_record_route = False
         self.handled = False
+        # a final response went out for this request (core.reply): a second
+        # one is refused, whether the transaction still holds it or not
+        self.final_sent = False
         self.flow = None
         self.proxy_txn = None
         self.failed_branch = None

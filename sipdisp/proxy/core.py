@@ -483,6 +483,14 @@ class ProxyCore:
         req = ctx.request
         if req.method == "ACK":
             return
+        if status >= 200:
+            if ctx.final_sent:
+                # RFC 3261: one final per request. A reliable transaction ends
+                # at its final and lets go of the context, so without this a
+                # later sl_reply_error would answer again, statelessly
+                self.stats["second_final_refused"] += 1
+                return
+            ctx.final_sent = True
         resp = make_response(req, status, reason, to_tag=self.local_tag(req), extra=headers)
         if ctx.server is not None:
             self.respond(ctx.server, resp, ctx.now)

@@ -156,6 +156,23 @@ def test_a_request_for_the_proxys_own_address_is_482_not_sent_to_itself():
     assert p.core.stats["loops_refused"] == 1
 
 
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_a_refused_relay_gets_one_final_over_udp_and_over_tcp(proto):
+    """The 482 of a route set ending at the proxy is the only final: the
+    shipped route's sl_reply_error after the failed t_relay sends nothing
+    more, though over TCP the transaction ended at the 482 and let go of the
+    request's context (it used to answer 500 statelessly after it)."""
+    p = shipped_proxy()
+    signed = signed_rr(p.core, OUR_RR, "once@t")
+    raw = request("BYE", "sip:bob@127.0.0.1:5060", to_tag="x", call_id="once@t",
+                  extra=[f"Route: {signed}"])
+    if proto == "tcp":
+        raw = raw.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+    out = p.send(raw, proto=proto)
+    assert [m.status for m, _ in responses(out)] == [482]
+    assert p.core.stats["second_final_refused"] == 1
+
 def test_a_request_that_comes_back_unchanged_is_482_and_a_spiral_is_relayed():
     """RFC 3261 16.3 step 4: the request the proxy relayed, sent back to it unchanged
     (our Via on it), is a loop: 482. Sent back with a new Request-URI it is a spiral."""
