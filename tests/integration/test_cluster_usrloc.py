@@ -85,7 +85,11 @@ def test_a_udp_user_registered_at_a_is_called_through_b_even_after_a_is_killed(
         try:
             wait_shared(a, b)
             assert register_udp(a, alice, uas_port).status == 200
-            assert redis.keys() == [f"{redis.prefix}ul:{alice}"]
+            # the 200 goes out before Redis has answered the save
+            deadline = time.monotonic() + 15
+            while redis.keys() != [f"{redis.prefix}ul:{alice}"]:
+                assert time.monotonic() < deadline, (redis.keys(), a.log_text()[-3000:])
+                time.sleep(0.05)
             deadline = time.monotonic() + 15  # db_mode 1 queues the write at once
             while not db.execute("SELECT contact FROM location WHERE username = %s", (alice,)):
                 assert time.monotonic() < deadline, a.log_text()[-3000:]
