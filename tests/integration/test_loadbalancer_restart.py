@@ -4,14 +4,11 @@ PostgreSQL's load_balancer table and dialogs kept in its dialog table
 it, and a new call respects the capacity. SIPp stands in for the caller and
 the FreeSWITCH nodes; every wait has a deadline."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 
 from tests.support.calls import LB_ROUTE, lb_loads, rpc, wait_until
-from tests.support.processes import ROOT, Sipdisp, Sipp, free_port, sipp_available
+from tests.support.processes import Sipdisp, Sipp, free_port, sipp_available
 
 pytestmark = pytest.mark.skipif(not sipp_available(), reason="SIPp is not installed")
 
@@ -19,15 +16,9 @@ pytestmark = pytest.mark.skipif(not sipp_available(), reason="SIPp is not instal
 @pytest.fixture
 def pg():
     """The PostgreSQL test database with sipdisp's tables and no dialogs or destinations."""
-    from sipdisp.storage.testing import PG_URL, Unreachable, server_for
-    server = server_for(PG_URL)
-    try:
-        server.check_reachable()
-    except Unreachable as exc:
-        pytest.skip(str(exc))
-    subprocess.run([sys.executable, "-m", "sipdisp.cli", "db", "init", PG_URL],
-                   env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, timeout=60,
-                   stdout=subprocess.DEVNULL)
+    from sipdisp.storage.testing import PG_URL
+    from tests.support.cluster import postgres_with_schema
+    server = postgres_with_schema()
     for table in ("dialog", "dialog_vars", "load_balancer"):
         server.execute(f"DELETE FROM {table}")
     yield server, PG_URL

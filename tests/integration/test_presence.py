@@ -164,15 +164,9 @@ def test_a_watcher_answering_481_loses_its_subscription(tmp_path, transport):
 def test_stored_rows_have_kamailios_columns_on_postgres(tmp_path):
     """On PostgreSQL a live subscription is an active_watchers row with the dialog's
     identity and the last NOTIFY's CSeq, and a publication a presentity row."""
-    from sipdisp.storage.testing import PG_URL, Unreachable, server_for
-    srv = server_for(PG_URL)
-    try:
-        srv.check_reachable()
-    except Unreachable as exc:
-        pytest.skip(str(exc))
-    subprocess.run([sys.executable, "-m", "sipdisp.cli", "db", "init", PG_URL],
-                   env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, timeout=60,
-                   stdout=subprocess.DEVNULL)
+    from sipdisp.storage.testing import PG_URL
+    from tests.support.cluster import postgres_with_schema
+    srv = postgres_with_schema()
     bob = f"bob{uuid.uuid4().hex[:8]}"
     ep = UdpEndpoint()
     try:
